@@ -1,0 +1,148 @@
+"""The `loxgw` command: run, check, catalog, render, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from loxgw import catalog, daemon, nft, ruleset, status, uci
+from loxgw.config import DEFAULT_PATH, DEFAULT_STATUS_SOCKET, Config, load_config
+from loxgw.errors import ConfigError, KernelError, LoxgwError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loxgw",
+        description="Loxone gateway: DNS-driven nftables sets, exact pinholes, discovery relay.",
+    )
+    parser.add_argument(
+        "-c", "--config", default=DEFAULT_PATH, metavar="PATH",
+        help=f"UCI config file (default {DEFAULT_PATH})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="run the daemon in the foreground (for procd and systemd)",
+                   description="Run the daemon in the foreground until SIGTERM; SIGHUP reloads.")
+    sub.add_parser("check", help="validate the config; prints PATH:LINE: message per problem",
+                   description="Validate the config file. Exit 0 if valid, 1 with one "
+                               "PATH:LINE: message per problem otherwise.")
+    cat = sub.add_parser("catalog", help="print the Loxone service catalogue",
+                         description="Print every port, host and broadcast Loxone products use.")
+    cat.add_argument("--json", action="store_true", help="print a JSON array of entries")
+    render = sub.add_parser(
+        "render", help="print the nftables ruleset the daemon would install",
+        description="Print the complete ruleset the daemon would install (nft -c -f - accepts it).",
+    )
+    render.add_argument("--firewall", choices=("fw4", "standalone"),
+                        help="render for this firewall instead of the configured one")
+    st = sub.add_parser("status", help="ask the running daemon for its status",
+                        description="Ask the running daemon over its Unix socket.")
+    st.add_argument("--json", action="store_true", help="print the raw JSON snapshot")
+    st.add_argument("--socket", metavar="PATH",
+                    help="status socket (default: the config's status_socket)")
+    return parser
+
+
+def _load(path: str) -> Config:
+    return load_config(path)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(f"{config.path}: ok ({len(config.zones)} zones, {len(config.devices)} devices, "
+          f"{len(config.relays)} relays, {len(config.upnp)} upnp)")
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    entries = catalog.load()
+    if args.json:
+        print(json.dumps([e.as_json() for e in entries], indent=2))
+    else:
+        print(catalog.render_table(entries))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    firewall = args.firewall or daemon.resolve_firewall(config.main.firewall, nft.fw4_present())
+    sys.stdout.write(ruleset.render(config, firewall).script)
+    return 0
+
+
+def _status_socket_of(config_path: str) -> str:
+    """The status socket a config names, even if the rest of the file is invalid.
+
+    A daemon keeps running on its old config when a reload is refused, so
+    `status` must still find it while the file on disk is broken.
+    """
+    try:
+        return _load(config_path).main.status_socket
+    except ConfigError:
+        pass
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            _, sections = uci.parse(handle.read(), config_path)
+    except (OSError, UnicodeDecodeError, ConfigError):
+        return DEFAULT_STATUS_SOCKET
+    for section in sections:
+        option = section.options.get("status_socket")
+        if section.type == "loxgw" and option and option.values[-1].startswith("/"):
+            return option.values[-1]
+    return DEFAULT_STATUS_SOCKET
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = args.socket or _status_socket_of(args.config)
+    try:
+        snapshot = status.query(path)
+    except status.NotRunning as exc:
+        print(f"loxgw: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(snapshot, indent=2, sort_keys=True))
+    else:
+        print(status.format_human(snapshot))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    daemon.setup_logging(config.main.log_level)
+    return asyncio.run(daemon.Daemon(config).run())
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check": cmd_check,
+    "catalog": cmd_catalog,
+    "render": cmd_render,
+    "status": cmd_status,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except KernelError as exc:
+        print(f"loxgw: kernel refused: {exc}", file=sys.stderr)
+        return 1
+    except LoxgwError as exc:
+        print(f"loxgw: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

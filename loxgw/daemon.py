@@ -1,0 +1,273 @@
+"""The daemon loop: apply the desired firewall, serve status, reload on SIGHUP, clean up on SIGTERM.
+
+Features (DNS sets, pinholes, relay, UPnP) plug in here; each change of input
+(config, devices, firewall reload) takes the same path: render the desired
+state, apply it in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import stat
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from loxgw import __version__, clock, nft, ruleset, status
+from loxgw.config import Config, FirewallMode, load_config
+from loxgw.errors import ConfigError, KernelError, LoxgwError
+
+log = logging.getLogger("loxgw")
+
+# How often the daemon checks that its table is still in the kernel; a firewall
+# restart (fw4 restart, `nft flush ruleset`) is repaired within this time.
+WATCHDOG_INTERVAL = 0.5
+
+
+def resolve_firewall(mode: FirewallMode, fw4_present: bool) -> ruleset.ResolvedFirewall:
+    """`auto` means fw4 where firewall4 is installed, standalone elsewhere."""
+    if mode == "auto":
+        return "fw4" if fw4_present else "standalone"
+    return mode
+
+
+@dataclass
+class KernelPorts:
+    """The daemon's side effects on the kernel, injectable for tests."""
+
+    apply_script: Callable[[str], None] = nft.run_script
+    table_exists: Callable[[str], bool] = nft.table_exists
+    fw4_present: Callable[[], bool] = nft.fw4_present
+
+
+class Daemon:
+    """One running loxgw instance."""
+
+    def __init__(self, config: Config, ports: KernelPorts | None = None) -> None:
+        self.config = config
+        self.ports = ports or KernelPorts()
+        self.counters: Counter[str] = Counter()
+        self.started = clock.now()
+        self.firewall: ruleset.ResolvedFirewall = resolve_firewall(
+            config.main.firewall, self.ports.fw4_present()
+        )
+        self.installed_table: str | None = None
+        self.last_error: str | None = None
+        self._stop = asyncio.Event()
+
+    # --- firewall ---------------------------------------------------------
+
+    def apply(self) -> None:
+        """Install the desired ruleset for the current config in one transaction."""
+        if self.installed_table and self.installed_table != self.config.main.table:
+            self.remove()
+        if not self.config.main.enabled:
+            self.remove()
+            return
+        desired = ruleset.render(self.config, self.firewall)
+        self.ports.apply_script(desired.script)
+        self.installed_table = desired.table
+        self.counters["ruleset_applies"] += 1
+
+    def remove(self) -> None:
+        """Remove loxgw's table; nothing of loxgw stays in the kernel."""
+        if self.installed_table is None:
+            return
+        try:
+            self.ports.apply_script(ruleset.render_removal(self.installed_table))
+        except KernelError as exc:
+            log.error("could not remove table inet %s: %s", self.installed_table, exc)
+        self.installed_table = None
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; an invalid one is logged and the running one kept."""
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            self.counters["reloads_rejected"] += 1
+            for problem in exc.problems:
+                log.error("reload rejected: %s", problem)
+            log.error("keeping the running configuration")
+            return
+        old = self.config
+        self.config = new
+        self.firewall = resolve_firewall(new.main.firewall, self.ports.fw4_present())
+        set_log_level(new.main.log_level)
+        try:
+            self.apply()
+        except KernelError as exc:
+            self.counters["reloads_failed"] += 1
+            log.error("new configuration refused by the kernel, restoring the old one: %s", exc)
+            self.config = old
+            self.firewall = resolve_firewall(old.main.firewall, self.ports.fw4_present())
+            self._apply_logged()
+            return
+        self.counters["reloads"] += 1
+        log.info("configuration reloaded from %s", new.path)
+
+    def _apply_logged(self) -> None:
+        try:
+            self.apply()
+            self.last_error = None
+        except KernelError as exc:
+            self.last_error = str(exc)
+            self.counters["apply_errors"] += 1
+            log.error("applying the ruleset failed: %s", exc)
+
+    def check_firewall(self) -> None:
+        """Re-install the table if something (a firewall restart, a flush) removed it."""
+        if self.installed_table is None or not self.config.main.enabled:
+            return
+        if not self.ports.table_exists(self.installed_table):
+            self.counters["ruleset_restores"] += 1
+            log.warning("table inet %s vanished; restoring it", self.installed_table)
+            self._apply_logged()
+
+    # --- status -----------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything `loxgw status` shows, as plain JSON-able data."""
+        cfg = self.config
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(clock.now() - self.started, 1),
+            "config": cfg.path,
+            "enabled": cfg.main.enabled,
+            "firewall": self.firewall,
+            "table": self.installed_table or cfg.main.table,
+            "installed": self.installed_table is not None,
+            "dns_mode": cfg.main.dns_mode,
+            "ruleset_applies": self.counters["ruleset_applies"],
+            "zones": [
+                {
+                    "name": z.name,
+                    "role": z.role,
+                    "interfaces": list(z.interfaces),
+                    "networks": list(z.networks),
+                    "cloud": z.cloud,
+                }
+                for z in cfg.zones
+            ],
+            "devices": [
+                {
+                    "name": d.label or d.name,
+                    "product": d.product,
+                    "mac": d.mac,
+                    "ip": str(d.ip) if d.ip else None,
+                    "source": "static",
+                }
+                for d in cfg.devices
+            ],
+            "dns_entries": [],
+            "relays": [asdict(r) | {"ports": [str(p) for p in r.ports]} for r in cfg.relays],
+            "upnp": [asdict(u) for u in cfg.upnp],
+            "counters": dict(self.counters),
+            "last_error": self.last_error,
+        }
+
+    async def _serve_status(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
+                await asyncio.wait_for(reader.readline(), timeout=2.0)
+            writer.write(json.dumps(self.snapshot()).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, OSError):
+            self.counters["status_client_errors"] += 1
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop (signal handlers call this)."""
+        self._stop.set()
+
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            try:
+                self.check_firewall()
+            except LoxgwError as exc:  # never let the watchdog die
+                log.error("firewall check failed: %s", exc)
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        socket_path = self.config.main.status_socket
+        prepare_socket_path(socket_path)
+        self.apply()
+        server = await asyncio.start_unix_server(self._serve_status, path=socket_path)
+        os.chmod(socket_path, 0o660)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        watchdog = asyncio.create_task(self._watchdog())
+        log.info(
+            "running: firewall %s, table inet %s, dns %s, status on %s",
+            self.firewall,
+            self.config.main.table,
+            self.config.main.dns_mode,
+            socket_path,
+        )
+        try:
+            await self._stop.wait()
+        finally:
+            watchdog.cancel()
+            server.close()
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(socket_path)
+            self.remove()
+            log.info("stopped")
+        return 0
+
+
+def prepare_socket_path(path: str) -> None:
+    """Create the socket's directory; refuse to start twice; clear a stale socket."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise LoxgwError(f"{path} exists and is not a socket; not touching it")
+    try:
+        status.query(path, timeout=1.0)
+    except status.NotRunning:
+        os.unlink(path)
+        return
+    except LoxgwError:
+        pass
+    raise LoxgwError(f"another loxgw is already running (it answers on {path})")
+
+
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": NOTICE,
+           "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def set_log_level(name: str) -> None:
+    """Apply a config log level to the loxgw logger."""
+    log.setLevel(_LEVELS.get(name, logging.INFO))
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr with the level in each line (procd and journald keep it)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("loxgw: %(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    set_log_level(level)

@@ -1,0 +1,60 @@
+"""Adapter to the nft command: one transaction per call, kernel errors carry errno.
+
+Whole-ruleset changes are rare (start, reload, firewall restart), so they go
+through `nft -f -`, which applies a script atomically. Per-answer set element
+updates take a netlink path instead (see the DNS feature).
+"""
+
+from __future__ import annotations
+
+import errno as errno_module
+import os
+import shutil
+import subprocess
+
+from loxgw.errors import KernelError
+
+# nft reports kernel refusals as strerror text; map it back to the errno.
+_STRERROR_TO_ERRNO = {os.strerror(code): code for code in sorted(errno_module.errorcode)}
+
+
+def _errno_from_text(text: str) -> int | None:
+    for message, code in _STRERROR_TO_ERRNO.items():
+        if message and message in text:
+            return code
+    return None
+
+
+def nft_binary() -> str:
+    """Path of the nft command; KernelError if nftables is not installed."""
+    found = shutil.which("nft") or next(
+        (p for p in ("/usr/sbin/nft", "/sbin/nft") if os.access(p, os.X_OK)), None
+    )
+    if found is None:
+        raise KernelError("nft not found (install nftables)", errno_module.ENOENT)
+    return found
+
+
+def run_script(script: str, *, check_only: bool = False, what: str = "nft -f") -> None:
+    """Apply (or with check_only, just validate) an nft script in one transaction."""
+    args = [nft_binary(), "-c", "-f", "-"] if check_only else [nft_binary(), "-f", "-"]
+    proc = subprocess.run(args, input=script, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        detail = proc.stderr.strip()
+        raise KernelError(what, _errno_from_text(detail), detail)
+
+
+def table_exists(table: str) -> bool:
+    """Whether `table inet NAME` exists in the current network namespace."""
+    proc = subprocess.run(
+        [nft_binary(), "list", "table", "inet", table],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+def fw4_present() -> bool:
+    """Whether this router runs OpenWrt's firewall4."""
+    return any(os.access(p, os.X_OK) for p in ("/sbin/fw4", "/usr/sbin/fw4"))

@@ -1,0 +1,86 @@
+"""Run the real loxgw daemon inside a lab's router namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from tests.lab.netlab import Lab, wait_for
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+LAB_CONFIG = """
+config loxgw 'main'
+\toption firewall 'standalone'
+\toption log_level 'debug'
+\toption status_socket '{socket}'
+{main_extra}
+config zone 'iot'
+\toption role 'devices'
+\tlist interface 'br-iot'
+\toption cloud '1'
+
+config zone 'lan'
+\toption role 'clients'
+\tlist interface 'br-lan'
+\toption cloud '1'
+{extra}
+"""
+
+
+class Loxgw:
+    """A loxgw daemon process in the lab router; stop() or lab.down() ends it."""
+
+    def __init__(self, lab: Lab, extra: str = "", main_extra: str = "") -> None:
+        self.lab = lab
+        self.config_path = lab.path("loxgw.config")
+        self.socket = lab.path("loxgw.sock")
+        self.log_path = lab.path("loxgw.log")
+        self.write_config(extra, main_extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self, extra: str = "", main_extra: str = "") -> None:
+        with open(self.config_path, "w", encoding="utf-8") as handle:
+            handle.write(LAB_CONFIG.format(socket=self.socket, extra=extra, main_extra=main_extra))
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.lab.run(self.lab.ns_router, sys.executable, "-m", "loxgw",
+                            "-c", self.config_path, *args, check=check)
+
+    def start(self) -> Loxgw:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+        self.proc = self.lab.popen(
+            self.lab.ns_router,
+            [sys.executable, "-m", "loxgw", "-c", self.config_path, "run"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        wait_for(self._ready, 10, "loxgw status socket")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"loxgw exited with {self.proc.returncode}:\n{self.log()}")
+        return os.path.exists(self.socket)
+
+    def status(self) -> dict[str, Any]:
+        out = self.cli("status", "--json").stdout
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()

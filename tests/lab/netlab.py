@@ -1,0 +1,266 @@
+"""A namespace lab: a router with a client VLAN (lan), a Loxone VLAN (iot) and an upstream (wan).
+
+    [phone ...] --br-lan-+                      +-- wan ns: upstream dnsmasq (198.51.100.53),
+                         +-- router ns (loxgw) -+   fake cloud hosts on TEST-NET-3 (203.0.113.0/24)
+    [miniserver ...] --br-iot-+   dnsmasq resolver on each VLAN gateway
+
+Each host is its own namespace with one veth into its VLAN's bridge on the
+router, so loxgw sees what it sees on OpenWrt: one Linux interface per VLAN.
+Nothing is connected to the host's real interfaces. Everything is torn down
+by `down()` (also on a failed test), and labs left by a killed run are swept
+by `sweep_stale()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+PREFIX = "lxgw"
+
+LAN_GW = "192.168.10.1"
+IOT_GW = "192.168.20.1"
+ROUTER_WAN = "198.51.100.2"
+UPSTREAM_GW = "198.51.100.1"
+UPSTREAM_DNS = "198.51.100.53"
+
+# Names the fake internet answers for (upstream dnsmasq); wildcards via --address.
+CLOUD_RECORDS: dict[str, str] = {
+    "a7.remcov3.loxonecloud.com": "203.0.113.7",
+    "connect.loxonecloud.com": "203.0.113.10",
+    "dns.loxonecloud.com": "203.0.113.11",
+    "weather.loxone.com": "203.0.113.12",
+    "update.loxone.com": "203.0.113.13",
+    "registry.loxonecloud.com": "203.0.113.14",
+    "evilloxonecloud.com": "203.0.113.66",
+    "example.org": "203.0.113.80",
+}
+CLOUD_WILDCARDS: dict[str, str] = {
+    "dyndns.loxonecloud.com": "203.0.113.20",
+    "pool.ntp.org": "203.0.113.123",
+}
+
+
+def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run a command, raising with its stderr on failure."""
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def missing_tools() -> list[str]:
+    """The commands the lab needs that this machine lacks."""
+    return [t for t in ("ip", "nft", "dnsmasq", "iptables") if shutil.which(t) is None]
+
+
+def sweep_stale() -> None:
+    """Delete namespaces of labs whose creating process is gone."""
+    listing = sh("ip", "netns", "list", check=False).stdout
+    for line in listing.splitlines():
+        name = line.split()[0] if line.split() else ""
+        parts = name.split("-")
+        if len(parts) >= 3 and parts[0] == PREFIX and parts[1].isdigit():
+            pid = int(parts[1])
+            try:
+                os.kill(pid, 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            _kill_netns_pids(name)
+            sh("ip", "netns", "del", name, check=False)
+            shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
+
+
+def _kill_netns_pids(ns: str) -> None:
+    pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+@dataclass
+class Host:
+    """A simulated host: its namespace, VLAN and addresses."""
+
+    name: str
+    ns: str
+    vlan: str
+    ip: str
+    mac: str
+    router_port: str
+
+
+@dataclass
+class Lab:
+    """One lab instance; use as a context manager or call up()/down()."""
+
+    tag: str = ""
+    ns_router: str = ""
+    ns_wan: str = ""
+    workdir: str = ""
+    hosts: dict[str, Host] = field(default_factory=dict)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    _host_counter: int = 0
+
+    def __post_init__(self) -> None:
+        self.tag = self.tag or f"{PREFIX}-{os.getpid()}-{int(time.time() * 1000) % 100000}"
+        self.ns_router = f"{self.tag}-router"
+        self.ns_wan = f"{self.tag}-wan"
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def _add_ns(self, name: str) -> None:
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        self.run(name, "ip", "link", "set", "lo", "up")
+
+    def up(self) -> None:
+        """Build router, VLAN bridges, upstream with its resolver, router resolver."""
+        sweep_stale()
+        self.workdir = tempfile.mkdtemp(prefix=f"{self.tag}-")
+        self._add_ns(self.ns_router)
+        self._add_ns(self.ns_wan)
+        r, w = self.ns_router, self.ns_wan
+        self.run(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.run(r, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        for vlan, gw in (("lan", LAN_GW), ("iot", IOT_GW)):
+            bridge = f"br-{vlan}"
+            self.run(r, "ip", "link", "add", bridge, "type", "bridge")
+            self.run(r, "ip", "addr", "add", f"{gw}/24", "dev", bridge)
+            self.run(r, "ip", "link", "set", bridge, "up")
+        self.run(r, "ip", "link", "add", "wan", "type", "veth", "peer", "name", "up0", "netns", w)
+        self.run(r, "ip", "addr", "add", f"{ROUTER_WAN}/24", "dev", "wan")
+        self.run(r, "ip", "link", "set", "wan", "up")
+        self.run(r, "ip", "route", "add", "default", "via", UPSTREAM_GW)
+        self.run(w, "ip", "addr", "add", f"{UPSTREAM_GW}/24", "dev", "up0")
+        self.run(w, "ip", "addr", "add", f"{UPSTREAM_DNS}/24", "dev", "up0")
+        self.run(w, "ip", "link", "set", "up0", "up")
+        for subnet in ("192.168.10.0/24", "192.168.20.0/24"):
+            self.run(w, "ip", "route", "add", subnet, "via", ROUTER_WAN)
+        for address in sorted(set(CLOUD_RECORDS.values()) | set(CLOUD_WILDCARDS.values())):
+            self.run(w, "ip", "addr", "add", f"{address}/32", "dev", "lo")
+        self._start_upstream_dns()
+        self._start_router_dns()
+
+    def down(self) -> None:
+        """Stop every process and delete every namespace; safe to call twice."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=5)
+        self.procs.clear()
+        for ns in reversed(self.namespaces):
+            _kill_netns_pids(ns)
+            sh("ip", "netns", "del", ns, check=False)
+            shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
+        self.namespaces.clear()
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # --- hosts ---------------------------------------------------------------
+
+    def add_host(self, name: str, vlan: str, host_octet: int, mac: str | None = None) -> Host:
+        """A host namespace on `vlan` ("lan" or "iot") with address .host_octet."""
+        self._host_counter += 1
+        ns = f"{self.tag}-{name}"
+        gw = LAN_GW if vlan == "lan" else IOT_GW
+        ip = gw.rsplit(".", 1)[0] + f".{host_octet}"
+        mac = mac or f"02:00:00:{self._host_counter:02x}:{host_octet:02x}:01"
+        port = f"p{self._host_counter}-{name}"[:15]
+        self._add_ns(ns)
+        self.run(self.ns_router, "ip", "link", "add", port, "type", "veth",
+                 "peer", "name", "eth0", "netns", ns)
+        self.run(self.ns_router, "ip", "link", "set", port, "master", f"br-{vlan}")
+        self.run(self.ns_router, "ip", "link", "set", port, "up")
+        self.run(ns, "ip", "link", "set", "eth0", "address", mac)
+        self.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        self.run(ns, "ip", "link", "set", "eth0", "up")
+        self.run(ns, "ip", "route", "add", "default", "via", gw)
+        os.makedirs(f"/etc/netns/{ns}", exist_ok=True)
+        with open(f"/etc/netns/{ns}/resolv.conf", "w", encoding="ascii") as handle:
+            handle.write(f"nameserver {gw}\n")
+        host = Host(name, ns, vlan, ip, mac, port)
+        self.hosts[name] = host
+        return host
+
+    # --- processes -----------------------------------------------------------
+
+    def run(self, ns: str, *cmd: str, check: bool = True,
+            timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a command inside namespace `ns`."""
+        return sh("ip", "netns", "exec", ns, *cmd, check=check, timeout=timeout)
+
+    def popen(self, ns: str, cmd: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        """Start a background process in `ns`; down() kills it."""
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], **kwargs)  # type: ignore[call-overload]
+        self.procs.append(proc)
+        return proc
+
+    def path(self, name: str) -> str:
+        """A file path in this lab's private directory."""
+        return os.path.join(self.workdir, name)
+
+    def _dnsmasq(self, ns: str, args: list[str], ready_addr: str) -> None:
+        log = open(self.path(f"dnsmasq-{ns}.log"), "wb")  # noqa: SIM115 - owned by the process
+        self.popen(ns, ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                        "--pid-file=", "--user=root", "--group=root", "--log-facility=-",
+                        *args], stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self._udp_listening(ns, ready_addr, 53), 5, f"dnsmasq in {ns}")
+
+    def _udp_listening(self, ns: str, addr: str, port: int) -> bool:
+        out = self.run(ns, "ss", "-Hlun", check=False).stdout
+        return f"{addr}:{port} " in out
+
+    def _start_upstream_dns(self) -> None:
+        args = ["--no-resolv", "--no-hosts", f"--listen-address={UPSTREAM_DNS}",
+                "--bind-interfaces", "--cache-size=0", "--local-ttl=300"]
+        args += [f"--host-record={name},{ip}" for name, ip in CLOUD_RECORDS.items()]
+        args += [f"--address=/{suffix}/{ip}" for suffix, ip in CLOUD_WILDCARDS.items()]
+        self._dnsmasq(self.ns_wan, args, UPSTREAM_DNS)
+
+    def _start_router_dns(self) -> None:
+        args = ["--no-resolv", "--no-hosts", f"--server={UPSTREAM_DNS}", "--bind-interfaces",
+                f"--listen-address={LAN_GW}", f"--listen-address={IOT_GW}",
+                f"--dhcp-leasefile={self.path('dhcp.leases')}"]
+        self._dnsmasq(self.ns_router, args, IOT_GW)
+
+
+def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll `predicate` until true (lab set-up only, never to let time pass in logic)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def lab() -> Iterator[Lab]:
+    """A lab that is always torn down."""
+    with Lab() as instance:
+        yield instance

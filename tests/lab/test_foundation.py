@@ -1,0 +1,100 @@
+"""The daemon skeleton in a real lab: ruleset, standalone policy, status, SIGHUP, SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from tests.lab.loxgwproc import Loxgw
+from tests.lab.netlab import Lab, wait_for
+
+
+def tcp_ok(lab: Lab, ns: str, addr: str, port: int, timeout: float = 0.5) -> bool:
+    proc = lab.run(ns, sys.executable, "-m", "tests.lab.peer", "connect-tcp", addr, str(port),
+                   str(timeout), check=False)
+    return proc.returncode == 0
+
+
+def start_listener(lab: Lab, ns: str, addr: str, *ports: int) -> None:
+    import subprocess
+
+    proc = lab.popen(ns, [sys.executable, "-m", "tests.lab.peer", "listen-tcp", addr,
+                          *map(str, ports)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+
+
+def table_exists(lab: Lab, table: str = "loxgw") -> bool:
+    return lab.run(lab.ns_router, "nft", "list", "table", "inet", table, check=False).returncode == 0
+
+
+def test_render_is_loadable_by_nft(lab: Lab) -> None:
+    gw = Loxgw(lab)
+    script = gw.cli("render").stdout
+    checked = lab.run(lab.ns_router, "sh", "-c", f"printf '%s' '{script}' | nft -c -f -",
+                      check=False)
+    assert checked.returncode == 0, checked.stderr
+    assert not table_exists(lab)  # -c checks only
+
+
+def test_standalone_policy_and_lifecycle(lab: Lab) -> None:
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    phone = lab.add_host("phone", "lan", 20)
+    start_listener(lab, lab.ns_wan, "203.0.113.80", 80)
+    start_listener(lab, ms.ns, ms.ip, 443)
+    # Without loxgw everything is open.
+    assert tcp_ok(lab, ms.ns, "203.0.113.80", 80)
+    assert tcp_ok(lab, phone.ns, ms.ip, 443)
+
+    gw = Loxgw(lab).start()
+    assert table_exists(lab)
+    # Devices zone to the internet, clients into the devices zone: dropped (nothing allowed yet).
+    assert not tcp_ok(lab, ms.ns, "203.0.113.80", 80)
+    assert not tcp_ok(lab, phone.ns, ms.ip, 443)
+    # Other traffic is left alone.
+    assert tcp_ok(lab, phone.ns, "203.0.113.80", 80)
+    # The router's resolver still answers the devices zone (input, not forward).
+    resolved = lab.run(ms.ns, sys.executable, "-c",
+                       "import socket; print(socket.gethostbyname('a7.remcov3.loxonecloud.com'))")
+    assert resolved.stdout.strip() == "203.0.113.7"
+
+    status = gw.status()
+    assert (status["firewall"], status["installed"], status["table"]) == (
+        "standalone", True, "loxgw",
+    )
+    assert [z["name"] for z in status["zones"]] == ["iot", "lan"]
+    human = gw.cli("status").stdout
+    assert "firewall: standalone (table inet loxgw" in human
+
+    # An invalid config on SIGHUP is refused, the running one kept.
+    with open(gw.config_path, "a", encoding="utf-8") as handle:
+        handle.write("\nconfig zone 'broken'\n\toption role 'sideways'\n")
+    gw.signal(signal.SIGHUP)
+    wait_for(lambda: gw.status()["counters"].get("reloads_rejected") == 1, 5, "rejected reload")
+    assert table_exists(lab)
+    assert "reload rejected" in gw.log()
+
+    # A valid new config is applied: move lan out of clients, so the phone gets through.
+    gw.write_config()
+    with open(gw.config_path, encoding="utf-8") as handle:
+        text = handle.read()
+    with open(gw.config_path, "w", encoding="utf-8") as handle:
+        handle.write(text.replace("config zone 'lan'\n\toption role 'clients'\n\tlist interface 'br-lan'",
+                                  "config zone 'lan'\n\toption role 'clients'\n\tlist interface 'br-other'"))
+    gw.signal(signal.SIGHUP)
+    wait_for(lambda: gw.status()["counters"].get("reloads") == 1, 5, "reload")
+    assert tcp_ok(lab, phone.ns, ms.ip, 443)
+
+    # Someone deletes the table: it is back within a second.
+    lab.run(lab.ns_router, "nft", "delete", "table", "inet", "loxgw")
+    started = time.monotonic()
+    wait_for(lambda: table_exists(lab), 1.5, "table restore")
+    assert time.monotonic() - started < 1.0
+    assert not tcp_ok(lab, ms.ns, "203.0.113.80", 80)
+
+    # SIGTERM: exit 0, nothing of loxgw left in the kernel.
+    assert gw.stop() == 0
+    assert not table_exists(lab)
+    assert tcp_ok(lab, ms.ns, "203.0.113.80", 80)
+    assert gw.cli("status", check=False).returncode == 1

@@ -1,0 +1,59 @@
+"""The command line: catalog, render, status without a daemon, help."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loxgw import catalog, cli
+
+REPO = Path(__file__).parents[2]
+SAMPLE = str(REPO / "etc" / "loxgw.config")
+
+
+def test_catalog_json_round_trips(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["catalog", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data) == len(catalog.load())
+    assert all(list(item) == list(catalog.FIELDS) for item in data)
+    remcov3 = next(d for d in data if d["id"] == "app-remcov3-relay")
+    assert (remcov3["proto"], remcov3["ports"], remcov3["since"]) == ("tcp", ["20000-49000"], "17.0")
+
+
+def test_catalog_table_lists_every_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["catalog"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(catalog.load()) + 1
+    assert lines[0].split()[:3] == ["ID", "PRODUCT", "DIRECTION"]
+
+
+def test_render_standalone(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["-c", SAMPLE, "render", "--firewall", "standalone"]) == 0
+    script = capsys.readouterr().out
+    assert "type filter hook forward priority filter; policy accept;" in script
+    assert 'iifname { "br-iot" } jump allow_from_devices' in script
+    assert 'iifname { "br-lan" } oifname { "br-iot" } jump allow_into_devices' in script
+
+
+def test_render_with_broken_config_names_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cfg"
+    path.write_text("config loxgw 'main'\n\toption firewall 'maybe'\n")
+    assert cli.main(["-c", str(path), "render"]) == 1
+    assert capsys.readouterr().err.startswith(f"{path}:2: firewall:")
+
+
+def test_status_without_daemon_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["status", "--socket", str(tmp_path / "none.sock")]) == 1
+    assert "loxgw is not running" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run", "check", "catalog", "render", "status"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main([command, "--help"])
+    assert info.value.code == 0
+    assert f"usage: loxgw {command}" in capsys.readouterr().out

@@ -342,9 +342,9 @@ def parse_config(text: str, path: str) -> Config:
                 table=_get(values, "table", "loxgw"),
             )
             if main.min_timeout > main.max_timeout:
-                line = section.options.get("min_timeout", section.options.get("max_timeout"))
+                culprit = section.options.get("min_timeout", section.options.get("max_timeout"))
                 check.problem(
-                    line.line if line else section.line,
+                    culprit.line if culprit else section.line,
                     f"min_timeout ({main.min_timeout}) is larger than max_timeout "
                     f"({main.max_timeout})",
                 )

@@ -169,7 +169,7 @@ def test_second_instance_refuses_to_start(setup: tuple[Path, Path, FakeKernel]) 
         try:
             await asyncio.to_thread(daemon.prepare_socket_path, str(sock))
             return "started"
-        except Exception as exc:  # noqa: BLE001 - the message is what is checked
+        except Exception as exc:
             return str(exc)
         finally:
             first.request_stop()

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loxgw import __version__, clock, nft, ruleset, status
-from loxgw.config import Config, FirewallMode, load_config
+from loxgw import __version__, catalog, clock, dns, nft, queue, ruleset, status
+from loxgw.config import Config, DnsMode, FirewallMode, load_config
 from loxgw.errors import ConfigError, KernelError, LoxgwError
 
 log = logging.getLogger("loxgw")
@@ -44,6 +44,7 @@ class KernelPorts:
     apply_script: Callable[[str], None] = nft.run_script
     table_exists: Callable[[str], bool] = nft.table_exists
     fw4_present: Callable[[], bool] = nft.fw4_present
+    choose_queue: Callable[[DnsMode], ruleset.QueueMode] = queue.choose_mode
 
 
 class Daemon:
@@ -60,6 +61,46 @@ class Daemon:
         self.installed_table: str | None = None
         self.last_error: str | None = None
         self._stop = asyncio.Event()
+        self.queue_mode: ruleset.QueueMode = "off"
+        self.xtables: queue.XtablesQueue | None = None
+        self.profiles = dns.all_profiles(catalog.load())
+        self.inspector = dns.DnsInspector(
+            {role: dns.build_policy(catalog.load(), role) for role in ("devices", "clients")},
+            self._limits(),
+        )
+        self.ledger = dns.GrantLedger()
+        self.dns_queue: Any = None  # dnsqueue.DnsQueue once inline mode is running
+
+    def _limits(self) -> dns.Limits:
+        return dns.Limits(self.config.main.min_timeout, self.config.main.max_timeout)
+
+    # --- DNS ----------------------------------------------------------------
+
+    def start_dns(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Choose how DNS answers reach loxgw and bind the queues before any rule sends to them."""
+        self.queue_mode = self.ports.choose_queue(self.config.main.dns_mode)
+        if self.queue_mode == "passive":
+            log.warning("no NFQUEUE support (neither nft queue nor iptables NFQUEUE): "
+                        "DNS answers are not inspected")
+            return
+        if self.queue_mode not in ("nft", "xtables"):
+            return
+        from loxgw import dnsqueue, nftset  # needs root and libnetfilter_queue: import late
+
+        writer = nftset.SetWriter(self.config.main.table, self.profiles)
+        self.dns_queue = dnsqueue.DnsQueue(self.inspector, writer, self.ledger, clock.now)
+        self.dns_queue.bind(self.config.main.queue_num, "devices", loop)
+        self.dns_queue.bind(self.config.main.queue_num + 1, "clients", loop)
+        if self.queue_mode == "xtables":
+            self.xtables = queue.XtablesQueue()
+        log.info("DNS answers inline through NFQUEUE %d/%d (%s)", self.config.main.queue_num,
+                 self.config.main.queue_num + 1, self.queue_mode)
+
+    def stop_dns(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.dns_queue is not None:
+            self.dns_queue.close(loop)
+            self.dns_queue.writer.close()
+            self.dns_queue = None
 
     # --- firewall ---------------------------------------------------------
 
@@ -70,13 +111,17 @@ class Daemon:
         if not self.config.main.enabled:
             self.remove()
             return
-        desired = ruleset.render(self.config, self.firewall)
+        desired = ruleset.render(self.config, self.firewall, self.queue_mode)
         self.ports.apply_script(desired.script)
         self.installed_table = desired.table
+        if self.xtables is not None:
+            self.xtables.install(ruleset.dns_queue_rules(self.config))
         self.counters["ruleset_applies"] += 1
 
     def remove(self) -> None:
         """Remove loxgw's table; nothing of loxgw stays in the kernel."""
+        if self.xtables is not None:
+            self.xtables.remove()
         if self.installed_table is None:
             return
         try:
@@ -99,6 +144,7 @@ class Daemon:
         self.config = new
         self.firewall = resolve_firewall(new.main.firewall, self.ports.fw4_present())
         set_log_level(new.main.log_level)
+        self.inspector.limits = self._limits()
         try:
             self.apply()
         except KernelError as exc:
@@ -124,7 +170,8 @@ class Daemon:
         """Re-install the table if something (a firewall restart, a flush) removed it."""
         if self.installed_table is None or not self.config.main.enabled:
             return
-        if not self.ports.table_exists(self.installed_table):
+        queue_gone = self.xtables is not None and not self.xtables.present()
+        if queue_gone or not self.ports.table_exists(self.installed_table):
             self.counters["ruleset_restores"] += 1
             log.warning("table inet %s vanished; restoring it", self.installed_table)
             self._apply_logged()
@@ -144,6 +191,7 @@ class Daemon:
             "table": self.installed_table or cfg.main.table,
             "installed": self.installed_table is not None,
             "dns_mode": cfg.main.dns_mode,
+            "queue_mode": self.queue_mode,
             "ruleset_applies": self.counters["ruleset_applies"],
             "zones": [
                 {
@@ -165,10 +213,12 @@ class Daemon:
                 }
                 for d in cfg.devices
             ],
-            "dns_entries": [],
+            "dns_entries": self.ledger.live(clock.now()),
             "relays": [asdict(r) | {"ports": [str(p) for p in r.ports]} for r in cfg.relays],
             "upnp": [asdict(u) for u in cfg.upnp],
-            "counters": dict(self.counters),
+            "counters": dict(self.counters) | {f"dns_{k}": v for k, v in self.inspector.counters.items()}
+            | ({"dns_inserted": self.dns_queue.inserted, "dns_handler_errors": self.dns_queue.handler_errors,
+                "dns_netlink_errors": self.dns_queue.writer.errors} if self.dns_queue else {}),
             "last_error": self.last_error,
         }
 
@@ -206,6 +256,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         socket_path = self.config.main.status_socket
         prepare_socket_path(socket_path)
+        self.start_dns(loop)
         self.apply()
         server = await asyncio.start_unix_server(self._serve_status, path=socket_path)
         os.chmod(socket_path, 0o660)
@@ -214,10 +265,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         watchdog = asyncio.create_task(self._watchdog())
         log.info(
-            "running: firewall %s, table inet %s, dns %s, status on %s",
+            "running: firewall %s, table inet %s, dns %s (%s), status on %s",
             self.firewall,
             self.config.main.table,
             self.config.main.dns_mode,
+            self.queue_mode,
             socket_path,
         )
         try:
@@ -230,6 +282,7 @@ class Daemon:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(socket_path)
             self.remove()
+            self.stop_dns(loop)
             log.info("stopped")
         return 0
 

@@ -11,16 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from loxgw import catalog
 from loxgw.config import Config
+from loxgw.dns import Profile, all_profiles
 
 ResolvedFirewall = Literal["fw4", "standalone"]
+QueueMode = Literal["nft", "xtables", "passive", "off"]
 
-# Set names are part of the contract with later features (DNS, pinholes) and
-# with the fw4 include files, so they are spelled once here.
-CLOUD4 = "cloud4"
-CLOUD6 = "cloud6"
-CLOUD4_PING = "cloud4_ping"
-CLOUD6_PING = "cloud6_ping"
+DNS_PORT = 53
+
+
+def cloud_set_name(index: int, family: int) -> str:
+    """Set of (device . address) pairs granted one catalogue profile (see loxgw.dns)."""
+    return f"cloud{family}_{index}"
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ def _ifset(names: tuple[str, ...]) -> str:
     return "{ " + ", ".join(f'"{n}"' for n in names) + " }"
 
 
-def render(config: Config, firewall: ResolvedFirewall) -> Ruleset:
+def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off") -> Ruleset:
     """Render the complete ruleset for a config.
 
     Standalone: loxgw is the firewall of its zones. Forwarded traffic from a
@@ -52,35 +55,25 @@ def render(config: Config, firewall: ResolvedFirewall) -> Ruleset:
         if firewall == "standalone"
         else 'counter return comment "loxgw: fw4 zone policy decides"'
     )
+    profiles = all_profiles(catalog.load())
     lines = [
         f"# loxgw ruleset ({firewall}) for {config.path}",
         f"table inet {table}",
         f"flush table inet {table}",
         f"table inet {table} {{",
-        f"\tset {CLOUD4} {{",
-        "\t\ttype ipv4_addr . ipv4_addr . inet_proto . inet_service",
-        "\t\tflags interval, timeout",
-        '\t\tcomment "device . cloud address . proto . ports, from DNS answers"',
-        "\t}",
-        f"\tset {CLOUD6} {{",
-        "\t\ttype ipv6_addr . ipv6_addr . inet_proto . inet_service",
-        "\t\tflags interval, timeout",
-        "\t}",
-        f"\tset {CLOUD4_PING} {{",
-        "\t\ttype ipv4_addr . ipv4_addr",
-        "\t\tflags timeout",
-        "\t}",
-        f"\tset {CLOUD6_PING} {{",
-        "\t\ttype ipv6_addr . ipv6_addr",
-        "\t\tflags timeout",
-        "\t}",
-        "",
-        "\tchain allow_from_devices {",
-        "\t\tct state established,related accept",
-        f"\t\tip saddr . ip daddr . meta l4proto . th dport @{CLOUD4} accept",
-        f"\t\tip6 saddr . ip6 daddr . meta l4proto . th dport @{CLOUD6} accept",
-        f"\t\ticmp type echo-request ip saddr . ip daddr @{CLOUD4_PING} accept",
-        f"\t\ticmpv6 type echo-request ip6 saddr . ip6 daddr @{CLOUD6_PING} accept",
+    ]
+    for index, profile in enumerate(profiles):
+        for family, addr in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+            lines += [
+                f"\tset {cloud_set_name(index, family)} {{",
+                f"\t\ttype {addr} . {addr}",
+                "\t\tflags timeout",
+                f'\t\tcomment "device . address granted {profile.describe()} by DNS"',
+                "\t}",
+            ]
+    lines += ["", "\tchain allow_from_devices {", "\t\tct state established,related accept"]
+    lines += [f"\t\t{rule}" for rule in _profile_rules(profiles)]
+    lines += [
         f"\t\t{final}",
         "\t}",
         "",
@@ -90,6 +83,8 @@ def render(config: Config, firewall: ResolvedFirewall) -> Ruleset:
         "\t}",
         "",
     ]
+    if queue == "nft":
+        lines += _native_queue_chains(config)
     if firewall == "standalone":
         lines += [
             "\tchain forward {",
@@ -105,6 +100,98 @@ def render(config: Config, firewall: ResolvedFirewall) -> Ruleset:
         lines.append("\t}")
     lines.append("}")
     return Ruleset(table=table, script="\n".join(lines) + "\n")
+
+
+def _profile_rules(profiles: tuple[Profile, ...]) -> list[str]:
+    rules = []
+    for index, profile in enumerate(profiles):
+        for family, ip in ((4, "ip"), (6, "ip6")):
+            match = f"{ip} saddr . {ip} daddr @{cloud_set_name(index, family)}"
+            if profile.proto == "icmp":
+                icmp = "icmp" if family == 4 else "icmpv6"
+                rules.append(f"{match} {icmp} type echo-request accept")
+            elif profile.proto in ("tcp", "udp"):
+                ports = ", ".join(p.nft() for p in profile.ports)
+                rules.append(f"{match} {profile.proto} dport {{ {ports} }} accept")
+    return rules
+
+
+@dataclass(frozen=True)
+class QueueRule:
+    """One class of DNS packets loxgw must see, independent of nft or iptables spelling."""
+
+    hook: Literal["input", "output", "forward"]
+    interfaces: tuple[str, ...]
+    incoming: bool  # match the interface the packet came in on (queries) or leaves by (answers)
+    family: int | None  # restrict to resolver addresses of this family
+    resolvers: tuple[str, ...]
+    qnum: int
+
+    @property
+    def is_answer(self) -> bool:
+        return not self.incoming
+
+    def nft(self) -> str:
+        ifs = f"{'iifname' if self.incoming else 'oifname'} {_ifset(self.interfaces)}"
+        addr = ""
+        if self.family is not None:
+            ip = "ip" if self.family == 4 else "ip6"
+            addr = f" {ip} {'daddr' if self.incoming else 'saddr'} {{ {', '.join(self.resolvers)} }}"
+        port = f"udp dport {DNS_PORT}" if self.incoming else f"udp sport {DNS_PORT} ct direction reply"
+        # bypass: with no loxgw listening the kernel accepts, so DNS never breaks.
+        return f"{ifs}{addr} {port} queue num {self.qnum} bypass"
+
+    def xtables(self, interface: str) -> list[str]:
+        """iptables arguments (after the chain) for one interface of this rule."""
+        args = ["-i" if self.incoming else "-o", interface, "-p", "udp"]
+        if self.family is not None:
+            args += ["-d" if self.incoming else "-s", ",".join(self.resolvers)]
+        if self.incoming:
+            args += ["--dport", str(DNS_PORT)]
+        else:
+            args += ["--sport", str(DNS_PORT), "-m", "conntrack", "--ctdir", "REPLY"]
+        return [*args, "-j", "NFQUEUE", "--queue-num", str(self.qnum), "--queue-bypass"]
+
+
+def dns_queue_rules(config: Config) -> list[QueueRule]:
+    """Every DNS packet loxgw must see.
+
+    Queries (to remember what was asked) and answers (to grant) of cloud
+    zones: answers from the router's own resolver leave via output, answers
+    from trusted resolvers elsewhere are forwarded. Answers only in the
+    conntrack reply direction. Devices zones use queue_num, clients zones
+    queue_num + 1, so the handler knows the asker's role without lookups.
+    """
+    out: list[QueueRule] = []
+    trusted = {
+        4: tuple(str(a) for a in config.main.trusted_resolvers if a.version == 4),
+        6: tuple(str(a) for a in config.main.trusted_resolvers if a.version == 6),
+    }
+    for offset, role in enumerate(("devices", "clients")):
+        ifs = tuple(i for z in config.zones if z.role == role and z.cloud for i in z.interfaces)
+        if not ifs:
+            continue
+        qnum = config.main.queue_num + offset
+        out.append(QueueRule("input", ifs, True, None, (), qnum))
+        out.append(QueueRule("output", ifs, False, None, (), qnum))
+        for family, resolvers in trusted.items():
+            if resolvers:
+                out.append(QueueRule("forward", ifs, True, family, resolvers, qnum))
+                out.append(QueueRule("forward", ifs, False, family, resolvers, qnum))
+    return out
+
+
+def _native_queue_chains(config: Config) -> list[str]:
+    lines: list[str] = []
+    rules = dns_queue_rules(config)
+    for hook in ("input", "output", "forward"):
+        chosen = [r for r in rules if r.hook == hook]
+        if not chosen:
+            continue
+        lines += [f"\tchain dns_{hook} {{", f"\t\ttype filter hook {hook} priority mangle; policy accept;"]
+        lines += [f"\t\t{r.nft()}" for r in chosen]
+        lines += ["\t}", ""]
+    return lines
 
 
 def render_removal(table: str) -> str:

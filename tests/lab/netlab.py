@@ -111,6 +111,7 @@ class Lab:
     hosts: dict[str, Host] = field(default_factory=dict)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
+    extra_records: dict[str, str] = field(default_factory=dict)  # more names for the fake internet
     _host_counter: int = 0
 
     def __post_init__(self) -> None:
@@ -159,7 +160,8 @@ class Lab:
         self.run(w, "ip", "link", "set", "up0", "up")
         for subnet in ("192.168.10.0/24", "192.168.20.0/24"):
             self.run(w, "ip", "route", "add", subnet, "via", ROUTER_WAN)
-        for address in sorted(set(CLOUD_RECORDS.values()) | set(CLOUD_WILDCARDS.values())):
+        records = CLOUD_RECORDS | self.extra_records
+        for address in sorted(set(records.values()) | set(CLOUD_WILDCARDS.values())):
             self.run(w, "ip", "addr", "add", f"{address}/32", "dev", "lo")
         self._start_upstream_dns()
         self._start_router_dns()
@@ -238,7 +240,7 @@ class Lab:
     def _start_upstream_dns(self) -> None:
         args = ["--no-resolv", "--no-hosts", f"--listen-address={UPSTREAM_DNS}",
                 "--bind-interfaces", "--cache-size=0", "--local-ttl=300"]
-        args += [f"--host-record={name},{ip}" for name, ip in CLOUD_RECORDS.items()]
+        args += [f"--host-record={name},{ip}" for name, ip in (CLOUD_RECORDS | self.extra_records).items()]
         args += [f"--address=/{suffix}/{ip}" for suffix, ip in CLOUD_WILDCARDS.items()]
         self._dnsmasq(self.ns_wan, args, UPSTREAM_DNS)
 

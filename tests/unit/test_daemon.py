@@ -48,6 +48,7 @@ class FakeKernel:
             apply_script=self.apply,
             table_exists=lambda table: table in self.tables,
             fw4_present=lambda: False,
+            choose_queue=lambda mode: "off",
         )
 
 

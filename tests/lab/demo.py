@@ -50,8 +50,16 @@ def main() -> int:
         step("loxgw status")
         print(gw.cli("status").stdout)
         step("what the firewall does now")
-        print(f"miniserver -> relay 203.0.113.7:22      {tcp(lab, ms.ns, '203.0.113.7', 22)}")
-        print(f"phone      -> miniserver {ms.ip}:443 {tcp(lab, phone.ns, ms.ip, 443)}")
+        print(f"miniserver -> 203.0.113.7:22 (not resolved yet)    {tcp(lab, ms.ns, '203.0.113.7', 22)}")
+        resolved = lab.run(ms.ns, sys.executable, "-c", "import socket; "
+                           "print(socket.gethostbyname('a7.remcov3.loxonecloud.com'))").stdout.strip()
+        print(f"miniserver resolves a7.remcov3.loxonecloud.com -> {resolved}")
+        print(f"miniserver -> {resolved}:22 (catalogue: TCP 22)   {tcp(lab, ms.ns, resolved, 22)}")
+        print(f"miniserver -> {resolved}:49001 (not its port)     {tcp(lab, ms.ns, resolved, 49001)}")
+        print(f"phone      -> miniserver {ms.ip}:443           {tcp(lab, phone.ns, ms.ip, 443)}"
+              "  (device pinholes: not built yet)")
+        step("loxgw status, with the DNS entry")
+        print(gw.cli("status").stdout)
         step("stop loxgw (SIGTERM)")
         code = gw.stop()
         print(f"exit code {code}; table present afterwards: "

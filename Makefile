@@ -6,7 +6,7 @@ VENV ?= .venv
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
 BIN := $(VENV)/bin
 APT_PACKAGES := python3 python3-venv python3-dev gcc make libnetfilter-queue-dev libnfnetlink-dev \
-	nftables iptables iproute2 iputils-ping conntrack dnsmasq-base miniupnpd-nftables miniupnpc \
+	procps nftables iptables iproute2 iputils-ping conntrack dnsmasq-base miniupnpd-nftables miniupnpc \
 	tcpdump shellcheck
 
 .PHONY: all setup system-packages venv lint typecheck unit lab test demo render clean

@@ -318,13 +318,6 @@ def grants_from_answer(
 # --- the inspector: packets in, grants out -------------------------------------------
 
 
-@dataclass
-class ZonePolicy:
-    """A cloud zone's policy and the networks its devices live in (used to pick the policy)."""
-
-    policy: CloudPolicy
-
-
 class DnsInspector:
     """Reads queries and answers; returns the grants an answer earns. Counts everything.
 

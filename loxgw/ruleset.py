@@ -127,10 +127,6 @@ class QueueRule:
     resolvers: tuple[str, ...]
     qnum: int
 
-    @property
-    def is_answer(self) -> bool:
-        return not self.incoming
-
     def nft(self) -> str:
         ifs = f"{'iifname' if self.incoming else 'oifname'} {_ifset(self.interfaces)}"
         addr = ""

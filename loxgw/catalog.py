@@ -197,11 +197,6 @@ def applies_to_version(entry: Entry, version: tuple[int, ...] | None) -> bool:
     return not (entry.until is not None and version >= version_tuple(entry.until))
 
 
-def for_product(entries: Iterable[Entry], product: Product) -> tuple[Entry, ...]:
-    """The entries of one product, in catalogue order."""
-    return tuple(e for e in entries if e.product == product)
-
-
 def render_table(entries: Iterable[Entry]) -> str:
     """A human-readable table, one entry per line."""
     rows = [("ID", "PRODUCT", "DIRECTION", "PROTO", "PORTS", "HOSTS", "VERSION", "SERVICE")]

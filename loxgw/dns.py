@@ -108,6 +108,24 @@ def build_policy(entries: Iterable[Entry], role: ZoneRole) -> CloudPolicy:
     )
 
 
+def name_needles(policy: CloudPolicy) -> tuple[bytes, ...]:
+    """Wire-format labels every packet about a policy name must contain, for in-kernel prefiltering.
+
+    A name matching `*.dyndns.loxonecloud.com` or `connect.loxonecloud.com`
+    carries the label `\x0bloxonecloud` literally somewhere in the packet: in
+    the question (never compressed, it comes first) or, for a CNAME target,
+    in the record itself or in an earlier name a compression pointer refers
+    to. So a packet without any needle cannot match and need not reach user
+    space. False positives only cost time; the user-space check is exact.
+    """
+    needles: set[bytes] = set()
+    for pattern in (*policy.exact, *policy.wildcard):
+        labels = pattern.split(".")
+        anchor = labels[-2] if len(labels) >= 2 else labels[-1]
+        needles.add(bytes([len(anchor)]) + anchor.encode("ascii"))
+    return tuple(sorted(needles))
+
+
 def all_profiles(entries: Iterable[Entry]) -> tuple[Profile, ...]:
     """Every profile any role can be granted, in a stable order (it names the sets)."""
     entries = tuple(entries)

@@ -77,7 +77,8 @@ class XtablesQueue:
                     if rule.hook != hook or rule.family not in (None, family):
                         continue
                     for interface in rule.interfaces:
-                        self._run(binary, "-A", chain, *rule.xtables(interface))
+                        for args in rule.xtables(interface):
+                            self._run(binary, "-A", chain, *args)
 
     def remove(self) -> None:
         """Remove every loxgw chain and jump; quiet where already gone."""

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from loxgw import catalog
-from loxgw.config import Config
-from loxgw.dns import Profile, all_profiles
+from loxgw.config import Config, ZoneRole
+from loxgw.dns import Profile, all_profiles, build_policy, name_needles
 
 ResolvedFirewall = Literal["fw4", "standalone"]
 QueueMode = Literal["nft", "xtables", "passive", "off"]
@@ -126,6 +126,7 @@ class QueueRule:
     family: int | None  # restrict to resolver addresses of this family
     resolvers: tuple[str, ...]
     qnum: int
+    needles: tuple[bytes, ...] = ()  # packets without any of these labels stay in the kernel
 
     def nft(self) -> str:
         ifs = f"{'iifname' if self.incoming else 'oifname'} {_ifset(self.interfaces)}"
@@ -137,8 +138,22 @@ class QueueRule:
         # bypass: with no loxgw listening the kernel accepts, so DNS never breaks.
         return f"{ifs}{addr} {port} queue num {self.qnum} bypass"
 
-    def xtables(self, interface: str) -> list[str]:
-        """iptables arguments (after the chain) for one interface of this rule."""
+    def xtables(self, interface: str) -> list[list[str]]:
+        """iptables arguments (after the chain) for one interface of this rule, one list per needle.
+
+        Only xtables has a payload string match (xt_string, usable through
+        iptables-nft); nft has none, so native mode queues every DNS packet.
+        """
+        base = self._xtables_base(interface)
+        if not self.needles:
+            return [base]
+        return [
+            [*base[:-5], "-m", "string", "--algo", "bm", "--icase", "--hex-string",
+             "|" + needle.hex() + "|", *base[-5:]]
+            for needle in self.needles
+        ]
+
+    def _xtables_base(self, interface: str) -> list[str]:
         args = ["-i" if self.incoming else "-o", interface, "-p", "udp"]
         if self.family is not None:
             args += ["-d" if self.incoming else "-s", ",".join(self.resolvers)]
@@ -163,17 +178,19 @@ def dns_queue_rules(config: Config) -> list[QueueRule]:
         4: tuple(str(a) for a in config.main.trusted_resolvers if a.version == 4),
         6: tuple(str(a) for a in config.main.trusted_resolvers if a.version == 6),
     }
-    for offset, role in enumerate(("devices", "clients")):
+    roles: tuple[ZoneRole, ...] = ("devices", "clients")
+    for offset, role in enumerate(roles):
         ifs = tuple(i for z in config.zones if z.role == role and z.cloud for i in z.interfaces)
         if not ifs:
             continue
         qnum = config.main.queue_num + offset
-        out.append(QueueRule("input", ifs, True, None, (), qnum))
-        out.append(QueueRule("output", ifs, False, None, (), qnum))
+        needles = name_needles(build_policy(catalog.load(), role))
+        out.append(QueueRule("input", ifs, True, None, (), qnum, needles))
+        out.append(QueueRule("output", ifs, False, None, (), qnum, needles))
         for family, resolvers in trusted.items():
             if resolvers:
-                out.append(QueueRule("forward", ifs, True, family, resolvers, qnum))
-                out.append(QueueRule("forward", ifs, False, family, resolvers, qnum))
+                out.append(QueueRule("forward", ifs, True, family, resolvers, qnum, needles))
+                out.append(QueueRule("forward", ifs, False, family, resolvers, qnum, needles))
     return out
 
 

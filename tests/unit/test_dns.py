@@ -221,3 +221,19 @@ def test_mutated_answers_never_crash_or_grant_unsolicited(flips: list[tuple[int,
     inspector = DnsInspector(POLICIES, Limits())  # type: ignore[arg-type]
     packet = udp_packet(str(RESOLVER), str(DEVICE), 53, 40000, bytes(data[:cut]))
     assert inspector.on_packet(packet, "devices", 1.0) == []
+
+
+def test_every_catalogue_name_carries_a_needle() -> None:
+    for role, policy in POLICIES.items():
+        needles = dns.name_needles(policy)
+        for pattern in (*policy.exact, *(f"x.{w}" for w in policy.wildcard)):
+            packet = answer(query(pattern), RR(pattern, QTYPE.A, rdata=A("203.0.113.1"))).pack()
+            assert any(n in packet for n in needles), (role, pattern)
+
+
+def test_needles_exclude_look_alikes() -> None:
+    needles = dns.name_needles(POLICIES["devices"])
+    assert b"\x0bloxonecloud" in needles
+    packet = query("evilloxonecloud.com").pack()
+    assert not any(n in packet for n in needles)
+    assert not any(n in query("example.org").pack() for n in needles)

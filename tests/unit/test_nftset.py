@@ -1,0 +1,74 @@
+"""The netlink batch the set writer sends decodes to exactly the grants it was given."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES
+from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_NEWSETELEM, nft_set_elem_list_msg
+
+from loxgw import catalog
+from loxgw.catalog import PortRange
+from loxgw.dns import Grant, Profile, all_profiles
+from loxgw.nftset import SetWriter
+from loxgw.ruleset import cloud_set_name
+
+PROFILES = all_profiles(catalog.load())
+TCP22 = Profile("tcp", (PortRange(22, 22),))
+
+
+def split(batch: bytes) -> list[bytes]:
+    messages, offset = [], 0
+    while offset < len(batch):
+        (length,) = struct.unpack_from("=I", batch, offset)
+        messages.append(batch[offset : offset + length])
+        offset += (length + 3) & ~3
+    return messages
+
+
+def test_batch_decodes_to_the_grants() -> None:
+    writer = SetWriter("loxgw", PROFILES)
+    try:
+        grants = [
+            Grant(ipaddress.ip_address("192.168.20.10"), ipaddress.ip_address("203.0.113.7"),
+                  TCP22, 300, "a7.remcov3.loxonecloud.com"),
+            Grant(ipaddress.ip_address("2001:db8::10"), ipaddress.ip_address("2001:db8:1::7"),
+                  TCP22, 61, "a7.remcov3.loxonecloud.com"),
+        ]
+        batch, count = writer.encode_batch(grants)
+    finally:
+        writer.close()
+    assert count == 2
+    begin, first, second, end = split(batch)
+    assert struct.unpack_from("=H", begin, 4)[0] == 0x10
+    assert struct.unpack_from("=H", end, 4)[0] == 0x11
+    seqs = [struct.unpack_from("=I", m, 8)[0] for m in (begin, first, second, end)]
+    assert seqs == sorted(set(seqs))
+    index = PROFILES.index(TCP22)
+    decoded = []
+    for raw in (first, second):
+        msg = nft_set_elem_list_msg(raw)
+        msg.decode()
+        assert msg["header"]["type"] == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM
+        (element,) = msg.get_attr("NFTA_SET_ELEM_LIST_ELEMENTS")
+        key = element.get_attr("NFTA_SET_ELEM_KEY").get_attr("NFTA_DATA_VALUE")
+        decoded.append((msg.get_attr("NFTA_SET_ELEM_LIST_TABLE"), msg.get_attr("NFTA_SET_ELEM_LIST_SET"),
+                        bytes(key), element.get_attr("NFTA_SET_ELEM_TIMEOUT")))
+    assert decoded == [
+        ("loxgw", cloud_set_name(index, 4),
+         ipaddress.ip_address("192.168.20.10").packed + ipaddress.ip_address("203.0.113.7").packed, 300_000),
+        ("loxgw", cloud_set_name(index, 6),
+         ipaddress.ip_address("2001:db8::10").packed + ipaddress.ip_address("2001:db8:1::7").packed, 61_000),
+    ]
+
+
+def test_unknown_profile_sends_nothing() -> None:
+    writer = SetWriter("loxgw", PROFILES)
+    try:
+        grant = Grant(ipaddress.ip_address("192.168.20.10"), ipaddress.ip_address("203.0.113.7"),
+                      Profile("tcp", (PortRange(1, 2),)), 300, "x")
+        assert writer.encode_batch([grant])[1] == 0
+        assert writer.add([grant]) == 0
+    finally:
+        writer.close()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from dnslib import QTYPE, DNSRecord
 from dnslib.buffer import BufferError as DnsBufferError
 from dnslib.dns import DNSError
-from dnslib.label import DNSLabelError
+from dnslib.label import DNSLabel, DNSLabelError
 
 from loxgw.catalog import CLIENT_PRODUCTS, DEVICE_PRODUCTS, Entry, PortRange, Proto
 from loxgw.config import IPAddress, IPNetwork, ZoneRole
@@ -193,8 +193,46 @@ def decode(payload: bytes) -> DNSRecord:
         raise RemoteDataError("malformed", str(exc)[:80]) from None
 
 
-def _name(label: object) -> str:
-    return str(label).rstrip(".").lower()
+def question_bytes(payload: bytes) -> bytes:
+    """The wire form of a message's single question (name, type, class), name lower-cased.
+
+    Why not dnslib here: every query and answer of a cloud zone passes this
+    check, and a full dnslib parse costs tens of microseconds; comparing the
+    answer's question with the query's, byte for byte, needs only the label
+    walk below. dnslib still parses every answer that passes this check.
+    The first name of a message has nothing to point back to, so a
+    compression pointer there is malformed.
+    """
+    if len(payload) > MAX_DNS_BYTES:
+        raise RemoteDataError("oversized")
+    if len(payload) < 17:
+        raise RemoteDataError("truncated", "no room for a question")
+    if payload[4:6] != b"\x00\x01":
+        raise RemoteDataError("questions", "not exactly one question")
+    offset = 12
+    while True:
+        if offset >= len(payload):
+            raise RemoteDataError("truncated", "question name runs past the end")
+        length = payload[offset]
+        if length == 0:
+            break
+        if length & 0xC0:
+            raise RemoteDataError("malformed", "compressed or extended label in the question")
+        offset += length + 1
+        if offset - 12 > 255:
+            raise RemoteDataError("malformed", "question name longer than 255 octets")
+    end = offset + 5
+    if end > len(payload):
+        raise RemoteDataError("truncated", "question type or class missing")
+    return payload[12:end].lower()
+
+
+def _name(label: DNSLabel) -> str:
+    """A DNS name as lower-case dotted text; a label holding a dot yields "" (matches nothing)."""
+    parts: tuple[bytes, ...] = label.label
+    if any(b"." in part for part in parts):
+        return ""  # "a\\.b" is one label; joined it would pose as two
+    return b".".join(parts).decode("ascii", "replace").lower()
 
 
 # --- queries seen --------------------------------------------------------------
@@ -214,26 +252,26 @@ class QueryTracker:
     lifetime: float = 10.0
 
     def __post_init__(self) -> None:
-        self._seen: OrderedDict[QueryKey, tuple[str, float]] = OrderedDict()
+        self._seen: OrderedDict[QueryKey, tuple[bytes, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def note(self, key: QueryKey, qname: str, now: float) -> None:
+    def note(self, key: QueryKey, question: bytes, now: float) -> None:
         self._seen.pop(key, None)
-        self._seen[key] = (qname, now)
+        self._seen[key] = (question, now)
         while len(self._seen) > self.capacity:
             self._seen.popitem(last=False)
 
-    def take(self, key: QueryKey, qname: str, now: float) -> bool:
-        """True (and forget it) if this answer's query was seen, fresh, for this name."""
+    def take(self, key: QueryKey, question: bytes, now: float) -> bool:
+        """True (and forget it) if this answer's query was seen, fresh, with this question."""
         while self._seen:
             oldest_key, (_, seen_at) = next(iter(self._seen.items()))
             if now - seen_at <= self.lifetime:
                 break
             del self._seen[oldest_key]
         found = self._seen.get(key)
-        if found is None or found[0] != qname:
+        if found is None or found[0] != question:
             return False
         del self._seen[key]
         return True
@@ -260,11 +298,25 @@ class Limits:
     allowed_targets: tuple[IPNetwork, ...] = ()
 
 
+_REFUSED_BY_VERSION = {v: tuple(n for n in REFUSED_TARGETS if n.version == v) for v in (4, 6)}
+
+
 def target_allowed(address: IPAddress, limits: Limits) -> bool:
     """Whether an answer's address may be opened (see REFUSED_TARGETS)."""
-    if any(address in net for net in limits.allowed_targets if net.version == address.version):
+    if limits.allowed_targets and any(
+        address in net for net in limits.allowed_targets if net.version == address.version
+    ):
         return True
-    return not any(address in net for net in REFUSED_TARGETS if net.version == address.version)
+    return not any(address in net for net in _REFUSED_BY_VERSION[address.version])
+
+
+def _address(octets: tuple[int, ...]) -> IPAddress:
+    packed = bytes(octets)
+    if len(packed) == 4:
+        return ipaddress.IPv4Address(packed)
+    if len(packed) == 16:
+        return ipaddress.IPv6Address(packed)
+    raise RemoteDataError("malformed", "address of bad length")
 
 
 def question_of(record: DNSRecord) -> str:
@@ -295,7 +347,7 @@ def grants_from_answer(
         if rr.rtype == QTYPE.CNAME:
             cnames[owner] = (_name(rr.rdata.label), rr.ttl)
         elif rr.rtype in (QTYPE.A, QTYPE.AAAA):
-            addresses.setdefault(owner, []).append((ipaddress.ip_address(str(rr.rdata)), rr.ttl))
+            addresses.setdefault(owner, []).append((_address(rr.rdata.data), rr.ttl))
     chain = [qname]
     ttl = None
     name = qname
@@ -356,22 +408,27 @@ class DnsInspector:
         """A queued DNS packet of a zone with `role`: a query is noted, an answer may grant."""
         try:
             datagram = parse_udp_packet(packet)
-            record = decode(datagram.payload)
-            qname = question_of(record)
+            question = question_bytes(datagram.payload)
         except RemoteDataError as exc:
             self.count(f"bad_{exc.reason}")
             return []
-        if datagram.dport == 53 and not record.header.qr:
+        qid, flags = struct.unpack_from("!HH", datagram.payload)
+        is_response = bool(flags & 0x8000)
+        if datagram.dport == 53 and not is_response:
             self.count("queries_seen")
-            self.tracker.note((datagram.src, datagram.sport, datagram.dst, record.header.id), qname, now)
+            self.tracker.note((datagram.src, datagram.sport, datagram.dst, qid), question, now)
             return []
-        if datagram.sport != 53 or not record.header.qr:
+        if datagram.sport != 53 or not is_response:
             self.count("bad_direction")
             return []
         self.count("answers_seen")
-        key = (datagram.dst, datagram.dport, datagram.src, record.header.id)
-        if not self.tracker.take(key, qname, now):
+        if not self.tracker.take((datagram.dst, datagram.dport, datagram.src, qid), question, now):
             self.count("refused_unsolicited")
+            return []
+        try:
+            record = decode(datagram.payload)
+        except RemoteDataError as exc:
+            self.count(f"bad_{exc.reason}")
             return []
         policy = self.policies.get(role)
         if policy is None:
@@ -379,7 +436,7 @@ class DnsInspector:
             return []
         try:
             grants, reason = grants_from_answer(record, datagram.dst, policy, self.limits)
-        except DECODE_ERRORS:
+        except (*DECODE_ERRORS, RemoteDataError):
             self.count("bad_malformed")
             return []
         if reason:

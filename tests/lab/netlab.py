@@ -45,6 +45,7 @@ CLOUD_RECORDS: dict[str, str] = {
 CLOUD_WILDCARDS: dict[str, str] = {
     "dyndns.loxonecloud.com": "203.0.113.20",
     "pool.ntp.org": "203.0.113.123",
+    "example.net": "203.0.113.81",  # a foreign domain with any number of names
 }
 
 
@@ -112,6 +113,7 @@ class Lab:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     extra_records: dict[str, str] = field(default_factory=dict)  # more names for the fake internet
+    router_dns: subprocess.Popen[bytes] | None = None
     _host_counter: int = 0
 
     def __post_init__(self) -> None:
@@ -226,12 +228,13 @@ class Lab:
         """A file path in this lab's private directory."""
         return os.path.join(self.workdir, name)
 
-    def _dnsmasq(self, ns: str, args: list[str], ready_addr: str) -> None:
-        log = open(self.path(f"dnsmasq-{ns}.log"), "wb")  # noqa: SIM115 - owned by the process
-        self.popen(ns, ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+    def _dnsmasq(self, ns: str, args: list[str], ready_addr: str) -> subprocess.Popen[bytes]:
+        log = open(self.path(f"dnsmasq-{ns}.log"), "ab")  # noqa: SIM115 - owned by the process
+        proc = self.popen(ns, ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
                         "--pid-file=", "--user=root", "--group=root", "--log-facility=-",
                         *args], stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: self._udp_listening(ns, ready_addr, 53), 5, f"dnsmasq in {ns}")
+        return proc
 
     def _udp_listening(self, ns: str, addr: str, port: int) -> bool:
         out = self.run(ns, "ss", "-Hlun", check=False).stdout
@@ -244,11 +247,19 @@ class Lab:
         args += [f"--address=/{suffix}/{ip}" for suffix, ip in CLOUD_WILDCARDS.items()]
         self._dnsmasq(self.ns_wan, args, UPSTREAM_DNS)
 
-    def _start_router_dns(self) -> None:
+    def _start_router_dns(self, extra: Sequence[str] = ()) -> None:
         args = ["--no-resolv", "--no-hosts", f"--server={UPSTREAM_DNS}", "--bind-interfaces",
                 f"--listen-address={LAN_GW}", f"--listen-address={IOT_GW}",
-                f"--dhcp-leasefile={self.path('dhcp.leases')}"]
-        self._dnsmasq(self.ns_router, args, IOT_GW)
+                f"--dhcp-leasefile={self.path('dhcp.leases')}", *extra]
+        self.router_dns = self._dnsmasq(self.ns_router, args, IOT_GW)
+
+    def restart_router_dns(self, *extra: str) -> None:
+        """Restart the router's resolver with extra dnsmasq arguments (benchmarks)."""
+        assert self.router_dns is not None
+        self.router_dns.kill()
+        self.router_dns.wait(timeout=5)
+        wait_for(lambda: not self._udp_listening(self.ns_router, IOT_GW, 53), 5, "old dnsmasq gone")
+        self._start_router_dns(extra)
 
 
 def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.02) -> None:

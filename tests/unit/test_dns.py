@@ -180,7 +180,7 @@ def test_aaaa_to_ipv4_device_is_skipped(inspector: DnsInspector) -> None:
 def test_tracker_is_bounded() -> None:
     tracker = QueryTracker(capacity=100)
     for i in range(10000):
-        tracker.note((DEVICE, i, RESOLVER, i), "x", 0.0)
+        tracker.note((DEVICE, i, RESOLVER, i), b"x", 0.0)
     assert len(tracker) == 100
 
 
@@ -237,3 +237,41 @@ def test_needles_exclude_look_alikes() -> None:
     packet = query("evilloxonecloud.com").pack()
     assert not any(n in packet for n in needles)
     assert not any(n in query("example.org").pack() for n in needles)
+
+
+def test_answer_for_another_type_is_unsolicited(inspector: DnsInspector) -> None:
+    q = query("x.dyndns.loxonecloud.com", qtype="A")
+    other = answer(query("x.dyndns.loxonecloud.com", qtype="AAAA"),
+                   RR("x.dyndns.loxonecloud.com", QTYPE.A, rdata=A("203.0.113.20")))
+    assert exchange(inspector, q, other) == []
+    assert inspector.counters["refused_unsolicited"] == 1
+
+
+def test_question_case_is_ignored(inspector: DnsInspector) -> None:
+    q = query("X1.DynDNS.LoxoneCloud.com")
+    a = answer(q, RR("X1.DynDNS.LoxoneCloud.com", QTYPE.A, rdata=A("203.0.113.20")))
+    assert {str(g.address) for g in exchange(inspector, q, a)} == {"203.0.113.20"}
+
+
+@pytest.mark.parametrize("payload,reason", [
+    (b"\x00" * 11, "truncated"),
+    (b"\x12\x34\x01\x00\x00\x02\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01", "questions"),
+    (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01", "malformed"),
+    (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05ab", "truncated"),
+    (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01", "truncated"),
+])
+def test_question_bytes_rejects(payload: bytes, reason: str) -> None:
+    with pytest.raises(dns.RemoteDataError) as info:
+        dns.question_bytes(payload)
+    assert info.value.reason == reason
+
+
+def test_label_with_a_dot_never_matches(inspector: DnsInspector) -> None:
+    from dnslib import DNSLabel
+
+    sneaky = DNSLabel([b"x", b"dyndns.loxonecloud", b"com"])  # one label holding a dot
+    q = query("x.example.net")
+    q.questions[0].qname = sneaky
+    a = answer(q, RR(sneaky, QTYPE.A, rdata=A("203.0.113.20")))
+    assert exchange(inspector, q, a) == []
+    assert inspector.counters["not_matched"] == 1

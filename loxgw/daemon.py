@@ -166,12 +166,23 @@ class Daemon:
             self.counters["apply_errors"] += 1
             log.error("applying the ruleset failed: %s", exc)
 
-    def check_firewall(self) -> None:
-        """Re-install the table if something (a firewall restart, a flush) removed it."""
-        if self.installed_table is None or not self.config.main.enabled:
-            return
+    def firewall_intact(self) -> bool:
+        """Whether loxgw's table (and xtables queue chains) are still in the kernel.
+
+        Only reads, so the watchdog runs it in a thread: its subprocesses must
+        not stall the event loop, which carries the DNS path.
+        """
+        table = self.installed_table
+        if table is None or not self.config.main.enabled:
+            return True
         queue_gone = self.xtables is not None and not self.xtables.present()
-        if queue_gone or not self.ports.table_exists(self.installed_table):
+        return not queue_gone and self.ports.table_exists(table)
+
+    def check_firewall(self, intact: bool | None = None) -> None:
+        """Re-install the table if something (a firewall restart, a flush) removed it."""
+        if intact is None:
+            intact = self.firewall_intact()
+        if not intact and self.installed_table is not None and self.config.main.enabled:
             self.counters["ruleset_restores"] += 1
             log.warning("table inet %s vanished; restoring it", self.installed_table)
             self._apply_logged()
@@ -247,7 +258,7 @@ class Daemon:
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
             try:
-                self.check_firewall()
+                self.check_firewall(await asyncio.to_thread(self.firewall_intact))
             except LoxgwError as exc:  # never let the watchdog die
                 log.error("firewall check failed: %s", exc)
 

@@ -45,14 +45,18 @@ def run_script(script: str, *, check_only: bool = False, what: str = "nft -f") -
 
 
 def table_exists(table: str) -> bool:
-    """Whether `table inet NAME` exists in the current network namespace."""
+    """Whether `table inet NAME` exists in the current network namespace.
+
+    Lists table names only: listing the table itself would dump every set
+    element, which grows with the DNS entries.
+    """
     proc = subprocess.run(
-        [nft_binary(), "list", "table", "inet", table],
+        [nft_binary(), "list", "tables", "inet"],
         capture_output=True,
         text=True,
         check=False,
     )
-    return proc.returncode == 0
+    return f"table inet {table}" in proc.stdout.splitlines()
 
 
 def fw4_present() -> bool:

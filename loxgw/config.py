@@ -80,6 +80,8 @@ class Relay:
     interfaces: tuple[str, ...] = ()
     zones: tuple[str, ...] = ()
     rate_limit: int = 20  # packets per second per source
+    global_rate: int = 2000  # packets per second over all sources
+    allow_upstream: bool = False  # relay to/from the interface holding the default route
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,18 @@ class Config:
     def zones_with_role(self, role: ZoneRole) -> tuple[Zone, ...]:
         """Zones of one role, in file order."""
         return tuple(z for z in self.zones if z.role == role)
+
+    def relay_interfaces(self, relay: Relay) -> tuple[str, ...]:
+        """A relay's interfaces: its own list plus those of the zones it names."""
+        seen: dict[str, None] = dict.fromkeys(relay.interfaces)
+        for zone in self.zones:
+            if zone.name in relay.zones:
+                seen.update(dict.fromkeys(zone.interfaces))
+        return tuple(seen)
+
+    def interface_roles(self) -> dict[str, str]:
+        """Zone role of each zone interface."""
+        return {ifname: zone.role for zone in self.zones for ifname in zone.interfaces}
 
     def interfaces_with_role(self, role: ZoneRole) -> tuple[str, ...]:
         """Linux interface names of all zones of one role, deduplicated, in file order."""
@@ -241,6 +255,8 @@ _SCHEMA: dict[str, dict[str, _Opt]] = {
         "interface": _Opt(_ifname, is_list=True),
         "zone": _Opt(_ident, is_list=True),
         "rate_limit": _Opt(_int_range(1, 100000)),
+        "global_rate": _Opt(_int_range(1, 1000000)),
+        "allow_upstream": _Opt(_bool),
     },
     "upnp": {
         "enabled": _Opt(_bool),
@@ -385,6 +401,8 @@ def parse_config(text: str, path: str) -> Config:
                 interfaces=_get(values, "interface", ()),
                 zones=_get(values, "zone", ()),
                 rate_limit=_get(values, "rate_limit", 20),
+                global_rate=_get(values, "global_rate", 2000),
+                allow_upstream=_get(values, "allow_upstream", False),
             )
             if "zone" in section.options:
                 refs.extend((section.options["zone"].line, "zone", z) for z in relay.zones)

@@ -14,8 +14,9 @@ import logging
 import os
 import signal
 import stat
+import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -61,6 +62,7 @@ class Daemon:
         self.installed_table: str | None = None
         self.last_error: str | None = None
         self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.queue_mode: ruleset.QueueMode = "off"
         self.xtables: queue.XtablesQueue | None = None
         self.profiles = dns.all_profiles(catalog.load())
@@ -70,6 +72,8 @@ class Daemon:
         )
         self.ledger = dns.GrantLedger()
         self.dns_queue: Any = None  # dnsqueue.DnsQueue once inline mode is running
+        self.writer: Any = None  # nftset.SetWriter, see set_writer()
+        self.relays: list[Any] = []  # relaynet.RelaySockets, one per enabled relay section
 
     def _limits(self) -> dns.Limits:
         return dns.Limits(self.config.main.min_timeout, self.config.main.max_timeout)
@@ -85,10 +89,9 @@ class Daemon:
             return
         if self.queue_mode not in ("nft", "xtables"):
             return
-        from loxgw import dnsqueue, nftset  # needs root and libnetfilter_queue: import late
+        from loxgw import dnsqueue  # needs libnetfilter_queue: import late
 
-        writer = nftset.SetWriter(self.config.main.table, self.profiles)
-        self.dns_queue = dnsqueue.DnsQueue(self.inspector, writer, self.ledger, clock.now)
+        self.dns_queue = dnsqueue.DnsQueue(self.inspector, self.set_writer(), self.ledger, clock.now)
         self.dns_queue.bind(self.config.main.queue_num, "devices", loop)
         self.dns_queue.bind(self.config.main.queue_num + 1, "clients", loop)
         if self.queue_mode == "xtables":
@@ -99,8 +102,70 @@ class Daemon:
     def stop_dns(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.dns_queue is not None:
             self.dns_queue.close(loop)
-            self.dns_queue.writer.close()
             self.dns_queue = None
+
+    def set_writer(self) -> Any:
+        """The netlink set writer (nftset.SetWriter), opened on first use: it needs CAP_NET_ADMIN."""
+        if self.writer is None:
+            from loxgw import nftset
+
+            self.writer = nftset.SetWriter(self.config.main.table, self.profiles)
+        return self.writer
+
+    # --- discovery relay ------------------------------------------------------
+
+    async def start_relays(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One RelaySockets per enabled relay section."""
+        from loxgw import relay, relaynet
+
+        roles = self.config.interface_roles()
+        for section in self.config.relays:
+            names = self.config.relay_interfaces(section)
+            if not section.enabled:
+                continue
+            if len(names) < 2:
+                log.warning("relay %s has fewer than two interfaces; nothing to relay", section.name)
+                continue
+            sockets = relaynet.RelaySockets(
+                relay.RelayPolicy(section.ports, frozenset(names), section.allow_upstream),
+                relay.RateLimiter(section.rate_limit, section.global_rate),
+                roles, self._allow_relay_answers, clock.now,
+            )
+            try:
+                await sockets.start(loop)
+            except OSError as exc:
+                sockets.close(loop)
+                raise KernelError(f"relay {section.name}: opening sockets", exc.errno,
+                                  exc.strerror or "") from exc
+            self.relays.append(sockets)
+            log.info("relay %s: ports %s between %s", section.name,
+                     ",".join(str(p) for p in section.ports), ", ".join(names))
+
+    def stop_relays(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sockets in self.relays:
+            sockets.close(loop)
+        self.relays.clear()
+
+    async def _restart_relays(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stop_relays(loop)
+        try:
+            await self.start_relays(loop)
+        except KernelError as exc:
+            self.last_error = str(exc)
+            log.error("%s", exc)
+
+    def _allow_relay_answers(self, pairs: list[tuple[Any, int]]) -> None:
+        """Let the devices zone answer a relayed request: (asker . port) for a short window."""
+        from loxgw import relay
+
+        elements = [(ruleset.RELAY_ANSWERS, ip.packed + struct.pack("!H2x", port), relay.ANSWER_WINDOW)
+                    for ip, port in pairs]
+        try:
+            self.set_writer().add_elements(elements)
+        except KernelError as exc:
+            self.counters["relay_answer_errors"] += 1
+            log.debug("relay answer pinhole failed: %s", exc)
 
     # --- firewall ---------------------------------------------------------
 
@@ -156,6 +221,13 @@ class Daemon:
             return
         self.counters["reloads"] += 1
         log.info("configuration reloaded from %s", new.path)
+        if (old.relays, old.zones) != (new.relays, new.zones):
+            self._background(self._restart_relays())
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _apply_logged(self) -> None:
         try:
@@ -227,6 +299,10 @@ class Daemon:
             "dns_entries": self.ledger.live(clock.now()),
             "relays": [asdict(r) | {"ports": [str(p) for p in r.ports]} for r in cfg.relays],
             "upnp": [asdict(u) for u in cfg.upnp],
+            "relay": {
+                "interfaces": sorted({i.name for r in self.relays for i in r.interfaces}),
+                "counters": dict(sum((r.counters for r in self.relays), Counter())),
+            },
             "counters": dict(self.counters) | {f"dns_{k}": v for k, v in self.inspector.counters.items()}
             | ({"dns_inserted": self.dns_queue.inserted, "dns_handler_errors": self.dns_queue.handler_errors,
                 "dns_netlink_errors": self.dns_queue.writer.errors} if self.dns_queue else {}),
@@ -269,6 +345,7 @@ class Daemon:
         prepare_socket_path(socket_path)
         self.start_dns(loop)
         self.apply()
+        await self.start_relays(loop)
         server = await asyncio.start_unix_server(self._serve_status, path=socket_path)
         os.chmod(socket_path, 0o660)
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -292,8 +369,11 @@ class Daemon:
                 await server.wait_closed()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(socket_path)
+            self.stop_relays(loop)
             self.remove()
             self.stop_dns(loop)
+            if self.writer is not None:
+                self.writer.close()
             log.info("stopped")
         return 0
 

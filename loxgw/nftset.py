@@ -29,6 +29,7 @@ NFNL_MSG_BATCH_END = 0x11
 NLMSG_ERROR = 2
 
 
+Element = tuple[str, bytes, int]  # set name, key as the kernel stores it, timeout in seconds
 _KEY_SENTINEL_BYTE = 0xA5
 _TIMEOUT_SENTINEL = 0x1122334455667788
 
@@ -62,11 +63,10 @@ class SetWriter:
         self.errors = 0
         self._begin = _Template(self._encode_marker(NFNL_MSG_BATCH_BEGIN))
         self._end = _Template(self._encode_marker(NFNL_MSG_BATCH_END))
-        self._element: dict[str, _Template] = {}
+        self._element: dict[tuple[str, int], _Template] = {}
         for i in range(len(profiles)):
             for family, key_length in ((4, 8), (6, 32)):
-                name = cloud_set_name(i, family)
-                self._element[name] = self._encode_element(name, key_length)
+                self._template(cloud_set_name(i, family), key_length)
 
     def close(self) -> None:
         self.sock.close()
@@ -109,19 +109,31 @@ class SetWriter:
         struct.pack_into("=I", data, 8, self.seq)
         return data
 
-    def encode_batch(self, grants: Iterable[Grant]) -> tuple[bytes, int]:
-        """The netlink batch that inserts `grants`, and how many elements it holds."""
-        batch = self._with_seq(self._begin)
-        sent = 0
+    def _template(self, set_name: str, key_length: int) -> _Template:
+        template = self._element.get((set_name, key_length))
+        if template is None:
+            template = self._element[(set_name, key_length)] = self._encode_element(set_name, key_length)
+        return template
+
+    def grant_elements(self, grants: Iterable[Grant]) -> list[Element]:
+        """(set, key, timeout) for each grant whose profile has a set."""
+        elements = []
         for grant in grants:
             index = self.index.get(grant.profile)
-            if index is None:
-                continue
-            template = self._element[cloud_set_name(index, grant.address.version)]
+            if index is not None:
+                elements.append((cloud_set_name(index, grant.address.version),
+                                 grant.device.packed + grant.address.packed, grant.timeout))
+        return elements
+
+    def encode_batch(self, elements: Iterable[Element]) -> tuple[bytes, int]:
+        """The netlink batch that adds `elements`, and how many it holds."""
+        batch = self._with_seq(self._begin)
+        sent = 0
+        for set_name, key, timeout in elements:
+            template = self._template(set_name, len(key))
             message = self._with_seq(template)
-            key = grant.device.packed + grant.address.packed
             message[template.key_offset : template.key_offset + template.key_length] = key
-            struct.pack_into(">Q", message, template.timeout_offset, grant.timeout * 1000)
+            struct.pack_into(">Q", message, template.timeout_offset, timeout * 1000)
             batch += message
             sent += 1
         batch += self._with_seq(self._end)
@@ -129,7 +141,11 @@ class SetWriter:
 
     def add(self, grants: Iterable[Grant]) -> int:
         """Insert the grants in one netlink batch; returns how many elements were sent."""
-        batch, sent = self.encode_batch(grants)
+        return self.add_elements(self.grant_elements(grants))
+
+    def add_elements(self, elements: Iterable[Element]) -> int:
+        """Insert (set, key, timeout seconds) elements in one batch; returns how many were sent."""
+        batch, sent = self.encode_batch(elements)
         if not sent:
             return 0
         try:

@@ -19,6 +19,7 @@ ResolvedFirewall = Literal["fw4", "standalone"]
 QueueMode = Literal["nft", "xtables", "passive", "off"]
 
 DNS_PORT = 53
+RELAY_ANSWERS = "relay_answers4"
 
 
 def cloud_set_name(index: int, family: int) -> str:
@@ -71,8 +72,19 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off")
                 f'\t\tcomment "device . address granted {profile.describe()} by DNS"',
                 "\t}",
             ]
+    lines += [
+        f"\tset {RELAY_ANSWERS} {{",
+        "\t\ttype ipv4_addr . inet_service",
+        "\t\tflags timeout",
+        '\t\tcomment "asker . port a relayed discovery request may be answered on"',
+        "\t}",
+    ]
     lines += ["", "\tchain allow_from_devices {", "\t\tct state established,related accept"]
     lines += [f"\t\t{rule}" for rule in _profile_rules(profiles)]
+    relay_ports = sorted({p for r in config.relays if r.enabled for p in r.ports})
+    if relay_ports:
+        ports = ", ".join(p.nft() for p in relay_ports)
+        lines.append(f"\t\tudp sport {{ {ports} }} ip daddr . udp dport @{RELAY_ANSWERS} accept")
     lines += [
         f"\t\t{final}",
         "\t}",

@@ -92,6 +92,11 @@ def format_human(status: dict[str, Any]) -> str:
             f"  {entry['device']:<15} {entry['name']:<36} {entry['address']:<15} "
             f"{entry['proto']}/{entry['ports']}  expires in {_age(entry.get('expires_in'))}"
         )
+    relay = status.get("relay", {})
+    if relay.get("interfaces"):
+        out.append(f"relay:    {', '.join(relay['interfaces'])}")
+        for key, value in sorted(relay.get("counters", {}).items()):
+            out.append(f"  {key:<40} {value}")
     counters = status.get("counters", {})
     if counters:
         out.append("counters:")

@@ -35,27 +35,34 @@ config zone 'lan'
 class Loxgw:
     """A loxgw daemon process in the lab router; stop() or lab.down() ends it."""
 
-    def __init__(self, lab: Lab, extra: str = "", main_extra: str = "") -> None:
+    def __init__(self, lab: Lab, extra: str = "", main_extra: str = "", *, ns: str | None = None,
+                 config_text: str | None = None, name: str = "loxgw") -> None:
+        """`config_text` replaces the lab config ({socket} is filled in); `ns` defaults to the router."""
         self.lab = lab
-        self.config_path = lab.path("loxgw.config")
-        self.socket = lab.path("loxgw.sock")
-        self.log_path = lab.path("loxgw.log")
+        self.ns = ns or lab.ns_router
+        self.config_path = lab.path(f"{name}.config")
+        self.socket = lab.path(f"{name}.sock")
+        self.log_path = lab.path(f"{name}.log")
+        self.config_text = config_text
         self.write_config(extra, main_extra)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self, extra: str = "", main_extra: str = "") -> None:
         with open(self.config_path, "w", encoding="utf-8") as handle:
-            handle.write(LAB_CONFIG.format(socket=self.socket, extra=extra, main_extra=main_extra))
+            if self.config_text is not None:
+                handle.write(self.config_text.replace("{socket}", self.socket))
+            else:
+                handle.write(LAB_CONFIG.format(socket=self.socket, extra=extra, main_extra=main_extra))
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.lab.run(self.lab.ns_router, sys.executable, "-m", "loxgw",
+        return self.lab.run(self.ns, sys.executable, "-m", "loxgw",
                             "-c", self.config_path, *args, check=check)
 
     def start(self) -> Loxgw:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
         self.proc = self.lab.popen(
-            self.lab.ns_router,
+            self.ns,
             [sys.executable, "-m", "loxgw", "-c", self.config_path, "run"],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )

@@ -114,6 +114,7 @@ class Lab:
     namespaces: list[str] = field(default_factory=list)
     extra_records: dict[str, str] = field(default_factory=dict)  # more names for the fake internet
     router_dns: subprocess.Popen[bytes] | None = None
+    vlans: dict[str, str] = field(default_factory=lambda: {"lan": LAN_GW, "iot": IOT_GW})
     _host_counter: int = 0
 
     def __post_init__(self) -> None:
@@ -148,11 +149,8 @@ class Lab:
         r, w = self.ns_router, self.ns_wan
         self.run(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.run(r, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
-        for vlan, gw in (("lan", LAN_GW), ("iot", IOT_GW)):
-            bridge = f"br-{vlan}"
-            self.run(r, "ip", "link", "add", bridge, "type", "bridge")
-            self.run(r, "ip", "addr", "add", f"{gw}/24", "dev", bridge)
-            self.run(r, "ip", "link", "set", bridge, "up")
+        for vlan, gw in self.vlans.items():
+            self._add_bridge(vlan, gw)
         self.run(r, "ip", "link", "add", "wan", "type", "veth", "peer", "name", "up0", "netns", w)
         self.run(r, "ip", "addr", "add", f"{ROUTER_WAN}/24", "dev", "wan")
         self.run(r, "ip", "link", "set", "wan", "up")
@@ -167,6 +165,17 @@ class Lab:
             self.run(w, "ip", "addr", "add", f"{address}/32", "dev", "lo")
         self._start_upstream_dns()
         self._start_router_dns()
+
+    def _add_bridge(self, vlan: str, gw: str) -> None:
+        bridge = f"br-{vlan}"
+        self.run(self.ns_router, "ip", "link", "add", bridge, "type", "bridge")
+        self.run(self.ns_router, "ip", "addr", "add", f"{gw}/24", "dev", bridge)
+        self.run(self.ns_router, "ip", "link", "set", bridge, "up")
+
+    def add_vlan(self, vlan: str, gw: str) -> None:
+        """Another VLAN bridge `br-VLAN` on the router, gateway address `gw`/24 (after up())."""
+        self.vlans[vlan] = gw
+        self._add_bridge(vlan, gw)
 
     def down(self) -> None:
         """Stop every process and delete every namespace; safe to call twice."""
@@ -191,7 +200,7 @@ class Lab:
         """A host namespace on `vlan` ("lan" or "iot") with address .host_octet."""
         self._host_counter += 1
         ns = f"{self.tag}-{name}"
-        gw = LAN_GW if vlan == "lan" else IOT_GW
+        gw = self.vlans[vlan]
         ip = gw.rsplit(".", 1)[0] + f".{host_octet}"
         mac = mac or f"02:00:00:{self._host_counter:02x}:{host_octet:02x}:01"
         port = f"p{self._host_counter}-{name}"[:15]
@@ -210,6 +219,22 @@ class Lab:
         host = Host(name, ns, vlan, ip, mac, port)
         self.hosts[name] = host
         return host
+
+    def add_relay_box(self, name: str, host_octet: int) -> str:
+        """A second box with one leg in each VLAN (ports lan0, iot0), as a second relay would have."""
+        ns = f"{self.tag}-{name}"
+        self._add_ns(ns)
+        for vlan in ("lan", "iot"):
+            self._host_counter += 1
+            port = f"p{self._host_counter}-{name}"[:15]
+            leg = f"{vlan}0"
+            self.run(self.ns_router, "ip", "link", "add", port, "type", "veth", "peer", "name", leg, "netns", ns)
+            self.run(self.ns_router, "ip", "link", "set", port, "master", f"br-{vlan}")
+            self.run(self.ns_router, "ip", "link", "set", port, "up")
+            prefix = self.vlans[vlan].rsplit(".", 1)[0]
+            self.run(ns, "ip", "addr", "add", f"{prefix}.{host_octet}/24", "dev", leg)
+            self.run(ns, "ip", "link", "set", leg, "up")
+        return ns
 
     # --- processes -----------------------------------------------------------
 

@@ -36,7 +36,7 @@ def test_batch_decodes_to_the_grants() -> None:
             Grant(ipaddress.ip_address("2001:db8::10"), ipaddress.ip_address("2001:db8:1::7"),
                   TCP22, 61, "a7.remcov3.loxonecloud.com"),
         ]
-        batch, count = writer.encode_batch(grants)
+        batch, count = writer.encode_batch(writer.grant_elements(grants))
     finally:
         writer.close()
     assert count == 2
@@ -68,7 +68,7 @@ def test_unknown_profile_sends_nothing() -> None:
     try:
         grant = Grant(ipaddress.ip_address("192.168.20.10"), ipaddress.ip_address("203.0.113.7"),
                       Profile("tcp", (PortRange(1, 2),)), 300, "x")
-        assert writer.encode_batch([grant])[1] == 0
+        assert writer.encode_batch(writer.grant_elements([grant]))[1] == 0
         assert writer.add([grant]) == 0
     finally:
         writer.close()

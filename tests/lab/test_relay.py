@@ -1,0 +1,191 @@
+"""The discovery relay across VLANs: search and answer, Client/Gateway, blink sync, floods."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from tests.lab.loxgwproc import Loxgw
+from tests.lab.netlab import Lab, wait_for
+
+RELAY = """
+config relay
+\tlist zone 'iot'
+\tlist zone 'lan'
+\toption rate_limit '20'
+"""
+
+# Receive datagrams on PORT for SECONDS; print "src_ip:src_port payload" per datagram.
+# With REPLY, answer the first one (LoxLIVE to the asker's 7071) and stop.
+LISTEN = r"""
+import socket, sys, time
+port, seconds, reply = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else ""
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.bind(("", port))
+print("ready", flush=True)
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    s.settimeout(max(0.01, end - time.monotonic()))
+    try:
+        data, addr = s.recvfrom(4096)
+    except OSError:
+        break
+    print(f"{addr[0]}:{addr[1]} {data.hex()}", flush=True)
+    if reply:
+        s.sendto(reply.encode(), (addr[0], 7071))
+        break
+"""
+
+# Send one datagram to (DST, PORT) from a socket bound to SPORT (0: any), optionally
+# wait for an answer on 7071; prints the answer.
+ASK = r"""
+import socket, sys
+dst, port, payload, wait = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3]), float(sys.argv[4])
+answers = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+answers.bind(("", 7071))
+answers.settimeout(wait)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.sendto(payload, (dst, port))
+if wait:
+    try:
+        data, addr = answers.recvfrom(4096)
+        print(f"{addr[0]} {data.decode(errors='replace')}")
+    except OSError:
+        print("no answer")
+"""
+
+FLOOD = r"""
+import socket, sys, time
+rate, seconds = int(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+start = time.perf_counter(); sent = 0
+while sent < rate * seconds:
+    if time.perf_counter() >= start + sent / rate:
+        s.sendto(b"\x00", ("255.255.255.255", 7070)); sent += 1
+print(sent)
+"""
+
+
+def listen(lab: Lab, ns: str, port: int, seconds: float, reply: str = "") -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-c", LISTEN, str(port), str(seconds)] + ([reply] if reply else [])
+    proc = lab.popen(ns, args, stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    return proc
+
+
+def received(proc: subprocess.Popen[bytes]) -> list[str]:
+    out, _ = proc.communicate(timeout=30)
+    return out.decode().split("\n")[:-1]
+
+
+def test_app_finds_miniserver_across_vlans(lab: Lab) -> None:
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    app = lab.add_host("app", "lan", 20)
+    Loxgw(lab, extra=RELAY).start()
+    listener = listen(lab, ms.ns, 7070, 5, reply="LoxLIVE: Miniserver Home 192.168.20.10:80 504F94A00001 15.0.0.0")
+    answer = lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "00", "3").stdout.strip()
+    seen = received(listener)
+    assert len(seen) == 1
+    src, payload = seen[0].split(" ")
+    assert (src.split(":")[0], payload) == (app.ip, "00")  # the App's own source address
+    assert answer == f"{ms.ip} LoxLIVE: Miniserver Home 192.168.20.10:80 504F94A00001 15.0.0.0"
+
+
+def test_client_gateway_and_blink_sync_cross_both_ways(lab: Lab) -> None:
+    ms1 = lab.add_host("ms1", "iot", 10, mac="50:4f:94:a0:00:01")
+    ms2 = lab.add_host("ms2", "lan", 30, mac="50:4f:94:a0:00:02")
+    gw = Loxgw(lab, extra=RELAY).start()
+    for sender, receiver, port in ((ms1, ms2, 7075), (ms2, ms1, 7072), (ms1, ms2, 7079)):
+        listener = listen(lab, receiver.ns, port, 1.5)
+        lab.run(sender.ns, sys.executable, "-c", ASK, "255.255.255.255", str(port), "c0ffee", "0")
+        seen = received(listener)
+        assert [line.split(":")[0] for line in seen] == [sender.ip], (port, seen)
+    # A subnet-directed broadcast is relayed too.
+    listener = listen(lab, ms2.ns, 7073, 1.5)
+    lab.run(ms1.ns, sys.executable, "-c", ASK, "192.168.20.255", "7073", "01", "0")
+    assert [line.split(":")[0] for line in received(listener)] == [ms1.ip]
+    # Not a relayed port: stays in its VLAN.
+    listener = listen(lab, ms2.ns, 7078, 1.0)
+    lab.run(ms1.ns, sys.executable, "-c", ASK, "255.255.255.255", "7078", "01", "0")
+    assert received(listener) == []
+    counters = gw.status()["relay"]["counters"]
+    assert counters["br-iot:7075:received"] == 1
+    assert counters["br-lan:7075:relayed"] == 1
+    assert not any(":7078:" in key for key in counters)  # no socket on a port not relayed
+
+
+def test_flood_is_cut_to_the_rate_limit(lab: Lab) -> None:
+    flooder = lab.add_host("flooder", "lan", 40)
+    app = lab.add_host("app", "lan", 20)
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    gw = Loxgw(lab, extra=RELAY).start()
+    listener = listen(lab, ms.ns, 7070, 3.0)
+    flood = lab.popen(flooder.ns, [sys.executable, "-c", FLOOD, "20000", "1"], stdout=subprocess.PIPE)
+    time.sleep(0.3)  # the flood is under way (real traffic, not logic time)
+    lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "a5", "0")
+    flood_out, _ = flood.communicate(timeout=30)
+    seen = received(listener)
+    from_flooder = [s for s in seen if s.startswith(flooder.ip + ":")]
+    from_app = [s for s in seen if s.startswith(app.ip + ":")]
+    assert int(flood_out) == 20000
+    # 20/s with a burst of 20, over about 1 s of flood: at most ~45 copies of 20,000.
+    assert 20 <= len(from_flooder) <= 45, len(from_flooder)
+    assert len(from_app) == 1
+    counters = gw.status()["relay"]["counters"]
+    assert counters.get("br-lan:7070:dropped_rate_source", 0) >= 15000
+
+
+def test_interface_added_after_start_is_relayed_to(lab: Lab) -> None:
+    app = lab.add_host("app", "lan", 20)
+    extra = RELAY + "\tlist interface 'br-new'\n"
+    Loxgw(lab, extra=extra).start()
+    lab.add_vlan("new", "192.168.30.1")
+    late = lab.add_host("late", "new", 10)
+
+    def relayed() -> bool:
+        listener = listen(lab, late.ns, 7070, 0.5)
+        lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "00", "0")
+        return [s.split(":")[0] for s in received(listener)] == [app.ip]
+
+    wait_for(relayed, 5, "relay to the new interface", interval=0.1)
+
+
+SECOND_RELAY = """
+config loxgw 'main'
+\toption firewall 'standalone'
+\toption dns_mode 'off'
+\toption status_socket '{socket}'
+
+config relay
+\tlist interface 'lan0'
+\tlist interface 'iot0'
+"""
+
+
+def test_two_relays_on_the_same_segments_give_one_copy(lab: Lab) -> None:
+    app = lab.add_host("app", "lan", 20)
+    phone = lab.add_host("phone", "lan", 21)
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    first = Loxgw(lab, extra=RELAY).start()
+    box = lab.add_relay_box("relay2", 3)
+    second = Loxgw(lab, ns=box, config_text=SECOND_RELAY, name="relay2").start()
+    # The first broadcast teaches each relay that the other is there (both relay it once).
+    listener = listen(lab, ms.ns, 7070, 1.0)
+    lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "00", "0")
+    assert 1 <= len(received(listener)) <= 2
+    for payload in ("01", "02", "03"):
+        listener = listen(lab, ms.ns, 7070, 1.0)
+        same_segment = listen(lab, phone.ns, 7070, 1.0)
+        lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", payload, "0")
+        seen = received(listener)
+        assert seen == [f"{app.ip}:{seen[0].split(':')[1].split()[0]} {payload}"], seen
+        # Back on the asker's own segment: only the original, no copy came back.
+        assert [line.split(" ")[1] for line in received(same_segment)] == [payload]
+    counters = [gw.status()["relay"]["counters"] for gw in (first, second)]
+    left = sum(v for c in counters for k, v in c.items() if k.endswith(":left_to_peer"))
+    assert left == 3  # each later broadcast: one relay sent, the other stood back

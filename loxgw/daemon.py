@@ -26,9 +26,11 @@ from loxgw.errors import ConfigError, KernelError, LoxgwError
 
 log = logging.getLogger("loxgw")
 
-# How often the daemon checks that its table is still in the kernel; a firewall
-# restart (fw4 restart, `nft flush ruleset`) is repaired within this time.
-WATCHDOG_INTERVAL = 0.5
+# The daemon checks its firewall when the kernel reports an nftables deletion
+# (fw4 restart, `nft flush ruleset`, iptables -D), after a short pause that
+# lets a burst of changes finish, and in any case every SAFETY_INTERVAL.
+CHANGE_SETTLE = 0.02
+SAFETY_INTERVAL = 10.0
 
 
 def resolve_firewall(mode: FirewallMode, fw4_present: bool) -> ruleset.ResolvedFirewall:
@@ -46,6 +48,7 @@ class KernelPorts:
     table_exists: Callable[[str], bool] = nft.table_exists
     fw4_present: Callable[[], bool] = nft.fw4_present
     choose_queue: Callable[[DnsMode], ruleset.QueueMode] = queue.choose_mode
+    watch_ruleset: Callable[[], nft.RulesetWatch | None] = nft.RulesetWatch
 
 
 class Daemon:
@@ -330,9 +333,12 @@ class Daemon:
         """Ask the loop to stop (signal handlers call this)."""
         self._stop.set()
 
-    async def _watchdog(self) -> None:
+    async def _watchdog(self, changed: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(WATCHDOG_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), SAFETY_INTERVAL)
+                await asyncio.sleep(CHANGE_SETTLE)
+            changed.clear()
             try:
                 self.check_firewall(await asyncio.to_thread(self.firewall_intact))
             except LoxgwError as exc:  # never let the watchdog die
@@ -351,7 +357,15 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        watchdog = asyncio.create_task(self._watchdog())
+        changed = asyncio.Event()
+        watch = self.ports.watch_ruleset()
+        if watch is not None:
+            def on_ruleset_event() -> None:
+                if watch.drain():
+                    changed.set()
+
+            loop.add_reader(watch.fileno(), on_ruleset_event)
+        watchdog = asyncio.create_task(self._watchdog(changed))
         log.info(
             "running: firewall %s, table inet %s, dns %s (%s), status on %s",
             self.firewall,
@@ -364,6 +378,9 @@ class Daemon:
             await self._stop.wait()
         finally:
             watchdog.cancel()
+            if watch is not None:
+                loop.remove_reader(watch.fileno())
+                watch.close()
             server.close()
             with contextlib.suppress(Exception):
                 await server.wait_closed()

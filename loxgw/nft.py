@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno as errno_module
 import os
 import shutil
+import socket
+import struct
 import subprocess
 
 from loxgw.errors import KernelError
@@ -62,3 +64,49 @@ def table_exists(table: str) -> bool:
 def fw4_present() -> bool:
     """Whether this router runs OpenWrt's firewall4."""
     return any(os.access(p, os.X_OK) for p in ("/sbin/fw4", "/usr/sbin/fw4"))
+
+
+NETLINK_NETFILTER = 12
+NFNLGRP_NFTABLES = 7
+NFNL_SUBSYS_NFTABLES = 10
+# Deletions are what can take loxgw's objects away (fw4 restart, nft flush ruleset,
+# iptables -D); additions, set elements above all, are ignored.
+_DELETIONS = {2, 5, 8, 11}  # NFT_MSG_DELTABLE, DELCHAIN, DELRULE, DELSET
+
+
+class RulesetWatch:
+    """Kernel notifications of nftables changes (multicast group NFNLGRP_NFTABLES).
+
+    Lets the daemon repair its firewall within milliseconds of a deletion
+    without polling with subprocesses, whose forks stall the event loop.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def drain(self) -> bool:
+        """Read every pending notification; True if one was a deletion (or some were lost)."""
+        deleted = False
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except BlockingIOError:
+                return deleted
+            except OSError:  # ENOBUFS: notifications were lost, so assume the worst
+                deleted = True
+                continue
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, offset)
+                if kind >> 8 == NFNL_SUBSYS_NFTABLES and kind & 0xFF in _DELETIONS:
+                    deleted = True
+                offset += max((length + 3) & ~3, 16)

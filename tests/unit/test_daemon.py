@@ -49,6 +49,7 @@ class FakeKernel:
             table_exists=lambda table: table in self.tables,
             fw4_present=lambda: False,
             choose_queue=lambda mode: "off",
+            watch_ruleset=lambda: None,
         )
 
 

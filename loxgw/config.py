@@ -44,6 +44,9 @@ class MainConfig:
     queue_num: int = 7053  # NFQUEUE number for DNS answers
     status_socket: str = DEFAULT_STATUS_SOCKET
     table: str = "loxgw"  # nftables table (inet family) loxgw owns
+    device_grace: int = 300  # seconds a detected device keeps its pinholes after it went away
+    probe_interval: int = 60  # seconds between LoxLIVE searches in devices zones; 0: never
+    dhcp_leases: str = "/tmp/dhcp.leases"  # dnsmasq lease file (OpenWrt's default path)
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,7 @@ def _port_range(text: str) -> PortRange:
     return PortRange.parse(text)
 
 
-def _socket_path(text: str) -> str:
+def _absolute_path(text: str) -> str:
     if not text.startswith("/"):
         raise ValueError(f"expected an absolute path, got {text!r}")
     return text
@@ -232,8 +235,11 @@ _SCHEMA: dict[str, dict[str, _Opt]] = {
         "trusted_resolver": _Opt(_ip, is_list=True),
         "redirect_dns": _Opt(_bool),
         "queue_num": _Opt(_int_range(0, 65535)),
-        "status_socket": _Opt(_socket_path),
+        "status_socket": _Opt(_absolute_path),
         "table": _Opt(_table_name),
+        "device_grace": _Opt(_int_range(0, 7 * 86400)),
+        "probe_interval": _Opt(_int_range(0, 86400)),
+        "dhcp_leases": _Opt(_absolute_path),
     },
     "zone": {
         "role": _Opt(_choice("devices", "clients"), required=True),
@@ -356,6 +362,9 @@ def parse_config(text: str, path: str) -> Config:
                 queue_num=_get(values, "queue_num", 7053),
                 status_socket=_get(values, "status_socket", DEFAULT_STATUS_SOCKET),
                 table=_get(values, "table", "loxgw"),
+                device_grace=_get(values, "device_grace", 300),
+                probe_interval=_get(values, "probe_interval", 60),
+                dhcp_leases=_get(values, "dhcp_leases", "/tmp/dhcp.leases"),
             )
             if main.min_timeout > main.max_timeout:
                 culprit = section.options.get("min_timeout", section.options.get("max_timeout"))

@@ -20,9 +20,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loxgw import __version__, catalog, clock, dns, nft, queue, ruleset, status
+from loxgw import __version__, catalog, clock, devices, dns, nft, pinholes, queue, ruleset, status
 from loxgw.config import Config, DnsMode, FirewallMode, load_config
-from loxgw.errors import ConfigError, KernelError, LoxgwError
+from loxgw.errors import ConfigError, KernelError, LoxgwError, RemoteDataError
 
 log = logging.getLogger("loxgw")
 
@@ -49,6 +49,7 @@ class KernelPorts:
     fw4_present: Callable[[], bool] = nft.fw4_present
     choose_queue: Callable[[DnsMode], ruleset.QueueMode] = queue.choose_mode
     watch_ruleset: Callable[[], nft.RulesetWatch | None] = nft.RulesetWatch
+    detect: bool = True  # run the device detection sources (neighbours, leases, LoxLIVE)
 
 
 class Daemon:
@@ -77,6 +78,9 @@ class Daemon:
         self.dns_queue: Any = None  # dnsqueue.DnsQueue once inline mode is running
         self.writer: Any = None  # nftset.SetWriter, see set_writer()
         self.relays: list[Any] = []  # relaynet.RelaySockets, one per enabled relay section
+        self.inventory = devices.Inventory(config.devices, grace=config.main.device_grace)
+        self.pinholes: list[pinholes.Pinhole] = pinholes.plan(self.inventory.devices(), catalog.load())
+        self.detector: Any = None  # detect.Detector while running
 
     def _limits(self) -> dns.Limits:
         return dns.Limits(self.config.main.min_timeout, self.config.main.max_timeout)
@@ -115,6 +119,55 @@ class Daemon:
             self.writer = nftset.SetWriter(self.config.main.table, self.profiles)
         return self.writer
 
+    # --- devices ----------------------------------------------------------------
+
+    def _devices_changed(self, changed: bool) -> None:
+        if changed:
+            self.counters["device_changes"] += 1
+            self._apply_logged()
+
+    def on_neighbours(self, neighbours: list[tuple[str, Any]]) -> None:
+        self._devices_changed(self.inventory.sync_neighbours(neighbours, clock.now()))
+
+    def on_lease(self, mac: str, ip: Any, name: str) -> None:
+        self._devices_changed(self.inventory.observe("dhcp", clock.now(), mac=mac, ip=ip, name=name))
+
+    def on_loxlive(self, src: Any, payload: bytes) -> None:
+        """A LoxLIVE answer; it must come from the address it claims, or a spoofer could move a device."""
+        try:
+            found = devices.parse_loxlive(payload)
+        except RemoteDataError as exc:
+            self.counters[f"loxlive_bad_{exc.reason}"] += 1
+            return
+        if found.ip != src:
+            self.counters["loxlive_refused_spoofed"] += 1
+            return
+        self.counters["loxlive_answers"] += 1
+        self._devices_changed(self.inventory.observe(
+            "loxlive", clock.now(), ip=found.ip, product="miniserver", name=found.name,
+            http_port=found.port, serial=found.serial, firmware=found.firmware))
+
+    async def start_detection(self, loop: asyncio.AbstractEventLoop) -> None:
+        from loxgw import detect
+
+        if not self.ports.detect:
+            return
+        relayed_7071 = any(any(detect.ANSWER_PORT in r for r in s.policy.ports) for s in self.relays)
+        self.detector = detect.Detector(
+            self.config.interfaces_with_role("devices"), self.config.main.dhcp_leases,
+            self.config.main.probe_interval, self.on_neighbours, self.on_lease, self.on_loxlive)
+        await self.detector.start(loop, own_answer_socket=not relayed_7071)
+
+    def stop_detection(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.detector is not None:
+            self.detector.close(loop)
+            self.detector = None
+
+    async def _expire_devices(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._devices_changed(self.inventory.expire(clock.now()))
+
     # --- discovery relay ------------------------------------------------------
 
     async def start_relays(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -132,7 +185,7 @@ class Daemon:
             sockets = relaynet.RelaySockets(
                 relay.RelayPolicy(section.ports, frozenset(names), section.allow_upstream),
                 relay.RateLimiter(section.rate_limit, section.global_rate),
-                roles, self._allow_relay_answers, clock.now,
+                roles, self._allow_relay_answers, clock.now, self.on_loxlive,
             )
             try:
                 await sockets.start(loop)
@@ -179,7 +232,8 @@ class Daemon:
         if not self.config.main.enabled:
             self.remove()
             return
-        desired = ruleset.render(self.config, self.firewall, self.queue_mode)
+        self.pinholes = pinholes.plan(self.inventory.devices(), catalog.load())
+        desired = ruleset.render(self.config, self.firewall, self.queue_mode, self.pinholes)
         self.ports.apply_script(desired.script)
         self.installed_table = desired.table
         if self.xtables is not None:
@@ -213,6 +267,8 @@ class Daemon:
         self.firewall = resolve_firewall(new.main.firewall, self.ports.fw4_present())
         set_log_level(new.main.log_level)
         self.inspector.limits = self._limits()
+        self.inventory.grace = new.main.device_grace
+        self.inventory.set_static(new.devices, clock.now())
         try:
             self.apply()
         except KernelError as exc:
@@ -289,16 +345,7 @@ class Daemon:
                 }
                 for z in cfg.zones
             ],
-            "devices": [
-                {
-                    "name": d.label or d.name,
-                    "product": d.product,
-                    "mac": d.mac,
-                    "ip": str(d.ip) if d.ip else None,
-                    "source": "static",
-                }
-                for d in cfg.devices
-            ],
+            "devices": self._device_status(),
             "dns_entries": self.ledger.live(clock.now()),
             "relays": [asdict(r) | {"ports": [str(p) for p in r.ports]} for r in cfg.relays],
             "upnp": [asdict(u) for u in cfg.upnp],
@@ -306,11 +353,25 @@ class Daemon:
                 "interfaces": sorted({i.name for r in self.relays for i in r.interfaces}),
                 "counters": dict(sum((r.counters for r in self.relays), Counter())),
             },
+            "devices_refused_cap": self.inventory.refused,
             "counters": dict(self.counters) | {f"dns_{k}": v for k, v in self.inspector.counters.items()}
             | ({"dns_inserted": self.dns_queue.inserted, "dns_handler_errors": self.dns_queue.handler_errors,
                 "dns_netlink_errors": self.dns_queue.writer.errors} if self.dns_queue else {}),
             "last_error": self.last_error,
         }
+
+    def _device_status(self) -> list[dict[str, Any]]:
+        now = clock.now()
+        out = []
+        for dev in self.inventory.devices():
+            holes = [h.describe() for h in self.pinholes if dev.ip is not None and dev.ip in (h.src, h.dst)]
+            out.append({
+                "name": dev.name, "product": dev.product or "unknown", "product_known": dev.product is not None,
+                "mac": dev.mac, "ip": str(dev.ip) if dev.ip else None, "source": ",".join(sorted(dev.sources)),
+                "last_seen": round(now - dev.last_seen, 1), "present": dev.present,
+                "serial": dev.serial, "firmware": dev.firmware, "pinholes": holes,
+            })
+        return out
 
     async def _serve_status(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -352,6 +413,8 @@ class Daemon:
         self.start_dns(loop)
         self.apply()
         await self.start_relays(loop)
+        await self.start_detection(loop)
+        expiry = asyncio.create_task(self._expire_devices())
         server = await asyncio.start_unix_server(self._serve_status, path=socket_path)
         os.chmod(socket_path, 0o660)
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -378,6 +441,8 @@ class Daemon:
             await self._stop.wait()
         finally:
             watchdog.cancel()
+            expiry.cancel()
+            self.stop_detection(loop)
             if watch is not None:
                 loop.remove_reader(watch.fileno())
                 watch.close()

@@ -73,12 +73,16 @@ class RelaySockets:
     """Runs one relay: receive, decide (pure), send copies, report answers to allow."""
 
     def __init__(self, policy: RelayPolicy, limiter: RateLimiter, roles: dict[str, str],
-                 allow_answers: AnswerSink, clock: Callable[[], float]) -> None:
+                 allow_answers: AnswerSink, clock: Callable[[], float],
+                 on_discovery_answer: Callable[[ipaddress.IPv4Address, bytes], None] | None = None) -> None:
         self.policy = policy
         self.limiter = limiter
         self.roles = roles
         self.allow_answers = allow_answers
         self.clock = clock
+        # The relay owns UDP 7071 when it relays it; LoxLIVE answers to the router's
+        # own searches arrive there too and are handed on.
+        self.on_discovery_answer = on_discovery_answer
         self.interfaces: list[RelayInterface] = []
         self.receivers: list[socket.socket] = []
         self.senders: dict[tuple[str, int], socket.socket] = {}
@@ -184,6 +188,8 @@ class RelaySockets:
         if tos >> 2 == relay.RELAY_DSCP:
             self._on_marked(ifindex, relay.copy_key(src, addr[1], port, data), port, now)
             return
+        if port == relay.ANSWER_PORT and self.on_discovery_answer is not None:
+            self.on_discovery_answer(src, data)
         received = Received(ifindex, src, addr[1], dst, port, tos, data,
                             truncated=bool(flags & socket.MSG_TRUNC))
         decision = relay.decide(received, self.interfaces, self.policy, self.limiter, now)

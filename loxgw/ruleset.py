@@ -8,18 +8,30 @@ drops set elements (`flush table` empties chains, not sets).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from loxgw import catalog
+from loxgw.catalog import PortRange
 from loxgw.config import Config, ZoneRole
 from loxgw.dns import Profile, all_profiles, build_policy, name_needles
+from loxgw.pinholes import Pinhole
 
 ResolvedFirewall = Literal["fw4", "standalone"]
 QueueMode = Literal["nft", "xtables", "passive", "off"]
 
 DNS_PORT = 53
 RELAY_ANSWERS = "relay_answers4"
+PIN_INBOUND = "pin_in4"
+PIN_DEVICE = "pin_dev4"
+PIN_CLIENT = "pin_client4"
+ROUTER_PING = "router_ping4"
+PIN_SETS = (
+    (PIN_INBOUND, "ipv4_addr . inet_proto . inet_service", "device . proto . ports open from clients zones"),
+    (PIN_DEVICE, "ipv4_addr . ipv4_addr . inet_proto . inet_service", "device . device . proto . ports"),
+    (PIN_CLIENT, "ipv4_addr . inet_proto . inet_service", "device . proto . ports to clients-zone hosts"),
+)
 
 
 def cloud_set_name(index: int, family: int) -> str:
@@ -39,7 +51,8 @@ def _ifset(names: tuple[str, ...]) -> str:
     return "{ " + ", ".join(f'"{n}"' for n in names) + " }"
 
 
-def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off") -> Ruleset:
+def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
+           pinholes: Sequence[Pinhole] = ()) -> Ruleset:
     """Render the complete ruleset for a config.
 
     Standalone: loxgw is the firewall of its zones. Forwarded traffic from a
@@ -79,7 +92,15 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off")
         '\t\tcomment "asker . port a relayed discovery request may be answered on"',
         "\t}",
     ]
+    for name, key_type, comment in PIN_SETS:
+        lines += [f"\tset {name} {{", f"\t\ttype {key_type}", "\t\tflags interval",
+                  f'\t\tcomment "{comment}"', "\t}"]
+    lines += [f"\tset {ROUTER_PING} {{", "\t\ttype ipv4_addr",
+              '\t\tcomment "devices whose gateway ping the router must answer"', "\t}"]
     lines += ["", "\tchain allow_from_devices {", "\t\tct state established,related accept"]
+    lines.append(f"\t\tip saddr . ip daddr . meta l4proto . th dport @{PIN_DEVICE} accept")
+    if client_ifs:
+        lines.append(f"\t\toifname {_ifset(client_ifs)} ip saddr . meta l4proto . th dport @{PIN_CLIENT} accept")
     lines += [f"\t\t{rule}" for rule in _profile_rules(profiles)]
     relay_ports = sorted({p for r in config.relays if r.enabled for p in r.ports})
     if relay_ports:
@@ -91,6 +112,7 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off")
         "",
         "\tchain allow_into_devices {",
         "\t\tct state established,related accept",
+        f"\t\tip daddr . meta l4proto . th dport @{PIN_INBOUND} accept",
         f"\t\t{final}",
         "\t}",
         "",
@@ -111,7 +133,48 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off")
                 )
         lines.append("\t}")
     lines.append("}")
+    lines += _pinhole_elements(table, pinholes)
     return Ruleset(table=table, script="\n".join(lines) + "\n")
+
+
+def merge_ranges(ranges: Iterable[PortRange]) -> list[PortRange]:
+    """Overlapping or adjacent ranges joined: concatenated interval sets refuse overlaps."""
+    merged: list[PortRange] = []
+    for r in sorted(ranges):
+        if merged and r.first <= merged[-1].last + 1:
+            merged[-1] = PortRange(merged[-1].first, max(merged[-1].last, r.last))
+        else:
+            merged.append(r)
+    return merged
+
+
+def _pinhole_elements(table: str, pinholes: Sequence[Pinhole]) -> list[str]:
+    """Replace the pinhole sets' contents (they hold desired state only, unlike the DNS sets)."""
+    ranges: dict[tuple[str, str], list[PortRange]] = {}
+    pings: list[str] = []
+    for hole in pinholes:
+        if hole.kind == "router":
+            pings.append(str(hole.src))
+            continue
+        if hole.ports is None:
+            continue
+        if hole.kind == "inbound":
+            key = (PIN_INBOUND, f"{hole.dst} . {hole.proto}")
+        elif hole.kind == "device":
+            key = (PIN_DEVICE, f"{hole.src} . {hole.dst} . {hole.proto}")
+        else:
+            key = (PIN_CLIENT, f"{hole.src} . {hole.proto}")
+        ranges.setdefault(key, []).append(hole.ports)
+    by_set: dict[str, list[str]] = {PIN_INBOUND: [], PIN_DEVICE: [], PIN_CLIENT: [],
+                                    ROUTER_PING: list(dict.fromkeys(pings))}
+    for (name, prefix), port_ranges in ranges.items():
+        by_set[name] += [f"{prefix} . {r.nft()}" for r in merge_ranges(port_ranges)]
+    lines = []
+    for name, elements in by_set.items():
+        lines.append(f"flush set inet {table} {name}")
+        if elements:
+            lines.append(f"add element inet {table} {name} {{ {', '.join(elements)} }}")
+    return lines
 
 
 def _profile_rules(profiles: tuple[Profile, ...]) -> list[str]:

@@ -81,10 +81,15 @@ def format_human(status: dict[str, Any]) -> str:
     devices = status.get("devices", [])
     out.append(f"devices:  {len(devices)}")
     for dev in devices:
+        flag = "" if dev.get("product_known", True) else "  (product unknown: default ports only)"
+        gone = "" if dev.get("present", True) else "  (gone, in grace period)"
         out.append(
-            f"  {dev.get('name') or '-':<16} {dev.get('product', '?'):<14} "
-            f"{dev.get('mac') or '-':<17} {dev.get('ip') or '-':<15} via {dev.get('source', '?')}"
+            f"  {dev.get('name') or '-':<16} {dev.get('product', '?'):<16} "
+            f"{dev.get('mac') or '-':<17} {dev.get('ip') or '-':<15} via {dev.get('source', '?')}, "
+            f"seen {_age(dev.get('last_seen'))} ago{flag}{gone}"
         )
+        for hole in dev.get("pinholes", []):
+            out.append(f"      {hole}")
     entries = status.get("dns_entries", [])
     out.append(f"dns entries: {len(entries)}")
     for entry in entries:

@@ -50,6 +50,7 @@ class FakeKernel:
             fw4_present=lambda: False,
             choose_queue=lambda mode: "off",
             watch_ruleset=lambda: None,
+            detect=False,
         )
 
 

@@ -1,0 +1,175 @@
+"""Adapters that feed the device inventory: neighbour table, DHCP leases, LoxLIVE searches.
+
+The neighbour table is read with pyroute2 whenever the kernel announces a
+neighbour change (rtnetlink group RTMGRP_NEIGH): live events, no polling.
+The lease file is re-read when its modification time changes. LoxLIVE: a
+search (one 0x00 byte to UDP 7070 as the subnet broadcast) goes out on each
+devices-zone interface every probe_interval; Miniservers answer to UDP 7071.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from pyroute2 import IPRoute
+
+from loxgw.devices import parse_dhcp_leases
+
+log = logging.getLogger("loxgw")
+
+NETLINK_ROUTE = 0
+RTMGRP_NEIGH = 0x4
+NUD_LIVE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE, STALE, DELAY, PROBE, PERMANENT
+SETTLE = 0.05
+SEARCH_PORT = 7070
+ANSWER_PORT = 7071
+SO_BINDTODEVICE = 25
+
+IPv4 = ipaddress.IPv4Address
+Neighbours = list[tuple[str, IPv4]]
+
+
+def dump_neighbours(interfaces: Iterable[str]) -> Neighbours:
+    """(mac, ip) of live IPv4 neighbours on the named interfaces."""
+    names = set(interfaces)
+    with IPRoute() as ipr:
+        indices = {link["index"] for link in ipr.get_links() if link.get_attr("IFLA_IFNAME") in names}
+        found = []
+        for entry in ipr.get_neighbours(family=socket.AF_INET):
+            mac, dst = entry.get_attr("NDA_LLADDR"), entry.get_attr("NDA_DST")
+            if entry["ifindex"] in indices and entry["state"] & NUD_LIVE and mac and dst:
+                found.append((mac.lower(), IPv4(dst)))
+    return found
+
+
+class Detector:
+    """Runs the detection sources and hands their findings to callbacks."""
+
+    def __init__(self, interfaces: tuple[str, ...], leases_path: str, probe_interval: int,
+                 on_neighbours: Callable[[Neighbours], None],
+                 on_lease: Callable[[str, IPv4, str], None],
+                 on_loxlive: Callable[[IPv4, bytes], None]) -> None:
+        self.interfaces = interfaces
+        self.leases_path = leases_path
+        self.probe_interval = probe_interval
+        self.on_neighbours = on_neighbours
+        self.on_lease = on_lease
+        self.on_loxlive = on_loxlive
+        self.counters: Counter[str] = Counter()
+        self._events: socket.socket | None = None
+        self._answers: socket.socket | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: asyncio.Task[None] | None = None
+        self._lease_mtime: float | None = None
+
+    async def start(self, loop: asyncio.AbstractEventLoop, own_answer_socket: bool) -> None:
+        events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        events.bind((0, RTMGRP_NEIGH))
+        events.setblocking(False)
+        loop.add_reader(events.fileno(), self._on_event)
+        self._events = events
+        if own_answer_socket and self.probe_interval:
+            answers = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            answers.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            answers.bind(("0.0.0.0", ANSWER_PORT))
+            answers.setblocking(False)
+            loop.add_reader(answers.fileno(), self._on_answer)
+            self._answers = answers
+        await self._refresh_neighbours()
+        self._tasks.append(asyncio.create_task(self._watch_leases()))
+        if self.probe_interval:
+            self._tasks.append(asyncio.create_task(self._probe_forever()))
+
+    def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        for task in [*self._tasks, *([self._pending] if self._pending else [])]:
+            task.cancel()
+        for sock in (self._events, self._answers):
+            if sock is not None:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+        self._events = self._answers = None
+
+    # --- neighbours ----------------------------------------------------------
+
+    def _on_event(self) -> None:
+        assert self._events is not None
+        while True:
+            try:
+                self._events.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError:  # ENOBUFS: events lost; the dump below catches up
+                self.counters["neighbour_event_errors"] += 1
+                break
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.create_task(self._settle_and_refresh())
+
+    async def _settle_and_refresh(self) -> None:
+        await asyncio.sleep(SETTLE)
+        await self._refresh_neighbours()
+
+    async def _refresh_neighbours(self) -> None:
+        try:
+            neighbours = await asyncio.to_thread(dump_neighbours, self.interfaces)
+        except OSError as exc:
+            self.counters["neighbour_dump_errors"] += 1
+            log.error("reading the neighbour table failed: %s", exc)
+            return
+        self.counters["neighbour_dumps"] += 1
+        self.on_neighbours(neighbours)
+
+    # --- DHCP leases ---------------------------------------------------------
+
+    async def _watch_leases(self) -> None:
+        while True:
+            try:
+                mtime = os.stat(self.leases_path).st_mtime
+            except OSError:
+                mtime = None
+            if mtime is not None and mtime != self._lease_mtime:
+                self._lease_mtime = mtime
+                try:
+                    with open(self.leases_path, encoding="utf-8", errors="replace") as handle:
+                        text = handle.read(1 << 20)
+                    for mac, ip, name in parse_dhcp_leases(text):
+                        self.on_lease(mac, ip, name)
+                    self.counters["lease_reads"] += 1
+                except OSError as exc:
+                    log.debug("reading %s failed: %s", self.leases_path, exc)
+            await asyncio.sleep(2.0)
+
+    # --- LoxLIVE -------------------------------------------------------------
+
+    async def _probe_forever(self) -> None:
+        while True:
+            for ifname in self.interfaces:
+                try:
+                    await asyncio.to_thread(self._search, ifname)
+                    self.counters["loxlive_searches"] += 1
+                except OSError as exc:
+                    self.counters["loxlive_search_errors"] += 1
+                    log.debug("LoxLIVE search on %s failed: %s", ifname, exc)
+            await asyncio.sleep(self.probe_interval)
+
+    def _search(self, ifname: str) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+            sock.sendto(b"\x00", ("255.255.255.255", SEARCH_PORT))
+
+    def _on_answer(self) -> None:
+        assert self._answers is not None
+        for _ in range(64):
+            try:
+                data, addr = self._answers.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self.on_loxlive(IPv4(addr[0]), data)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 
 from pyroute2 import IPRoute
 
+from loxgw import clock
 from loxgw.devices import parse_dhcp_leases
 
 log = logging.getLogger("loxgw")
@@ -35,17 +36,44 @@ IPv4 = ipaddress.IPv4Address
 Neighbours = list[tuple[str, IPv4]]
 
 
-def dump_neighbours(interfaces: Iterable[str]) -> Neighbours:
-    """(mac, ip) of live IPv4 neighbours on the named interfaces."""
+NeighbourEntry = tuple[str, IPv4, int]  # mac, ip, ticks since last confirmed/used/updated
+
+
+def dump_neighbours(interfaces: Iterable[str]) -> list[NeighbourEntry]:
+    """Live IPv4 neighbours on the named interfaces (all of them; see pick_current)."""
     names = set(interfaces)
+    found: list[NeighbourEntry] = []
     with IPRoute() as ipr:
         indices = {link["index"] for link in ipr.get_links() if link.get_attr("IFLA_IFNAME") in names}
-        found = []
         for entry in ipr.get_neighbours(family=socket.AF_INET):
             mac, dst = entry.get_attr("NDA_LLADDR"), entry.get_attr("NDA_DST")
-            if entry["ifindex"] in indices and entry["state"] & NUD_LIVE and mac and dst:
-                found.append((mac.lower(), IPv4(dst)))
+            if entry["ifindex"] not in indices or not entry["state"] & NUD_LIVE or not mac or not dst:
+                continue
+            info = entry.get_attr("NDA_CACHEINFO")
+            age = min(info["ndm_confirmed"], info["ndm_used"], info["ndm_updated"]) if info else 1 << 31
+            found.append((mac.lower(), IPv4(dst), age))
     return found
+
+
+def pick_current(entries: list[NeighbourEntry], first_seen: dict[tuple[str, IPv4], float],
+                 now: float) -> Neighbours:
+    """One address per MAC: the one that appeared last, then the one most recently active.
+
+    A device that changed its address leaves its old entry behind (STALE, for
+    minutes), and a fresh entry starts with an old `confirmed` time, so the
+    order in which loxgw first saw the entries decides. `first_seen` is
+    updated in place and pruned to the live entries.
+    """
+    live = {(mac, ip) for mac, ip, _ in entries}
+    for key in [k for k in first_seen if k not in live]:
+        del first_seen[key]
+    best: dict[str, tuple[float, int, IPv4]] = {}
+    for mac, ip, age in entries:
+        seen = first_seen.setdefault((mac, ip), now)
+        rank = (seen, -age, ip)
+        if mac not in best or rank[:2] > best[mac][:2]:
+            best[mac] = rank
+    return [(mac, ip) for mac, (_, _, ip) in sorted(best.items())]
 
 
 class Detector:
@@ -67,6 +95,7 @@ class Detector:
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: asyncio.Task[None] | None = None
         self._lease_mtime: float | None = None
+        self._first_seen: dict[tuple[str, IPv4], float] = {}
 
     async def start(self, loop: asyncio.AbstractEventLoop, own_answer_socket: bool) -> None:
         events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
@@ -122,7 +151,7 @@ class Detector:
             log.error("reading the neighbour table failed: %s", exc)
             return
         self.counters["neighbour_dumps"] += 1
-        self.on_neighbours(neighbours)
+        self.on_neighbours(pick_current(neighbours, self._first_seen, clock.now()))
 
     # --- DHCP leases ---------------------------------------------------------
 

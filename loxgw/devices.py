@@ -183,10 +183,15 @@ class Inventory:
             changed = not current.present
         self._gone_since.pop(key, None)
         if current.static:
-            updated = replace(current, sources=current.sources | {source}, last_seen=now, present=True,
-                              serial=serial or current.serial, firmware=firmware or current.firmware)
+            # Config wins for product, name and port; an address it leaves open comes from detection.
+            configured_ip = next((d.ip for d in self.static if (d.mac or f"ip:{d.ip}") == key), None)
+            new_ip = current.ip if configured_ip is not None else (ip or current.ip)
+            updated = replace(current, ip=new_ip, sources=current.sources | {source}, last_seen=now,
+                              present=True, serial=serial or current.serial, firmware=firmware or current.firmware)
+            if new_ip is not None and new_ip != current.ip:
+                self._release_ip(new_ip, key)
             self._devices[key] = updated
-            return changed
+            return changed or new_ip != current.ip
         updated = replace(
             current,
             ip=ip or current.ip,

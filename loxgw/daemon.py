@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ class KernelPorts:
     choose_queue: Callable[[DnsMode], ruleset.QueueMode] = queue.choose_mode
     watch_ruleset: Callable[[], nft.RulesetWatch | None] = nft.RulesetWatch
     detect: bool = True  # run the device detection sources (neighbours, leases, LoxLIVE)
+    list_set_elements: Callable[[str, str], dict[str, list[tuple[list[str], int]]]] = nft.list_set_elements
 
 
 class Daemon:
@@ -309,6 +311,71 @@ class Daemon:
         queue_gone = self.xtables is not None and not self.xtables.present()
         return not queue_gone and self.ports.table_exists(table)
 
+    # --- DNS entries across restarts ---------------------------------------------
+
+    @property
+    def state_path(self) -> str:
+        return os.path.splitext(self.config.main.status_socket)[0] + "-dns-entries.json"
+
+    def adopt_kernel_entries(self) -> int:
+        """Put what the kernel already holds (left by a loxgw that was killed) into the ledger."""
+        now = clock.now()
+        adopted = 0
+        for name, elements in self.ports.list_set_elements(self.config.main.table, "cloud").items():
+            try:
+                index = int(name.split("_", 1)[1])
+                profile = self.profiles[index]
+            except (IndexError, ValueError):
+                continue
+            for fields, expires in elements:
+                try:
+                    device, address = (ipaddress.ip_address(f) for f in fields)
+                except ValueError:
+                    continue
+                self.ledger.record([dns.Grant(device, address, profile, expires, "(adopted)")], now)
+                adopted += 1
+        return adopted
+
+    def restore_saved_entries(self) -> int:
+        """Entries saved at the last SIGTERM go back into the kernel with their remaining time."""
+        try:
+            with open(self.state_path, encoding="utf-8") as handle:
+                records = json.load(handle)
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.state_path, exc)
+            return 0
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self.state_path)
+        grants = dns.GrantLedger.parse_dump(records, self.profiles)
+        return self._reinsert(grants)
+
+    def _reinsert(self, grants: list[dns.Grant]) -> int:
+        if not grants:
+            return 0
+        try:
+            self.set_writer().add(grants)
+        except KernelError as exc:
+            log.error("could not restore %d DNS entries: %s", len(grants), exc)
+            return 0
+        self.ledger.record(grants, clock.now())
+        return len(grants)
+
+    def save_entries(self) -> None:
+        """Write the live entries beside the status socket, for the next start (SIGTERM path)."""
+        records = self.ledger.dump(clock.now())
+        if not records:
+            return
+        tmp = self.state_path + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(records, handle)
+            os.replace(tmp, self.state_path)
+        except OSError as exc:
+            log.error("could not save DNS entries to %s: %s", self.state_path, exc)
+
     def check_firewall(self, intact: bool | None = None) -> None:
         """Re-install the table if something (a firewall restart, a flush) removed it."""
         if intact is None:
@@ -317,6 +384,9 @@ class Daemon:
             self.counters["ruleset_restores"] += 1
             log.warning("table inet %s vanished; restoring it", self.installed_table)
             self._apply_logged()
+            restored = self._reinsert(self.ledger.grants(clock.now()))
+            if restored:
+                log.info("put back %d DNS entries", restored)
 
     # --- status -----------------------------------------------------------
 
@@ -412,6 +482,11 @@ class Daemon:
         prepare_socket_path(socket_path)
         self.start_dns(loop)
         self.apply()
+        adopted = self.adopt_kernel_entries()
+        restored = self.restore_saved_entries()
+        if adopted or restored:
+            log.info("DNS entries: %d adopted from the kernel, %d restored from %s", adopted, restored,
+                     self.state_path)
         await self.start_relays(loop)
         await self.start_detection(loop)
         expiry = asyncio.create_task(self._expire_devices())
@@ -452,6 +527,7 @@ class Daemon:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(socket_path)
             self.stop_relays(loop)
+            self.save_entries()
             self.remove()
             self.stop_dns(loop)
             if self.writer is not None:

@@ -11,6 +11,7 @@ inserts grow with the set.
 from __future__ import annotations
 
 import ipaddress
+import math
 import struct
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -463,9 +464,42 @@ class GrantLedger:
         while len(self._live) > self.capacity:
             self._live.popitem(last=False)
 
-    def live(self, now: float) -> list[dict[str, object]]:
+    def _prune(self, now: float) -> None:
         for key in [k for k, (_, until) in self._live.items() if until <= now]:
             del self._live[key]
+
+    def grants(self, now: float) -> list[Grant]:
+        """The live grants with their remaining time, to put back what a firewall restart removed."""
+        self._prune(now)
+        return [Grant(device, address, profile, max(1, math.ceil(until - now)), name)
+                for (device, address, profile), (name, until) in self._live.items()]
+
+    def dump(self, now: float) -> list[dict[str, object]]:
+        """The live grants as JSON-able records (expiry as seconds left), for the state file."""
+        return [{"device": str(g.device), "address": str(g.address), "proto": g.profile.proto,
+                 "ports": [str(p) for p in g.profile.ports], "name": g.name, "expires_in": g.timeout}
+                for g in self.grants(now)]
+
+    @staticmethod
+    def parse_dump(records: object, profiles: Iterable[Profile]) -> list[Grant]:
+        """Grants from a state file; records that do not fit a known profile are skipped."""
+        known = set(profiles)
+        grants: list[Grant] = []
+        if not isinstance(records, list):
+            return grants
+        for record in records:
+            try:
+                profile = Profile(record["proto"], tuple(PortRange.parse(p) for p in record["ports"]))
+                grant = Grant(ipaddress.ip_address(record["device"]), ipaddress.ip_address(record["address"]),
+                              profile, int(record["expires_in"]), str(record["name"])[:255])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if profile in known and grant.timeout > 0 and grant.device.version == grant.address.version:
+                grants.append(grant)
+        return grants
+
+    def live(self, now: float) -> list[dict[str, object]]:
+        self._prune(now)
         return [
             {"device": str(device), "name": name, "address": str(address), "proto": profile.proto,
              "ports": ",".join(str(p) for p in profile.ports) or "-",

@@ -8,6 +8,7 @@ updates take a netlink path instead (see the DNS feature).
 from __future__ import annotations
 
 import errno as errno_module
+import json
 import os
 import shutil
 import socket
@@ -59,6 +60,30 @@ def table_exists(table: str) -> bool:
         check=False,
     )
     return f"table inet {table}" in proc.stdout.splitlines()
+
+
+def list_set_elements(table: str, prefix: str) -> dict[str, list[tuple[list[str], int]]]:
+    """Elements of the sets whose name starts with `prefix`: set -> [(key fields, seconds left)].
+
+    One `nft -j` call at start-up, to adopt what a previous loxgw left in the kernel.
+    """
+    proc = subprocess.run([nft_binary(), "-j", "list", "table", "inet", table],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return {}
+    found: dict[str, list[tuple[list[str], int]]] = {}
+    for item in json.loads(proc.stdout).get("nftables", []):
+        nft_set = item.get("set")
+        if not nft_set or not str(nft_set.get("name", "")).startswith(prefix):
+            continue
+        elements = found.setdefault(nft_set["name"], [])
+        for elem in nft_set.get("elem", []):
+            inner = elem.get("elem", {}) if isinstance(elem, dict) else {}
+            value = inner.get("val", {})
+            fields = value.get("concat") if isinstance(value, dict) else None
+            if isinstance(fields, list) and "expires" in inner:
+                elements.append(([str(f) for f in fields], int(inner["expires"])))
+    return found
 
 
 def fw4_present() -> bool:

@@ -119,6 +119,18 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
     ]
     if queue == "nft":
         lines += _native_queue_chains(config)
+    redirect_ifs = tuple(i for z in config.zones if z.role == "devices" and z.cloud for i in z.interfaces)
+    if config.main.redirect_dns and config.main.dns_mode != "off" and redirect_ifs:
+        # Every answer that opens the firewall must come from a resolver we trust: a device
+        # configured with its own DNS server is answered by the router's resolver instead.
+        lines += [
+            "\tchain dns_redirect {",
+            "\t\ttype nat hook prerouting priority dstnat; policy accept;",
+            f"\t\tiifname {_ifset(redirect_ifs)} meta l4proto {{ tcp, udp }} th dport {DNS_PORT} "
+            "fib daddr type != local redirect",
+            "\t}",
+            "",
+        ]
     if firewall == "standalone":
         lines += [
             "\tchain forward {",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 from tests.lab.loxgwproc import Loxgw
-from tests.lab.netlab import Lab
+from tests.lab.netlab import Lab, wait_for
 
 # Resolve names, then connect to each (addr, port) at once; prints one result per line.
 CLIENT = r"""
@@ -106,3 +109,127 @@ print(ok)
         # And without an answer the same addresses stay closed for another device.
         other = lab.add_host("other", "iot", 11)
         assert try_connect(lab, other.ns, "192.0.2.1:30000") == ["blocked"]
+
+
+def resolve_and_connect(lab: Lab, ns: str, name: str, port: int, server: str = "") -> str:
+    """Resolve `name` (through `server` if given, else the system resolver) and connect at once."""
+    script = r"""
+import socket, sys
+from dnslib import DNSRecord
+name, port, server = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if server:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    s.sendto(DNSRecord.question(name).pack(), (server, 53))
+    addr = str(DNSRecord.parse(s.recv(4096)).a.rdata)
+else:
+    addr = socket.gethostbyname(name)
+c = socket.socket(); c.settimeout(0.5)
+try:
+    c.connect((addr, port)); print("open")
+except OSError:
+    print("blocked")
+"""
+    return lab.run(ns, sys.executable, "-c", script, name, str(port), server).stdout.strip()
+
+
+def test_entries_come_back_after_the_table_is_recreated(lab: Lab) -> None:
+    ms = lab.add_host("ms", "iot", 10, mac="02:00:00:a0:00:01")
+    listen(lab, "203.0.113.7", 22)
+    Loxgw(lab).start()
+    assert resolve_and_connect(lab, ms.ns, "a7.remcov3.loxonecloud.com", 22) == "open"
+    lab.run(lab.ns_router, "nft", "delete table inet loxgw; add table inet loxgw")
+    start = time.monotonic()
+    wait_for(lambda: try_connect(lab, ms.ns, "203.0.113.7:22") == ["open"], 2, "entry restored")
+    assert time.monotonic() - start < 1.5  # includes the 0.5 s connect timeout of a failed try
+
+
+def test_timeout_expires_and_a_fresh_answer_reopens(lab: Lab) -> None:
+    ms = lab.add_host("ms", "iot", 10, mac="02:00:00:a0:00:01")
+    listen(lab, "203.0.113.20", 30000)
+    Loxgw(lab, main_extra="\toption min_timeout '2'\n\toption max_timeout '2'\n").start()
+    assert resolve_and_connect(lab, ms.ns, "t1.dyndns.loxonecloud.com", 30000) == "open"
+    time.sleep(2.5)  # the kernel expires the element; real time has to pass here
+    assert try_connect(lab, ms.ns, "203.0.113.20:30000") == ["blocked"]
+    assert resolve_and_connect(lab, ms.ns, "t2.dyndns.loxonecloud.com", 30000) == "open"
+
+
+def test_device_with_its_own_resolver_is_redirected(lab: Lab) -> None:
+    ms = lab.add_host("ms", "iot", 10, mac="02:00:00:a0:00:01")
+    listen(lab, "203.0.113.7", 22)
+    gw = Loxgw(lab).start()
+    # The Miniserver asks the provider's resolver directly; the router answers instead.
+    assert resolve_and_connect(lab, ms.ns, "a7.remcov3.loxonecloud.com", 22, server="198.51.100.53") == "open"
+    assert gw.status()["counters"]["dns_answers_matched"] == 1
+
+
+def test_forged_answer_from_outside_creates_nothing(lab: Lab) -> None:
+    ms = lab.add_host("ms", "iot", 10, mac="02:00:00:a0:00:01")
+    listen(lab, "203.0.113.66", 443)
+    gw = Loxgw(lab).start()
+    forge = r"""
+import socket
+from dnslib import DNSRecord, RR, QTYPE, A
+q = DNSRecord.question("x9.dyndns.loxonecloud.com")
+a = q.reply(); a.add_answer(RR("x9.dyndns.loxonecloud.com", QTYPE.A, rdata=A("203.0.113.66"), ttl=600))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.1", 53))  # a resolver address the device never asked
+for port in range(40000, 40200):
+    s.sendto(a.pack(), ("192.168.20.10", port))
+"""
+    lab.run(lab.ns_wan, sys.executable, "-c", forge)
+    assert gw.status()["dns_entries"] == []
+    assert try_connect(lab, ms.ns, "203.0.113.66:443") == ["blocked"]
+
+
+def test_kill_9_under_load_loses_no_answer_and_keeps_entries(lab: Lab) -> None:
+    ms = lab.add_host("ms", "iot", 10, mac="02:00:00:a0:00:01")
+    listen(lab, "203.0.113.7", 22)
+    gw = Loxgw(lab).start()
+    assert resolve_and_connect(lab, ms.ns, "a7.remcov3.loxonecloud.com", 22) == "open"
+    # Like every stub resolver, the client asks once more after a short timeout: when the
+    # queue's socket dies, the kernel drops the one or two packets it was holding for it
+    # (nfnetlink_queue flushes them with NF_DROP); the retry then passes by the bypass rule.
+    load = r"""
+import socket, sys, time
+from dnslib import DNSRecord
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.3)
+lost = retried = sent = 0; end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    q = DNSRecord.question(f"l{sent}.dyndns.loxonecloud.com"); q.header.id = sent & 0xFFFF
+    sent += 1
+    for attempt in range(2):
+        s.sendto(q.pack(), ("192.168.20.1", 53))
+        try:
+            while DNSRecord.parse(s.recv(4096)).header.id != q.header.id:
+                pass
+            break
+        except OSError:
+            retried += attempt == 0
+    else:
+        lost += 1
+print(sent, lost, retried)
+"""
+    client = lab.popen(ms.ns, [sys.executable, "-c", load, "3"], stdout=subprocess.PIPE)
+    time.sleep(1.0)  # the load is running (real traffic)
+    gw.signal(signal.SIGKILL)
+    assert gw.proc is not None and gw.proc.wait(timeout=5) == -9
+    os.unlink(gw.socket)
+    restarted = Loxgw(lab, name="loxgw2")
+    restarted.start()
+    out, _ = client.communicate(timeout=30)
+    sent, lost, retried = map(int, out.split())
+    assert sent > 100 and lost == 0 and retried <= 2
+    # The entry from before the kill is still in the kernel and adopted by the new daemon.
+    assert try_connect(lab, ms.ns, "203.0.113.7:22") == ["open"]
+    adopted = {(e["device"], e["address"], e["ports"]) for e in restarted.status()["dns_entries"]}
+    assert ("192.168.20.10", "203.0.113.7", "22") in adopted
+
+
+def test_sigterm_saves_entries_and_the_next_start_restores_them(lab: Lab) -> None:
+    ms = lab.add_host("ms", "iot", 10, mac="02:00:00:a0:00:01")
+    listen(lab, "203.0.113.7", 22)
+    gw = Loxgw(lab).start()
+    assert resolve_and_connect(lab, ms.ns, "a7.remcov3.loxonecloud.com", 22) == "open"
+    assert gw.stop() == 0
+    Loxgw(lab).start()
+    assert try_connect(lab, ms.ns, "203.0.113.7:22") == ["open"]

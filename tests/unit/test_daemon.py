@@ -51,6 +51,7 @@ class FakeKernel:
             choose_queue=lambda mode: "off",
             watch_ruleset=lambda: None,
             detect=False,
+            list_set_elements=lambda table, prefix: {},
         )
 
 

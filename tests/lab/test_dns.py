@@ -80,14 +80,14 @@ def test_resolved_catalogue_names_open_exactly_their_ports(lab: Lab) -> None:
 
 
 def test_first_syn_passes_every_time() -> None:
-    """250 names, each with its own address, resolved and connected to at once: all pass.
+    """1000 (device, address) pairs, each resolved and connected to at once: all pass.
 
-    Each name has a distinct address, so every connection needs the element its
-    own answer inserted; none can ride on an earlier one.
+    Four Miniservers each resolve 250 names with 250 distinct addresses, so every
+    connection needs the element its own answer inserted; none can ride on an earlier one.
     """
     records = {f"n{i}.dyndns.loxonecloud.com": f"192.0.2.{i}" for i in range(1, 251)}
     with Lab(extra_records=records) as lab:
-        ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+        devices = [lab.add_host(f"ms{k}", "iot", 10 + k, mac=f"50:4f:94:a0:00:0{k}") for k in range(4)]
         proc = lab.popen(lab.ns_wan, [sys.executable, "-m", "tests.lab.peer", "listen-tcp",
                                       "0.0.0.0", "30000"], stdout=subprocess.PIPE)
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
@@ -105,9 +105,10 @@ for i in range(1, 251):
     s.close()
 print(ok)
 """
-        assert lab.run(ms.ns, sys.executable, "-c", script, timeout=120).stdout.strip() == "250"
-        # And without an answer the same addresses stay closed for another device.
-        other = lab.add_host("other", "iot", 11)
+        passed = sum(int(lab.run(dev.ns, sys.executable, "-c", script, timeout=120).stdout) for dev in devices)
+        assert passed == 1000
+        # And without an answer of its own, another device finds the same addresses closed.
+        other = lab.add_host("other", "iot", 30)
         assert try_connect(lab, other.ns, "192.0.2.1:30000") == ["blocked"]
 
 

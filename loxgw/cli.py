@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="run the daemon in the foreground (for procd and systemd)",
                    description="Run the daemon in the foreground until SIGTERM; SIGHUP reloads.")
+    parser.add_argument("--log-streams", action="store_true",
+                        help="info and debug to stdout, warnings and errors to stderr (procd)")
     sub.add_parser("check", help="validate the config; prints PATH:LINE: message per problem",
                    description="Validate the config file. Exit 0 if valid, 1 with one "
                                "PATH:LINE: message per problem otherwise.")
@@ -115,7 +117,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    daemon.setup_logging(config.main.log_level)
+    daemon.setup_logging(config.main.log_level, split_streams=args.log_streams)
     return asyncio.run(daemon.Daemon(config).run())
 
 

@@ -16,12 +16,13 @@ import os
 import signal
 import stat
 import struct
+import sys
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loxgw import __version__, catalog, clock, devices, dns, nft, pinholes, queue, ruleset, status
+from loxgw import __version__, catalog, clock, devices, dns, netifd, nft, pinholes, queue, ruleset, status
 from loxgw.config import Config, DnsMode, FirewallMode, load_config
 from loxgw.errors import ConfigError, KernelError, LoxgwError, RemoteDataError
 
@@ -51,6 +52,7 @@ class KernelPorts:
     choose_queue: Callable[[DnsMode], ruleset.QueueMode] = queue.choose_mode
     watch_ruleset: Callable[[], nft.RulesetWatch | None] = nft.RulesetWatch
     detect: bool = True  # run the device detection sources (neighbours, leases, LoxLIVE)
+    lookup_network: netifd.NetworkLookup = netifd.ubus_status
     list_set_elements: Callable[[str, str], dict[str, list[tuple[list[str], int]]]] = nft.list_set_elements
 
 
@@ -58,8 +60,8 @@ class Daemon:
     """One running loxgw instance."""
 
     def __init__(self, config: Config, ports: KernelPorts | None = None) -> None:
-        self.config = config
         self.ports = ports or KernelPorts()
+        self.config = self._with_networks(config)
         self.counters: Counter[str] = Counter()
         self.started = clock.now()
         self.firewall: ruleset.ResolvedFirewall = resolve_firewall(
@@ -83,6 +85,13 @@ class Daemon:
         self.inventory = devices.Inventory(config.devices, grace=config.main.device_grace)
         self.pinholes: list[pinholes.Pinhole] = pinholes.plan(self.inventory.devices(), catalog.load())
         self.detector: Any = None  # detect.Detector while running
+
+    def _with_networks(self, config: Config) -> Config:
+        """Zones' OpenWrt networks resolved to their Linux devices (netifd)."""
+        resolved, missing = netifd.resolve_networks(config, self.ports.lookup_network)
+        for network in missing:
+            log.warning("network %r has no device now (not up, or no netifd); its zone skips it", network)
+        return resolved
 
     def _limits(self) -> dns.Limits:
         return dns.Limits(self.config.main.min_timeout, self.config.main.max_timeout)
@@ -265,6 +274,7 @@ class Daemon:
             log.error("keeping the running configuration")
             return
         old = self.config
+        new = self._with_networks(new)
         self.config = new
         self.firewall = resolve_firewall(new.main.firewall, self.ports.fw4_present())
         set_log_level(new.main.log_level)
@@ -566,10 +576,31 @@ def set_log_level(name: str) -> None:
     log.setLevel(_LEVELS.get(name, logging.INFO))
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr with the level in each line (procd and journald keep it)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("loxgw: %(levelname)s: %(message)s"))
-    log.handlers[:] = [handler]
+class _Below(logging.Filter):
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.level
+
+
+def setup_logging(level: str, split_streams: bool = False) -> None:
+    """Log lines with their level; with split_streams, info/debug to stdout, the rest to stderr.
+
+    procd logs a service's stdout at daemon.info and its stderr at daemon.err,
+    so splitting keeps syslog priorities right on OpenWrt.
+    """
+    formatter = logging.Formatter("loxgw: %(levelname)s: %(message)s")
+    errors = logging.StreamHandler(sys.stderr)
+    errors.setFormatter(formatter)
+    handlers: list[logging.Handler] = [errors]
+    if split_streams:
+        errors.setLevel(logging.WARNING)
+        info = logging.StreamHandler(sys.stdout)
+        info.setFormatter(formatter)
+        info.addFilter(_Below(logging.WARNING))
+        handlers.append(info)
+    log.handlers[:] = handlers
     log.propagate = False
     set_log_level(level)

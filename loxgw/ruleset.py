@@ -22,6 +22,9 @@ ResolvedFirewall = Literal["fw4", "standalone"]
 QueueMode = Literal["nft", "xtables", "passive", "off"]
 
 DNS_PORT = 53
+# The packet mark bit loxgw sets on what it allows, for firewall4 to accept (fw4 mode).
+# The include files under openwrt/net/loxgw/files/ spell the same value.
+FW4_MARK = 0x10000000
 RELAY_ANSWERS = "relay_answers4"
 PIN_INBOUND = "pin_in4"
 PIN_DEVICE = "pin_dev4"
@@ -58,17 +61,26 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
     Standalone: loxgw is the firewall of its zones. Forwarded traffic from a
     devices zone, and from a clients zone into a devices zone, is dropped
     unless established/related or allowed by a loxgw set; everything else is
-    left to whatever other tables decide. fw4: the same allowances, but no drop
-    of our own; fw4's zone policies decide (its include files jump here).
+    left to whatever other tables decide.
+
+    fw4: loxgw's chains run just before fw4's (priority filter - 5) and only
+    mark what loxgw allows (FW4_MARK); fw4's forward and input chains accept
+    marked packets through two include files the package installs, and fw4's
+    zone policies decide everything else. The include files hold one rule on
+    the mark and no reference into loxgw's table, so fw4 re-reads them on every
+    reload and restart: nothing of loxgw can be lost when fw4 rebuilds its
+    table, and loxgw's sets live in loxgw's table, which fw4 never touches.
     """
     table = config.main.table
     device_ifs = config.interfaces_with_role("devices")
     client_ifs = config.interfaces_with_role("clients")
-    final = (
-        'counter drop comment "loxgw: not allowed"'
-        if firewall == "standalone"
-        else 'counter return comment "loxgw: fw4 zone policy decides"'
-    )
+    standalone = firewall == "standalone"
+    allow = "accept" if standalone else f"meta mark set meta mark | {FW4_MARK:#010x}"
+    established = "ct state established,related accept" if standalone else \
+        "ct state established,related return"
+    final = 'counter drop comment "loxgw: not allowed"' if standalone else \
+        'return comment "loxgw: fw4 zone policy decides"'
+
     profiles = all_profiles(catalog.load())
     lines = [
         f"# loxgw ruleset ({firewall}) for {config.path}",
@@ -97,22 +109,22 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
                   f'\t\tcomment "{comment}"', "\t}"]
     lines += [f"\tset {ROUTER_PING} {{", "\t\ttype ipv4_addr",
               '\t\tcomment "devices whose gateway ping the router must answer"', "\t}"]
-    lines += ["", "\tchain allow_from_devices {", "\t\tct state established,related accept"]
-    lines.append(f"\t\tip saddr . ip daddr . meta l4proto . th dport @{PIN_DEVICE} accept")
+    lines += ["", "\tchain allow_from_devices {", f"\t\t{established}"]
+    lines.append(f"\t\tip saddr . ip daddr . meta l4proto . th dport @{PIN_DEVICE} {allow}")
     if client_ifs:
-        lines.append(f"\t\toifname {_ifset(client_ifs)} ip saddr . meta l4proto . th dport @{PIN_CLIENT} accept")
-    lines += [f"\t\t{rule}" for rule in _profile_rules(profiles)]
+        lines.append(f"\t\toifname {_ifset(client_ifs)} ip saddr . meta l4proto . th dport @{PIN_CLIENT} {allow}")
+    lines += [f"\t\t{rule} {allow}" for rule in _profile_rules(profiles)]
     relay_ports = sorted({p for r in config.relays if r.enabled for p in r.ports})
     if relay_ports:
         ports = ", ".join(p.nft() for p in relay_ports)
-        lines.append(f"\t\tudp sport {{ {ports} }} ip daddr . udp dport @{RELAY_ANSWERS} accept")
+        lines.append(f"\t\tudp sport {{ {ports} }} ip daddr . udp dport @{RELAY_ANSWERS} {allow}")
     lines += [
         f"\t\t{final}",
         "\t}",
         "",
         "\tchain allow_into_devices {",
-        "\t\tct state established,related accept",
-        f"\t\tip daddr . meta l4proto . th dport @{PIN_INBOUND} accept",
+        f"\t\t{established}",
+        f"\t\tip daddr . meta l4proto . th dport @{PIN_INBOUND} {allow}",
         f"\t\t{final}",
         "\t}",
         "",
@@ -131,19 +143,26 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
             "\t}",
             "",
         ]
-    if firewall == "standalone":
+    if not standalone:
         lines += [
-            "\tchain forward {",
-            "\t\ttype filter hook forward priority filter; policy accept;",
+            "\tchain input {",
+            "\t\ttype filter hook input priority filter - 5; policy accept;",
+            f"\t\tmeta mark set meta mark & {~FW4_MARK & 0xFFFFFFFF:#010x}",
         ]
         if device_ifs:
-            lines.append(f"\t\tiifname {_ifset(device_ifs)} jump allow_from_devices")
-            if client_ifs:
-                lines.append(
-                    f"\t\tiifname {_ifset(client_ifs)} oifname {_ifset(device_ifs)} "
-                    "jump allow_into_devices"
-                )
-        lines.append("\t}")
+            lines.append(f"\t\tiifname {_ifset(device_ifs)} ip saddr @{ROUTER_PING} icmp type echo-request {allow}")
+        lines += ["\t}", ""]
+    lines += [
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter" + ("" if standalone else " - 5") + "; policy accept;",
+    ]
+    if not standalone:
+        lines.append(f"\t\tmeta mark set meta mark & {~FW4_MARK & 0xFFFFFFFF:#010x}")
+    if device_ifs:
+        lines.append(f"\t\tiifname {_ifset(device_ifs)} jump allow_from_devices")
+        if client_ifs:
+            lines.append(f"\t\tiifname {_ifset(client_ifs)} oifname {_ifset(device_ifs)} jump allow_into_devices")
+    lines.append("\t}")
     lines.append("}")
     lines += _pinhole_elements(table, pinholes)
     return Ruleset(table=table, script="\n".join(lines) + "\n")
@@ -190,16 +209,17 @@ def _pinhole_elements(table: str, pinholes: Sequence[Pinhole]) -> list[str]:
 
 
 def _profile_rules(profiles: tuple[Profile, ...]) -> list[str]:
+    """The match part of one rule per DNS profile set and family (the caller adds the verdict)."""
     rules = []
     for index, profile in enumerate(profiles):
         for family, ip in ((4, "ip"), (6, "ip6")):
             match = f"{ip} saddr . {ip} daddr @{cloud_set_name(index, family)}"
             if profile.proto == "icmp":
                 icmp = "icmp" if family == 4 else "icmpv6"
-                rules.append(f"{match} {icmp} type echo-request accept")
+                rules.append(f"{match} {icmp} type echo-request")
             elif profile.proto in ("tcp", "udp"):
                 ports = ", ".join(p.nft() for p in profile.ports)
-                rules.append(f"{match} {profile.proto} dport {{ {ports} }} accept")
+                rules.append(f"{match} {profile.proto} dport {{ {ports} }}")
     return rules
 
 

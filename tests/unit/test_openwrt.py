@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -16,7 +17,8 @@ from loxgw import cli, daemon, netifd
 from loxgw.config import load_config
 
 FEED = Path(__file__).parents[2] / "openwrt"
-MAKEFILES = sorted(FEED.glob("*/*/Makefile"))
+MAKEFILES = sorted([*FEED.glob("lang/*/Makefile"), FEED / "net" / "loxgw" / "Makefile"])
+LUCI = FEED / "luci" / "luci-app-loxgw"
 SHELL_SCRIPTS = [p for p in FEED.rglob("*") if p.is_file() and p.read_bytes().startswith(b"#!/bin/sh")]
 
 
@@ -72,7 +74,7 @@ def test_shell_scripts_are_shellcheck_clean(script: Path) -> None:
 
 
 def test_there_is_an_init_script() -> None:
-    assert [p.name for p in SHELL_SCRIPTS] == ["loxgw.init"]
+    assert sorted(p.name for p in SHELL_SCRIPTS) == ["loxgw.init", "luci.loxgw"]
     text = (FEED / "net" / "loxgw" / "files" / "loxgw.init").read_text()
     assert "USE_PROCD=1" in text and "procd_set_param respawn" in text
     assert "--log-streams run" in text and "PYTHONUNBUFFERED=1" in text
@@ -121,3 +123,37 @@ def test_log_streams_split_by_level(capsys: pytest.CaptureFixture[str]) -> None:
     finally:
         daemon.log.handlers.clear()
         daemon.log.setLevel(logging.NOTSET)
+
+
+def test_luci_menu_view_acl_and_rpcd_fit_together() -> None:
+    menu = json.loads((LUCI / "root/usr/share/luci/menu.d/luci-app-loxgw.json").read_text())
+    (entry,) = menu.values()
+    view = LUCI / "htdocs/luci-static/resources/view" / (entry["action"]["path"] + ".js")
+    assert view.is_file()
+    acl = json.loads((LUCI / "root/usr/share/rpcd/acl.d/luci-app-loxgw.json").read_text())
+    assert entry["depends"]["acl"] == list(acl)
+    assert acl["luci-app-loxgw"]["read"]["ubus"] == {"luci.loxgw": ["status"]}
+    js = view.read_text()
+    assert "object: 'luci.loxgw'" in js and "method: 'status'" in js
+    for field in ("devices", "dns_entries", "relay", "upnp"):
+        assert f"status.{field}" in js
+    makefile = (LUCI / "Makefile").read_text()
+    assert "include $(TOPDIR)/feeds/luci/luci.mk" in makefile and "+loxgw" in makefile
+
+
+def test_rpcd_plugin_answers_json() -> None:
+    plugin = LUCI / "root/usr/libexec/rpcd/luci.loxgw"
+    listed = subprocess.run(["sh", str(plugin), "list"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(listed) == {"status": {}}
+    called = subprocess.run(["sh", str(plugin), "call", "status"], input="{}", capture_output=True, text=True,
+                            check=True).stdout
+    answer = json.loads(called)
+    assert isinstance(answer, dict) and ("error" in answer or "version" in answer)
+
+
+def test_luci_view_is_valid_javascript() -> None:
+    if shutil.which("node") is None:
+        pytest.skip("node not installed")
+    view = LUCI / "htdocs/luci-static/resources/view/loxgw/status.js"
+    proc = subprocess.run(["node", "--check", str(view)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr

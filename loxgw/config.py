@@ -98,6 +98,7 @@ class Upnp:
     external_port: int | None = None
     lease: int = 3600  # seconds
     proto: Literal["tcp", "udp"] = "tcp"
+    check_interval: int = 60  # seconds between checks that the upstream still holds the mapping
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,7 @@ _SCHEMA: dict[str, dict[str, _Opt]] = {
         "external_port": _Opt(_int_range(1, 65535)),
         "lease": _Opt(_int_range(0, 604800)),
         "proto": _Opt(_choice("tcp", "udp")),
+        "check_interval": _Opt(_int_range(1, 86400)),
     },
 }
 
@@ -425,6 +427,7 @@ def parse_config(text: str, path: str) -> Config:
                 external_port=_get(values, "external_port", None),
                 lease=_get(values, "lease", 3600),
                 proto=_get(values, "proto", "tcp"),
+                check_interval=_get(values, "check_interval", 60),
             )
             if upnp.enabled and upnp.device is None and "device" not in section.options:
                 check.problem(section.line, f"enabled {section.label} needs option 'device'")

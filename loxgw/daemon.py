@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loxgw import __version__, catalog, clock, devices, dns, netifd, nft, pinholes, queue, ruleset, status
+from loxgw import __version__, catalog, clock, devices, dns, netifd, nft, pinholes, queue, ruleset, status, upnp
 from loxgw.config import Config, DnsMode, FirewallMode, load_config
 from loxgw.errors import ConfigError, KernelError, LoxgwError, RemoteDataError
 
@@ -53,6 +53,7 @@ class KernelPorts:
     watch_ruleset: Callable[[], nft.RulesetWatch | None] = nft.RulesetWatch
     detect: bool = True  # run the device detection sources (neighbours, leases, LoxLIVE)
     lookup_network: netifd.NetworkLookup = netifd.ubus_status
+    upnp_client: Any = None  # loxgw.upnpc or a test double; None: import loxgw.upnpc when needed
     list_set_elements: Callable[[str, str], dict[str, list[tuple[list[str], int]]]] = nft.list_set_elements
 
 
@@ -85,6 +86,8 @@ class Daemon:
         self.inventory = devices.Inventory(config.devices, grace=config.main.device_grace)
         self.pinholes: list[pinholes.Pinhole] = pinholes.plan(self.inventory.devices(), catalog.load())
         self.detector: Any = None  # detect.Detector while running
+        self.mappings: dict[str, upnp.Mapping] = {}
+        self.forwards: dict[str, ruleset.UpnpForward] = {}
 
     def _with_networks(self, config: Config) -> Config:
         """Zones' OpenWrt networks resolved to their Linux devices (netifd)."""
@@ -179,6 +182,86 @@ class Daemon:
             await asyncio.sleep(1.0)
             self._devices_changed(self.inventory.expire(clock.now()))
 
+    # --- UPnP upstream mappings ------------------------------------------------
+
+    def _upnp_client(self) -> Any:
+        if self.ports.upnp_client is None:
+            from loxgw import upnpc
+
+            self.ports.upnp_client = upnpc
+        return self.ports.upnp_client
+
+    def _upnp_device_ip(self, section: Any) -> str | None:
+        static = next((d for d in self.config.devices if d.name == section.device), None)
+        if static is None:
+            return None
+        key = static.mac or f"ip:{static.ip}"
+        found = next((d for d in self.inventory.devices() if d.key == key), None)
+        return str(found.ip) if found is not None and found.ip is not None else None
+
+    async def upnp_step(self) -> None:
+        """Advance every enabled mapping whose time has come (blocking calls in a thread)."""
+        client = self._upnp_client()
+        for section in self.config.upnp:
+            if not section.enabled or section.external_port is None:
+                continue
+            mapping = self.mappings.setdefault(section.name, upnp.Mapping())
+            now = clock.now()
+            action = upnp.next_action(mapping, now)
+            if action == "wait":
+                continue
+            device_ip = self._upnp_device_ip(section)
+            upnp.begin(mapping, action, now)
+            if device_ip is None:
+                upnp.failed(mapping, clock.now(), f"device '{section.device}' has no address yet")
+                continue
+            try:
+                gateway = await asyncio.to_thread(client.ensure, section.external_port, section.proto, section.lease)
+            except LoxgwError as exc:
+                conflict = str(getattr(exc, "conflict", ""))
+                upnp.failed(mapping, clock.now(), str(exc), conflict)
+                level = logging.WARNING if mapping.failures == 1 or conflict else logging.DEBUG
+                log.log(level, "upnp %s: %s (retry in %.0fs)", section.name, exc, mapping.next_at - clock.now())
+                continue
+            was = mapping.external_ip
+            upnp.succeeded(mapping, clock.now(), gateway.external_ip, section.lease, section.check_interval)
+            forward = ruleset.UpnpForward(gateway.our_address, section.proto, section.external_port, device_ip,
+                                          section.internal_port)
+            if self.forwards.get(section.name) != forward:
+                self.forwards[section.name] = forward
+                self._apply_logged()
+            if was != gateway.external_ip or action == "map":
+                log.info("upnp %s: %s:%d -> %s:%d (%s)", section.name, gateway.external_ip,
+                         section.external_port, device_ip, section.internal_port, section.proto)
+
+    async def _upnp_forever(self) -> None:
+        while True:
+            try:
+                await self.upnp_step()
+            except Exception as exc:  # the loop must outlive any one failure
+                log.error("upnp: %s", exc)
+            await asyncio.sleep(1.0)
+
+    async def remove_mappings(self, sections: Any) -> None:
+        """Delete our upstream mappings for `sections` (stop, or a config change)."""
+        client = self._upnp_client() if self.mappings else None
+        for section in sections:
+            mapping = self.mappings.pop(section.name, None)
+            self.forwards.pop(section.name, None)
+            if mapping is None or section.external_port is None or client is None:
+                continue
+            if mapping.state in ("active", "renewing", "failed", "requested"):
+                try:
+                    await asyncio.wait_for(asyncio.to_thread(client.remove, section.external_port, section.proto), 10)
+                    log.info("upnp %s: mapping removed", section.name)
+                except (LoxgwError, TimeoutError) as exc:
+                    log.warning("upnp %s: could not remove the mapping: %s", section.name, exc)
+            upnp.removed(mapping, clock.now())
+
+    async def _reconfigure_upnp(self, old: Any) -> None:
+        await self.remove_mappings(old)
+        self._apply_logged()
+
     # --- discovery relay ------------------------------------------------------
 
     async def start_relays(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -244,7 +327,8 @@ class Daemon:
             self.remove()
             return
         self.pinholes = pinholes.plan(self.inventory.devices(), catalog.load())
-        desired = ruleset.render(self.config, self.firewall, self.queue_mode, self.pinholes)
+        desired = ruleset.render(self.config, self.firewall, self.queue_mode, self.pinholes,
+                                 list(self.forwards.values()))
         self.ports.apply_script(desired.script)
         self.installed_table = desired.table
         if self.xtables is not None:
@@ -294,6 +378,8 @@ class Daemon:
         log.info("configuration reloaded from %s", new.path)
         if (old.relays, old.zones) != (new.relays, new.zones):
             self._background(self._restart_relays())
+        if old.upnp != new.upnp:
+            self._background(self._reconfigure_upnp(old.upnp))
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -428,7 +514,7 @@ class Daemon:
             "devices": self._device_status(),
             "dns_entries": self.ledger.live(clock.now()),
             "relays": [asdict(r) | {"ports": [str(p) for p in r.ports]} for r in cfg.relays],
-            "upnp": [asdict(u) for u in cfg.upnp],
+            "upnp": self._upnp_status(),
             "relay": {
                 "interfaces": sorted({i.name for r in self.relays for i in r.interfaces}),
                 "counters": dict(sum((r.counters for r in self.relays), Counter())),
@@ -439,6 +525,21 @@ class Daemon:
                 "dns_netlink_errors": self.dns_queue.writer.errors} if self.dns_queue else {}),
             "last_error": self.last_error,
         }
+
+    def _upnp_status(self) -> list[dict[str, Any]]:
+        now = clock.now()
+        out = []
+        for section in self.config.upnp:
+            mapping = self.mappings.get(section.name, upnp.Mapping())
+            out.append(asdict(section) | {
+                "state": mapping.state if section.enabled else "disabled",
+                "external_ip": mapping.external_ip or None,
+                "last_error": mapping.last_error or None,
+                "conflict": mapping.conflict or None,
+                "failures": mapping.failures,
+                "next_in": round(max(0.0, mapping.next_at - now), 1) if mapping.next_at != float("inf") else None,
+            })
+        return out
 
     def _device_status(self) -> list[dict[str, Any]]:
         now = clock.now()
@@ -500,6 +601,7 @@ class Daemon:
         await self.start_relays(loop)
         await self.start_detection(loop)
         expiry = asyncio.create_task(self._expire_devices())
+        upnp_task = asyncio.create_task(self._upnp_forever())
         server = await asyncio.start_unix_server(self._serve_status, path=socket_path)
         os.chmod(socket_path, 0o660)
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -527,6 +629,8 @@ class Daemon:
         finally:
             watchdog.cancel()
             expiry.cancel()
+            upnp_task.cancel()
+            await self.remove_mappings(self.config.upnp)
             self.stop_detection(loop)
             if watch is not None:
                 loop.remove_reader(watch.fileno())

@@ -43,6 +43,17 @@ def cloud_set_name(index: int, family: int) -> str:
 
 
 @dataclass(frozen=True)
+class UpnpForward:
+    """Traffic the upstream IGD maps to this router, passed on to a device."""
+
+    router_address: str
+    proto: str
+    port: int
+    device: str
+    device_port: int
+
+
+@dataclass(frozen=True)
 class Ruleset:
     """The rendered script and the table it owns."""
 
@@ -55,7 +66,7 @@ def _ifset(names: tuple[str, ...]) -> str:
 
 
 def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
-           pinholes: Sequence[Pinhole] = ()) -> Ruleset:
+           pinholes: Sequence[Pinhole] = (), forwards: Sequence[UpnpForward] = ()) -> Ruleset:
     """Render the complete ruleset for a config.
 
     Standalone: loxgw is the firewall of its zones. Forwarded traffic from a
@@ -143,6 +154,11 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
             "\t}",
             "",
         ]
+    if forwards:
+        lines += ["\tchain upnp_dnat {", "\t\ttype nat hook prerouting priority dstnat; policy accept;"]
+        lines += [f"\t\tip daddr {f.router_address} {f.proto} dport {f.port} dnat ip to {f.device}:{f.device_port}"
+                  for f in forwards]
+        lines += ["\t}", ""]
     if not standalone:
         lines += [
             "\tchain input {",
@@ -158,6 +174,7 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
     ]
     if not standalone:
         lines.append(f"\t\tmeta mark set meta mark & {~FW4_MARK & 0xFFFFFFFF:#010x}")
+    lines += [f"\t\tct status dnat ip daddr {f.device} {f.proto} dport {f.device_port} {allow}" for f in forwards]
     if device_ifs:
         lines.append(f"\t\tiifname {_ifset(device_ifs)} jump allow_from_devices")
         if client_ifs:

@@ -33,14 +33,21 @@ class Gateway:
 def _connect() -> tuple[miniupnpc.UPnP, Gateway]:
     client = miniupnpc.UPnP()
     client.discoverdelay = DISCOVER_DELAY_MS
+    # miniupnpc raises plain Exception with the UPnP error text (an empty search
+    # reads "Success"), so each step says in its own words what failed.
     try:
-        if client.discover() == 0:
-            raise UpnpError("no UPnP IGD answered on the WAN side")
+        found = client.discover()
+    except Exception as exc:
+        raise UpnpError(f"no UPnP IGD answered on the WAN side ({exc})") from exc
+    if found == 0:
+        raise UpnpError("no UPnP IGD answered on the WAN side")
+    try:
         client.selectigd()
+    except Exception as exc:
+        raise UpnpError(f"no usable UPnP IGD among {found} UPnP devices: {exc}") from exc
+    try:
         return client, Gateway(client.externalipaddress(), client.lanaddr)
-    except UpnpError:
-        raise
-    except Exception as exc:  # miniupnpc raises plain Exception with the UPnP error text
+    except Exception as exc:
         raise UpnpError(f"IGD: {exc}") from exc
 
 

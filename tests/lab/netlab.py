@@ -114,6 +114,7 @@ class Lab:
     namespaces: list[str] = field(default_factory=list)
     extra_records: dict[str, str] = field(default_factory=dict)  # more names for the fake internet
     router_dns: subprocess.Popen[bytes] | None = None
+    igd: subprocess.Popen[bytes] = field(init=False, repr=False)
     vlans: dict[str, str] = field(default_factory=lambda: {"lan": LAN_GW, "iot": IOT_GW})
     _host_counter: int = 0
 
@@ -235,6 +236,56 @@ class Lab:
             self.run(ns, "ip", "addr", "add", f"{prefix}.{host_octet}/24", "dev", leg)
             self.run(ns, "ip", "link", "set", leg, "up")
         return ns
+
+    # --- an upstream UPnP router -----------------------------------------------
+
+    IGD_EXTERNAL = "11.22.33.1"  # public-looking: miniupnpd refuses private and reserved addresses
+    INTERNET_HOST = "11.22.33.2"
+
+    def add_upstream_igd(self) -> str:
+        """Make the wan namespace a UPnP IGD (miniupnpd) towards an `internet` namespace; returns its ns."""
+        inet = f"{self.tag}-internet"
+        self._add_ns(inet)
+        w = self.ns_wan
+        self.run(w, "ip", "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", inet)
+        self.run(w, "ip", "addr", "add", f"{self.IGD_EXTERNAL}/24", "dev", "ext0")
+        self.run(w, "ip", "link", "set", "ext0", "up")
+        self.run(inet, "ip", "addr", "add", f"{self.INTERNET_HOST}/24", "dev", "eth0")
+        self.run(inet, "ip", "link", "set", "eth0", "up")
+        self.run(w, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # SSDP answers need a multicast route on the IGD's LAN side.
+        self.run(w, "ip", "route", "add", "239.0.0.0/8", "dev", "up0")
+        # miniupnpd fills these chains; they must exist before it starts.
+        chains = (
+            "table inet filter {\n"
+            " chain forward { type filter hook forward priority 0; policy accept; jump miniupnpd; }\n"
+            " chain miniupnpd { }\n"
+            " chain prerouting { type nat hook prerouting priority -100; jump prerouting_miniupnpd; }\n"
+            " chain postrouting { type nat hook postrouting priority 100; jump postrouting_miniupnpd; }\n"
+            " chain prerouting_miniupnpd { }\n"
+            " chain postrouting_miniupnpd { }\n"
+            "}\n"
+        )
+        subprocess.run(["ip", "netns", "exec", w, "nft", "-f", "-"], input=chains, text=True, check=True)
+        self.start_igd()
+        return inet
+
+    def start_igd(self) -> None:
+        conf = self.path("miniupnpd.conf")
+        with open(conf, "w", encoding="ascii") as handle:
+            handle.write("ext_ifname=ext0\nlisting_ip=up0\n".replace("listing", "listening")
+                         + "port=5000\nenable_natpmp=no\nenable_upnp=yes\nsecure_mode=no\n"
+                         + "system_uptime=yes\nuuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\n"
+                         + "allow 1024-65535 198.51.100.0/24 0-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n")
+        log = open(self.path("miniupnpd.log"), "ab")  # noqa: SIM115 - owned by the process
+        self.igd = self.popen(self.ns_wan, ["miniupnpd", "-d", "-f", conf, "-P", self.path("miniupnpd.pid")],
+                              stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: "%up0:5000 " in self.run(self.ns_wan, "ss", "-Hltn", check=False).stdout,
+                 5, "miniupnpd HTTP")
+
+    def stop_igd(self) -> None:
+        self.igd.terminate()
+        self.igd.wait(timeout=10)
 
     # --- processes -----------------------------------------------------------
 

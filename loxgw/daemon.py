@@ -161,6 +161,19 @@ class Daemon:
             "loxlive", clock.now(), ip=found.ip, product="miniserver", name=found.name,
             http_port=found.port, serial=found.serial, firmware=found.firmware))
 
+    def on_ssdp(self, src: Any, description: Any) -> None:
+        """A UPnP root device answered an SSDP search; Loxone ones name their product."""
+        from loxgw import ssdp
+
+        if not ssdp.is_loxone(description):
+            self.counters["ssdp_not_loxone"] += 1
+            return
+        self.counters["ssdp_loxone"] += 1
+        serial = description.serial.replace(":", "").upper()
+        self._devices_changed(self.inventory.observe(
+            "ssdp", clock.now(), ip=src, product=ssdp.product_of(description), name=description.model,
+            serial=serial if len(serial) == 12 else ""))
+
     async def start_detection(self, loop: asyncio.AbstractEventLoop) -> None:
         from loxgw import detect
 
@@ -169,7 +182,7 @@ class Daemon:
         relayed_7071 = any(any(detect.ANSWER_PORT in r for r in s.policy.ports) for s in self.relays)
         self.detector = detect.Detector(
             self.config.interfaces_with_role("devices"), self.config.main.dhcp_leases,
-            self.config.main.probe_interval, self.on_neighbours, self.on_lease, self.on_loxlive)
+            self.config.main.probe_interval, self.on_neighbours, self.on_lease, self.on_loxlive, self.on_ssdp)
         await self.detector.start(loop, own_answer_socket=not relayed_7071)
 
     def stop_detection(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -14,13 +14,16 @@ import ipaddress
 import logging
 import os
 import socket
+import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 
 from pyroute2 import IPRoute
 
-from loxgw import clock
+from loxgw import clock, ssdp
 from loxgw.devices import parse_dhcp_leases
+from loxgw.errors import RemoteDataError
 
 log = logging.getLogger("loxgw")
 
@@ -31,6 +34,9 @@ SETTLE = 0.05
 SEARCH_PORT = 7070
 ANSWER_PORT = 7071
 SO_BINDTODEVICE = 25
+SSDP_WAIT = 1.5  # seconds to collect answers (MX is 1)
+MAX_SSDP_ANSWERS = 64
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 IPv4 = ipaddress.IPv4Address
 Neighbours = list[tuple[str, IPv4]]
@@ -82,13 +88,15 @@ class Detector:
     def __init__(self, interfaces: tuple[str, ...], leases_path: str, probe_interval: int,
                  on_neighbours: Callable[[Neighbours], None],
                  on_lease: Callable[[str, IPv4, str], None],
-                 on_loxlive: Callable[[IPv4, bytes], None]) -> None:
+                 on_loxlive: Callable[[IPv4, bytes], None],
+                 on_ssdp: Callable[[IPv4, ssdp.Description], None] | None = None) -> None:
         self.interfaces = interfaces
         self.leases_path = leases_path
         self.probe_interval = probe_interval
         self.on_neighbours = on_neighbours
         self.on_lease = on_lease
         self.on_loxlive = on_loxlive
+        self.on_ssdp = on_ssdp
         self.counters: Counter[str] = Counter()
         self._events: socket.socket | None = None
         self._answers: socket.socket | None = None
@@ -184,7 +192,49 @@ class Detector:
                 except OSError as exc:
                     self.counters["loxlive_search_errors"] += 1
                     log.debug("LoxLIVE search on %s failed: %s", ifname, exc)
+                if self.on_ssdp is not None:
+                    try:
+                        found = await asyncio.to_thread(self._ssdp_search, ifname)
+                    except OSError as exc:
+                        self.counters["ssdp_search_errors"] += 1
+                        log.debug("SSDP search on %s failed: %s", ifname, exc)
+                        continue
+                    for src, description in found:
+                        self.on_ssdp(src, description)
             await asyncio.sleep(self.probe_interval)
+
+    def _ssdp_search(self, ifname: str) -> list[tuple[IPv4, ssdp.Description]]:
+        """M-SEARCH on one interface, then each answerer's description (blocking: run in a thread)."""
+        locations: dict[IPv4, str] = {}
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
+            sock.sendto(ssdp.SEARCH, (ssdp.SSDP_GROUP, ssdp.SSDP_PORT))
+            deadline = time.monotonic() + SSDP_WAIT
+            while (left := deadline - time.monotonic()) > 0 and len(locations) < MAX_SSDP_ANSWERS:
+                sock.settimeout(left)
+                try:
+                    data, addr = sock.recvfrom(ssdp.MAX_ANSWER_BYTES + 1)
+                except TimeoutError:
+                    break
+                src = IPv4(addr[0])
+                try:
+                    locations.setdefault(src, ssdp.parse_answer(data, src))
+                except RemoteDataError as exc:
+                    self.counters[f"ssdp_bad_{exc.reason}"] += 1
+        found = []
+        for src, location in locations.items():
+            try:
+                # parse_answer allowed only http:// on the answering address; no proxy may intervene.
+                with _DIRECT.open(location, timeout=2) as answer:
+                    found.append((src, ssdp.parse_description(answer.read(ssdp.MAX_DESCRIPTION_BYTES + 1))))
+                self.counters["ssdp_descriptions"] += 1
+            except RemoteDataError as exc:
+                self.counters[f"ssdp_bad_{exc.reason}"] += 1
+            except (OSError, ValueError) as exc:
+                self.counters["ssdp_fetch_errors"] += 1
+                log.debug("SSDP description %s: %s", location, exc)
+        return found
 
     def _search(self, ifname: str) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

@@ -23,7 +23,7 @@ LOXONE_OUI = "50:4f:94"
 MAX_DEVICES = 256  # an attacker can invent MACs and LoxLIVE replies; the inventory stays bounded
 MAX_LOXLIVE_BYTES = 512
 
-Source = str  # "static", "neighbour", "dhcp", "loxlive"
+Source = str  # "static", "neighbour", "dhcp", "loxlive", "ssdp"
 
 
 def is_loxone_mac(mac: str | None) -> bool:
@@ -172,7 +172,7 @@ class Inventory:
             by_ip = self._devices.pop(f"ip:{ip}", None)
             current = replace(by_ip, key=key, mac=mac) if by_ip else None
         if current is None:
-            if not (is_loxone_mac(mac) or source == "loxlive"):
+            if not (is_loxone_mac(mac) or source in ("loxlive", "ssdp")):
                 return False
             if len(self._devices) >= self.capacity:
                 self.refused += 1

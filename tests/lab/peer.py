@@ -4,6 +4,7 @@
     python -m tests.lab.peer connect-tcp ADDR PORT [TIMEOUT]   exit 0 if the connection opens
     python -m tests.lab.peer scan-tcp ADDR PORT[,PORT...] [WAIT]  print the ports that accept
     python -m tests.lab.peer loxlive NAME IP:PORT SERIAL        answer searches on 7070, forever
+    python -m tests.lab.peer ssdp IP MODEL SERIAL [MANUFACTURER]  a UPnP root device: SSDP + description
 """
 
 from __future__ import annotations
@@ -72,6 +73,48 @@ def loxlive(name: str, where: str, serial: str) -> None:
         sock.sendto(f"LoxLIVE: {name} {where} {serial} 15.1.10.2 Prog:2025-01-01".encode(), (addr[0], 7071))
 
 
+DESCRIPTION = """<?xml version="1.0"?>
+<root xmlns="urn:schemas-upnp-org:device-1-0"><specVersion><major>1</major><minor>0</minor></specVersion>
+<device><deviceType>urn:schemas-upnp-org:device:Basic:1</deviceType><friendlyName>{model}</friendlyName>
+<manufacturer>{manufacturer}</manufacturer><modelName>{model}</modelName><serialNumber>{serial}</serialNumber>
+<UDN>uuid:aaaaaaaa-bbbb-cccc-dddd-{serial}</UDN></device></root>"""
+
+
+def ssdp(ip: str, model: str, serial: str, manufacturer: str) -> None:
+    import http.server
+    import struct
+    import threading
+
+    body = DESCRIPTION.format(model=model, serial=serial, manufacturer=manufacturer).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer((ip, 2869), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", 1900))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                    struct.pack("4s4s", socket.inet_aton("239.255.255.250"), socket.inet_aton(ip)))
+    print("ready", flush=True)
+    while True:
+        data, addr = sock.recvfrom(2048)
+        if data.startswith(b"M-SEARCH"):
+            answer = (f"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nST: upnp:rootdevice\r\n"
+                      f"USN: uuid:aaaaaaaa-bbbb-cccc-dddd-{serial}::upnp:rootdevice\r\nEXT:\r\n"
+                      f"LOCATION: http://{ip}:2869/desc.xml\r\nSERVER: Linux UPnP/1.0\r\n\r\n")
+            sock.sendto(answer.encode(), addr)
+
+
 def main(argv: list[str]) -> int:
     if argv[0] == "listen-tcp":
         listen_tcp(argv[1], [int(p) for p in argv[2:]])
@@ -81,6 +124,9 @@ def main(argv: list[str]) -> int:
     if argv[0] == "scan-tcp":
         found = scan_tcp(argv[1], [int(p) for p in argv[2].split(",")], float(argv[3]) if len(argv) > 3 else 1.0)
         print(",".join(map(str, found)))
+        return 0
+    if argv[0] == "ssdp":
+        ssdp(argv[1], argv[2], argv[3], argv[4] if len(argv) > 4 else "Loxone Electronics GmbH")
         return 0
     if argv[0] == "loxlive":
         loxlive(argv[1], argv[2], argv[3])

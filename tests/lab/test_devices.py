@@ -121,3 +121,21 @@ for payload in (b"LoxLIVE: broken", b"\xff\xfe", b"LoxLIVE: X 192.168.20.99:80 5
     counters = gw.status()["counters"]
     assert counters.get("loxlive_bad_malformed") == 2
     assert device(gw, "192.168.20.99") == {}
+
+
+def test_ssdp_names_the_product(lab: Lab) -> None:
+    audio = lab.add_host("audio", "iot", 11, mac="50:4f:94:b0:00:02")
+    tv = lab.add_host("tv", "iot", 12, mac="02:00:00:00:00:0c")
+    phone = lab.add_host("phone", "lan", 20)
+    serve_all_ports(lab, audio)
+    for host, model, maker in ((audio, "Loxone Audioserver", "Loxone Electronics GmbH"),
+                               (tv, "Smart TV", "Some Other Corp")):
+        proc = lab.popen(host.ns, [sys.executable, "-m", "tests.lab.peer", "ssdp", host.ip, model,
+                                   host.mac.replace(":", "").upper(), maker], stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    gw = Loxgw(lab, main_extra=FAST).start()
+    wait_for(lambda: device(gw, audio.ip).get("product") == "audioserver", 8, "Audioserver via SSDP")
+    assert "ssdp" in str(device(gw, audio.ip)["source"])
+    assert device(gw, tv.ip) == {}
+    assert gw.status()["counters"].get("ssdp_not_loxone", 0) >= 1
+    assert 7091 in scan(lab, phone, audio, [7091, 443])

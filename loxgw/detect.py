@@ -21,14 +21,12 @@ from collections.abc import Callable, Iterable
 
 from pyroute2 import IPRoute
 
-from loxgw import clock, ssdp
+from loxgw import clock, rtnl, ssdp
 from loxgw.devices import parse_dhcp_leases
 from loxgw.errors import RemoteDataError
 
 log = logging.getLogger("loxgw")
 
-NETLINK_ROUTE = 0
-RTMGRP_NEIGH = 0x4
 NUD_LIVE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE, STALE, DELAY, PROBE, PERMANENT
 SETTLE = 0.05
 SEARCH_PORT = 7070
@@ -98,19 +96,15 @@ class Detector:
         self.on_loxlive = on_loxlive
         self.on_ssdp = on_ssdp
         self.counters: Counter[str] = Counter()
-        self._events: socket.socket | None = None
+        self._watch = rtnl.ChangeWatch(rtnl.RTMGRP_NEIGH, self._refresh_neighbours, SETTLE, self.counters,
+                                       "neighbour")
         self._answers: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending: asyncio.Task[None] | None = None
         self._lease_mtime: float | None = None
         self._first_seen: dict[tuple[str, IPv4], float] = {}
 
     async def start(self, loop: asyncio.AbstractEventLoop, own_answer_socket: bool) -> None:
-        events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        events.bind((0, RTMGRP_NEIGH))
-        events.setblocking(False)
-        loop.add_reader(events.fileno(), self._on_event)
-        self._events = events
+        self._watch.start(loop)
         if own_answer_socket and self.probe_interval:
             answers = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             answers.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -124,32 +118,15 @@ class Detector:
             self._tasks.append(asyncio.create_task(self._probe_forever()))
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
-        for task in [*self._tasks, *([self._pending] if self._pending else [])]:
+        for task in self._tasks:
             task.cancel()
-        for sock in (self._events, self._answers):
-            if sock is not None:
-                loop.remove_reader(sock.fileno())
-                sock.close()
-        self._events = self._answers = None
+        self._watch.close(loop)
+        if self._answers is not None:
+            loop.remove_reader(self._answers.fileno())
+            self._answers.close()
+            self._answers = None
 
     # --- neighbours ----------------------------------------------------------
-
-    def _on_event(self) -> None:
-        assert self._events is not None
-        while True:
-            try:
-                self._events.recv(65536)
-            except BlockingIOError:
-                break
-            except OSError:  # ENOBUFS: events lost; the dump below catches up
-                self.counters["neighbour_event_errors"] += 1
-                break
-        if self._pending is None or self._pending.done():
-            self._pending = asyncio.create_task(self._settle_and_refresh())
-
-    async def _settle_and_refresh(self) -> None:
-        await asyncio.sleep(SETTLE)
-        await self._refresh_neighbours()
 
     async def _refresh_neighbours(self) -> None:
         try:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 
 from pyroute2 import IPRoute
 
-from loxgw import relay
+from loxgw import relay, rtnl
 from loxgw.relay import RateLimiter, Received, RelayInterface, RelayPolicy
 
 log = logging.getLogger("loxgw")
@@ -32,10 +32,6 @@ IP_PKTINFO = 8
 IP_RECVTOS = 13
 IP_TOS = 1
 SO_BINDTODEVICE = 25
-NETLINK_ROUTE = 0
-RTMGRP_LINK = 0x1
-RTMGRP_IPV4_IFADDR = 0x10
-RTMGRP_IPV4_ROUTE = 0x40
 REFRESH_DEBOUNCE = 0.05  # seconds: one dump for a burst of change events
 
 AnswerSink = Callable[[list[tuple[ipaddress.IPv4Address, int]]], None]
@@ -90,18 +86,14 @@ class RelaySockets:
         self.ledger = relay.CopyLedger()
         self.pending: dict[tuple[int, relay.CopyKey], asyncio.TimerHandle] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._refresher: asyncio.Task[None] | None = None
-        self._events: socket.socket | None = None
+        self._watch = rtnl.ChangeWatch(rtnl.RTMGRP_LINK | rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV4_ROUTE,
+                                       self._refresh_counted, REFRESH_DEBOUNCE, self.counters, "interface")
 
     # --- lifecycle -----------------------------------------------------------
 
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        events.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE))
-        events.setblocking(False)
-        loop.add_reader(events.fileno(), self._on_link_event)
-        self._events = events
+        self._watch.start(loop)
         await self.refresh()
         for port in _ports(self.policy):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -116,12 +108,7 @@ class RelaySockets:
             self.receivers.append(sock)
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-        if self._events is not None:
-            loop.remove_reader(self._events.fileno())
-            self._events.close()
-            self._events = None
+        self._watch.close(loop)
         for sock in self.receivers:
             loop.remove_reader(sock.fileno())
             sock.close()
@@ -141,22 +128,7 @@ class RelaySockets:
             self.counters["interface_refresh_errors"] += 1
             log.error("relay: reading interfaces failed: %s", exc)
 
-    def _on_link_event(self) -> None:
-        assert self._events is not None
-        while True:
-            try:
-                self._events.recv(65536)
-            except BlockingIOError:
-                break
-            except OSError as exc:  # ENOBUFS: events were lost; a dump catches up anyway
-                self.counters["interface_event_errors"] += 1
-                log.debug("rtnetlink events: %s", exc)
-                break
-        if self._refresher is None or self._refresher.done():
-            self._refresher = asyncio.create_task(self._refresh_soon())
-
-    async def _refresh_soon(self) -> None:
-        await asyncio.sleep(REFRESH_DEBOUNCE)
+    async def _refresh_counted(self) -> None:
         await self.refresh()
         self.counters["interface_refreshes"] += 1
 

@@ -142,46 +142,67 @@ def all_profiles(entries: Iterable[Entry]) -> tuple[Profile, ...]:
 
 
 @dataclass(frozen=True)
-class UdpDatagram:
-    """The addressing of a UDP datagram and its payload."""
+class DnsSegment:
+    """The addressing of a DNS packet (UDP datagram or single-segment TCP message) and the message."""
 
     src: IPAddress
     dst: IPAddress
     sport: int
     dport: int
-    payload: bytes
+    payload: bytes  # the DNS message (for TCP, without its two-byte length)
 
 
-def parse_udp_packet(packet: bytes) -> UdpDatagram:
-    """Split an IPv4/IPv6 UDP packet as NFQUEUE hands it over.
+UDP, TCP = 17, 6
 
-    By hand because none of the card's libraries parses IP headers, and two
-    fixed headers do not justify another dependency. Raises RemoteDataError.
+
+def parse_packet(packet: bytes) -> DnsSegment:
+    """Split an IPv4/IPv6 UDP or TCP packet as NFQUEUE hands it over.
+
+    By hand because none of the card's libraries parses IP headers, and fixed
+    headers do not justify another dependency. DNS over TCP is read when a
+    segment carries one whole message (its length prefix matches), which is
+    how resolvers send answers that fit a segment; anything else is left
+    alone. Raises RemoteDataError.
     """
     if len(packet) < 28:
         raise RemoteDataError("truncated", "shorter than IP + UDP headers")
     version = packet[0] >> 4
     if version == 4:
         ihl = (packet[0] & 0x0F) * 4
-        if ihl < 20 or packet[9] != 17 or len(packet) < ihl + 8:
-            raise RemoteDataError("not_udp")
+        proto = packet[9]
+        if ihl < 20 or len(packet) < ihl + 8:
+            raise RemoteDataError("truncated")
         if struct.unpack_from("!H", packet, 6)[0] & 0x3FFF:
             raise RemoteDataError("fragment")
         src: IPAddress = ipaddress.IPv4Address(packet[12:16])
         dst: IPAddress = ipaddress.IPv4Address(packet[16:20])
-        offset = ihl
+        offset, end = ihl, min(len(packet), struct.unpack_from("!H", packet, 2)[0])
     elif version == 6:
-        if len(packet) < 48 or packet[6] != 17:
-            raise RemoteDataError("not_udp", "IPv6 extension headers are not followed")
+        if len(packet) < 48:
+            raise RemoteDataError("truncated")
+        proto = packet[6]
         src = ipaddress.IPv6Address(packet[8:24])
         dst = ipaddress.IPv6Address(packet[24:40])
-        offset = 40
+        offset, end = 40, min(len(packet), 40 + struct.unpack_from("!H", packet, 4)[0])
     else:
         raise RemoteDataError("not_ip")
-    sport, dport, length = struct.unpack_from("!HHH", packet, offset)
-    if length < 8 or offset + length > len(packet):
-        raise RemoteDataError("truncated", "UDP length beyond packet")
-    return UdpDatagram(src, dst, sport, dport, packet[offset + 8 : offset + length])
+    if proto == UDP:
+        sport, dport, length = struct.unpack_from("!HHH", packet, offset)
+        if length < 8 or offset + length > len(packet):
+            raise RemoteDataError("truncated", "UDP length beyond packet")
+        return DnsSegment(src, dst, sport, dport, packet[offset + 8 : offset + length])
+    if proto == TCP:
+        if end < offset + 20:
+            raise RemoteDataError("truncated", "TCP header")
+        sport, dport = struct.unpack_from("!HH", packet, offset)
+        data = offset + (packet[offset + 12] >> 4) * 4
+        if data < offset + 20 or data > end:
+            raise RemoteDataError("truncated", "TCP header")
+        segment = packet[data:end]
+        if len(segment) < 2 or int.from_bytes(segment[:2], "big") != len(segment) - 2:
+            raise RemoteDataError("tcp_partial", "not one whole DNS message")
+        return DnsSegment(src, dst, sport, dport, segment[2:])
+    raise RemoteDataError("not_udp_or_tcp", "IPv6 extension headers are not followed")
 
 
 def decode(payload: bytes) -> DNSRecord:
@@ -408,7 +429,7 @@ class DnsInspector:
     def on_packet(self, packet: bytes, role: ZoneRole, now: float) -> list[Grant]:
         """A queued DNS packet of a zone with `role`: a query is noted, an answer may grant."""
         try:
-            datagram = parse_udp_packet(packet)
+            datagram = parse_packet(packet)
             question = question_bytes(datagram.payload)
         except RemoteDataError as exc:
             self.count(f"bad_{exc.reason}")

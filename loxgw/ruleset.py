@@ -258,27 +258,30 @@ class QueueRule:
         if self.family is not None:
             ip = "ip" if self.family == 4 else "ip6"
             addr = f" {ip} {'daddr' if self.incoming else 'saddr'} {{ {', '.join(self.resolvers)} }}"
-        port = f"udp dport {DNS_PORT}" if self.incoming else f"udp sport {DNS_PORT} ct direction reply"
+        port = (f"meta l4proto {{ tcp, udp }} th dport {DNS_PORT}" if self.incoming
+                else f"meta l4proto {{ tcp, udp }} th sport {DNS_PORT} ct direction reply")
         # bypass: with no loxgw listening the kernel accepts, so DNS never breaks.
         return f"{ifs}{addr} {port} queue num {self.qnum} bypass"
 
     def xtables(self, interface: str) -> list[list[str]]:
-        """iptables arguments (after the chain) for one interface of this rule, one list per needle.
+        """iptables arguments (after the chain) for one interface of this rule: per protocol and needle.
 
         Only xtables has a payload string match (xt_string, usable through
         iptables-nft); nft has none, so native mode queues every DNS packet.
+        Without a needle a TCP handshake segment is never queued either.
         """
-        base = self._xtables_base(interface)
-        if not self.needles:
-            return [base]
-        return [
-            [*base[:-5], "-m", "string", "--algo", "bm", "--icase", "--hex-string",
-             "|" + needle.hex() + "|", *base[-5:]]
-            for needle in self.needles
-        ]
+        rules = []
+        for proto in ("udp", "tcp"):
+            base = self._xtables_base(interface, proto)
+            if not self.needles:
+                rules.append(base)
+                continue
+            rules += [[*base[:-5], "-m", "string", "--algo", "bm", "--icase", "--hex-string",
+                       "|" + needle.hex() + "|", *base[-5:]] for needle in self.needles]
+        return rules
 
-    def _xtables_base(self, interface: str) -> list[str]:
-        args = ["-i" if self.incoming else "-o", interface, "-p", "udp"]
+    def _xtables_base(self, interface: str, proto: str) -> list[str]:
+        args = ["-i" if self.incoming else "-o", interface, "-p", proto]
         if self.family is not None:
             args += ["-d" if self.incoming else "-s", ",".join(self.resolvers)]
         if self.incoming:

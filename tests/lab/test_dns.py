@@ -234,3 +234,17 @@ def test_sigterm_saves_entries_and_the_next_start_restores_them(lab: Lab) -> Non
     assert gw.stop() == 0
     Loxgw(lab).start()
     assert try_connect(lab, ms.ns, "203.0.113.7:22") == ["open"]
+
+
+def test_dns_over_tcp_opens_too(lab: Lab) -> None:
+    ms = lab.add_host("ms", "iot", 10, mac="02:00:00:a0:00:01")
+    listen(lab, "203.0.113.7", 22)
+    gw = Loxgw(lab).start()
+    script = r"""
+from dnslib import DNSRecord
+reply = DNSRecord.question("a7.remcov3.loxonecloud.com").send("192.168.20.1", 53, tcp=True, timeout=3)
+print(DNSRecord.parse(reply).a.rdata)
+"""
+    assert lab.run(ms.ns, sys.executable, "-c", script).stdout.strip() == "203.0.113.7"
+    assert try_connect(lab, ms.ns, "203.0.113.7:22") == ["open"]
+    assert gw.status()["counters"]["dns_answers_matched"] == 1

@@ -275,3 +275,27 @@ def test_label_with_a_dot_never_matches(inspector: DnsInspector) -> None:
     a = answer(q, RR(sneaky, QTYPE.A, rdata=A("203.0.113.20")))
     assert exchange(inspector, q, a) == []
     assert inspector.counters["not_matched"] == 1
+
+
+def tcp_packet(src: str, dst: str, sport: int, dport: int, message: bytes, prefix: int | None = None) -> bytes:
+    """An IPv4 TCP segment carrying a DNS message with its two-byte length."""
+    data = (len(message) if prefix is None else prefix).to_bytes(2, "big") + message
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 5 << 4, 0x18, 65535, 0, 0) + data
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0,
+                         ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    return header + tcp
+
+
+def test_dns_over_tcp_in_one_segment(inspector: DnsInspector) -> None:
+    q = query("x.dyndns.loxonecloud.com")
+    a = answer(q, RR("x.dyndns.loxonecloud.com", QTYPE.A, rdata=A("203.0.113.20"), ttl=120))
+    inspector.on_packet(tcp_packet(str(DEVICE), str(RESOLVER), 40001, 53, q.pack()), "devices", 1.0)
+    grants = inspector.on_packet(tcp_packet(str(RESOLVER), str(DEVICE), 53, 40001, a.pack()), "devices", 1.0)
+    assert {(str(g.address), g.timeout) for g in grants} == {("203.0.113.20", 120)}
+
+
+def test_dns_over_tcp_split_across_segments_is_left_alone(inspector: DnsInspector) -> None:
+    q = query("x.dyndns.loxonecloud.com")
+    packet = tcp_packet(str(DEVICE), str(RESOLVER), 40001, 53, q.pack(), prefix=len(q.pack()) + 100)
+    assert inspector.on_packet(packet, "devices", 1.0) == []
+    assert inspector.counters["bad_tcp_partial"] == 1

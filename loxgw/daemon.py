@@ -80,7 +80,7 @@ class Daemon:
             self._limits(),
         )
         self.ledger = dns.GrantLedger()
-        self.dns_queue: Any = None  # dnsqueue.DnsQueue once inline mode is running
+        self.dns_queue: Any = None  # dnsqueue.DnsQueue (inline) or dnssniff.DnsSniffer (passive)
         self.writer: Any = None  # nftset.SetWriter, see set_writer()
         self.relays: list[Any] = []  # relaynet.RelaySockets, one per enabled relay section
         self.inventory = devices.Inventory(config.devices, grace=config.main.device_grace)
@@ -105,8 +105,7 @@ class Daemon:
         """Choose how DNS answers reach loxgw and bind the queues before any rule sends to them."""
         self.queue_mode = self.ports.choose_queue(self.config.main.dns_mode)
         if self.queue_mode == "passive":
-            log.warning("no NFQUEUE support (neither nft queue nor iptables NFQUEUE): "
-                        "DNS answers are not inspected")
+            self._start_sniffing(loop)
             return
         if self.queue_mode not in ("nft", "xtables"):
             return
@@ -120,7 +119,23 @@ class Daemon:
         log.info("DNS answers inline through NFQUEUE %d/%d (%s)", self.config.main.queue_num,
                  self.config.main.queue_num + 1, self.queue_mode)
 
+    def _start_sniffing(self, loop: asyncio.AbstractEventLoop) -> None:
+        from loxgw import dnssniff
+
+        if self.config.main.dns_mode == "inline":
+            log.warning("no NFQUEUE support (neither nft queue nor iptables NFQUEUE): DNS answers are read "
+                        "passively, and a device's first connection can race the firewall")
+        self.dns_queue = dnssniff.DnsSniffer(self.inspector, self.set_writer(), self.ledger, clock.now)
+        for zone in self.config.zones:
+            if zone.cloud:
+                for ifname in zone.interfaces:
+                    try:
+                        self.dns_queue.bind(ifname, zone.role, loop)
+                    except OSError as exc:
+                        log.error("passive DNS on %s: %s", ifname, exc)
+
     def stop_dns(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the DNS queues or sniffers."""
         if self.dns_queue is not None:
             self.dns_queue.close(loop)
             self.dns_queue = None

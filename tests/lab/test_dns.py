@@ -248,3 +248,18 @@ print(DNSRecord.parse(reply).a.rdata)
     assert lab.run(ms.ns, sys.executable, "-c", script).stdout.strip() == "203.0.113.7"
     assert try_connect(lab, ms.ns, "203.0.113.7:22") == ["open"]
     assert gw.status()["counters"]["dns_answers_matched"] == 1
+
+
+def test_passive_mode_opens_after_the_answer(lab: Lab) -> None:
+    ms = lab.add_host("ms", "iot", 10, mac="02:00:00:a0:00:01")
+    listen(lab, "203.0.113.7", 22)
+    gw = Loxgw(lab, main_extra="\toption dns_mode 'passive'\n").start()
+    assert gw.status()["queue_mode"] == "passive"
+    assert lab.run(lab.ns_router, "iptables-save", "-t", "mangle").stdout.count("NFQUEUE") == 0
+    resolved = lab.run(ms.ns, sys.executable, "-c",
+                       "import socket; print(socket.gethostbyname('a7.remcov3.loxonecloud.com'))").stdout.strip()
+    assert resolved == "203.0.113.7"
+    # No delay on the answer, so the insert may trail it by a moment (the passive mode's trade-off).
+    wait_for(lambda: try_connect(lab, ms.ns, "203.0.113.7:22") == ["open"], 3, "entry from the sniffed answer")
+    assert try_connect(lab, ms.ns, "203.0.113.7:49001") == ["blocked"]
+    assert gw.status()["counters"]["dns_answers_matched"] == 1

@@ -299,3 +299,15 @@ def test_dns_over_tcp_split_across_segments_is_left_alone(inspector: DnsInspecto
     packet = tcp_packet(str(DEVICE), str(RESOLVER), 40001, 53, q.pack(), prefix=len(q.pack()) + 100)
     assert inspector.on_packet(packet, "devices", 1.0) == []
     assert inspector.counters["bad_tcp_partial"] == 1
+
+
+def test_passive_precheck() -> None:
+    from loxgw.dnssniff import looks_like_dns
+
+    q = query("x.dyndns.loxonecloud.com").pack()
+    assert looks_like_dns(udp_packet(str(DEVICE), str(RESOLVER), 40000, 53, q)) is True
+    assert looks_like_dns(udp_packet(str(RESOLVER), str(DEVICE), 53, 40000, q)) is True
+    assert looks_like_dns(tcp_packet(str(DEVICE), str(RESOLVER), 40001, 53, q)) is True
+    assert looks_like_dns(udp_packet(str(DEVICE), str(RESOLVER), 40000, 5353, q)) is False
+    assert looks_like_dns(b"") is False
+    assert looks_like_dns(b"\x45" + b"\x00" * 30) is False

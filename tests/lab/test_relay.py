@@ -67,7 +67,7 @@ start = time.perf_counter(); sent = 0
 while sent < rate * seconds:
     if time.perf_counter() >= start + sent / rate:
         s.sendto(b"\x00", ("255.255.255.255", 7070)); sent += 1
-print(sent)
+print(sent, time.perf_counter() - start)
 """
 
 
@@ -101,16 +101,16 @@ def test_client_gateway_and_blink_sync_cross_both_ways(lab: Lab) -> None:
     ms2 = lab.add_host("ms2", "lan", 30, mac="50:4f:94:a0:00:02")
     gw = Loxgw(lab, extra=RELAY).start()
     for sender, receiver, port in ((ms1, ms2, 7075), (ms2, ms1, 7072), (ms1, ms2, 7079)):
-        listener = listen(lab, receiver.ns, port, 1.5)
+        listener = listen(lab, receiver.ns, port, 2.5)
         lab.run(sender.ns, sys.executable, "-c", ASK, "255.255.255.255", str(port), "c0ffee", "0")
         seen = received(listener)
         assert [line.split(":")[0] for line in seen] == [sender.ip], (port, seen)
     # A subnet-directed broadcast is relayed too.
-    listener = listen(lab, ms2.ns, 7073, 1.5)
+    listener = listen(lab, ms2.ns, 7073, 2.5)
     lab.run(ms1.ns, sys.executable, "-c", ASK, "192.168.20.255", "7073", "01", "0")
     assert [line.split(":")[0] for line in received(listener)] == [ms1.ip]
     # Not a relayed port: stays in its VLAN.
-    listener = listen(lab, ms2.ns, 7078, 1.0)
+    listener = listen(lab, ms2.ns, 7078, 2.0)
     lab.run(ms1.ns, sys.executable, "-c", ASK, "255.255.255.255", "7078", "01", "0")
     assert received(listener) == []
     counters = gw.status()["relay"]["counters"]
@@ -132,9 +132,10 @@ def test_flood_is_cut_to_the_rate_limit(lab: Lab) -> None:
     seen = received(listener)
     from_flooder = [s for s in seen if s.startswith(flooder.ip + ":")]
     from_app = [s for s in seen if s.startswith(app.ip + ":")]
-    assert int(flood_out) == 20000
-    # 20/s with a burst of 20, over about 1 s of flood: at most ~45 copies of 20,000.
-    assert 20 <= len(from_flooder) <= 45, len(from_flooder)
+    sent, seconds = flood_out.split()
+    assert int(sent) == 20000
+    # 20/s plus a burst of 20 over the flood's duration (about 1 s; longer on a loaded machine).
+    assert 20 <= len(from_flooder) <= 20 + 20 * float(seconds) + 2, (len(from_flooder), seconds)
     assert len(from_app) == 1
     counters = gw.status()["relay"]["counters"]
     assert counters.get("br-lan:7070:dropped_rate_source", 0) >= 15000
@@ -148,11 +149,11 @@ def test_interface_added_after_start_is_relayed_to(lab: Lab) -> None:
     late = lab.add_host("late", "new", 10)
 
     def relayed() -> bool:
-        listener = listen(lab, late.ns, 7070, 0.5)
+        listener = listen(lab, late.ns, 7070, 1.5)
         lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "00", "0")
         return [s.split(":")[0] for s in received(listener)] == [app.ip]
 
-    wait_for(relayed, 5, "relay to the new interface", interval=0.1)
+    wait_for(relayed, 10, "relay to the new interface", interval=0.1)
 
 
 SECOND_RELAY = """
@@ -175,12 +176,13 @@ def test_two_relays_on_the_same_segments_give_one_copy(lab: Lab) -> None:
     box = lab.add_relay_box("relay2", 3)
     second = Loxgw(lab, ns=box, config_text=SECOND_RELAY, name="relay2").start()
     # The first broadcast teaches each relay that the other is there (both relay it once).
-    listener = listen(lab, ms.ns, 7070, 1.0)
+    listener = listen(lab, ms.ns, 7070, 3.0)
     lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "00", "0")
     assert 1 <= len(received(listener)) <= 2
     for payload in ("01", "02", "03"):
-        listener = listen(lab, ms.ns, 7070, 1.0)
-        same_segment = listen(lab, phone.ns, 7070, 1.0)
+        # Windows long enough for three Python start-ups on a loaded 2-core machine.
+        listener = listen(lab, ms.ns, 7070, 3.0)
+        same_segment = listen(lab, phone.ns, 7070, 3.0)
         lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", payload, "0")
         seen = received(listener)
         assert seen == [f"{app.ip}:{seen[0].split(':')[1].split()[0]} {payload}"], seen

@@ -42,6 +42,11 @@ CLOUD_RECORDS: dict[str, str] = {
     "evilloxonecloud.com": "203.0.113.66",
     "example.org": "203.0.113.80",
 }
+# IPv6 addresses (documentation prefix) of some of those names, served only in labs with ipv6=True.
+CLOUD_RECORDS_V6: dict[str, str] = {"a7.remcov3.loxonecloud.com": "2001:db8:113::7"}
+V6_PREFIX = {"lan": "2001:db8:10::", "iot": "2001:db8:20::"}
+V6_WAN = "2001:db8:100::"
+
 CLOUD_WILDCARDS: dict[str, str] = {
     "dyndns.loxonecloud.com": "203.0.113.20",
     "pool.ntp.org": "203.0.113.123",
@@ -116,6 +121,7 @@ class Lab:
     router_dns: subprocess.Popen[bytes] | None = None
     igd: subprocess.Popen[bytes] = field(init=False, repr=False)
     vlans: dict[str, str] = field(default_factory=lambda: {"lan": LAN_GW, "iot": IOT_GW})
+    ipv6: bool = False  # also give every segment 2001:db8:... addresses and the resolvers IPv6
     _host_counter: int = 0
 
     def __post_init__(self) -> None:
@@ -140,6 +146,8 @@ class Lab:
         sh("ip", "netns", "add", name)
         self.namespaces.append(name)
         self.run(name, "ip", "link", "set", "lo", "up")
+        # No duplicate address detection: addresses are usable at once (no tentative phase).
+        self.run(name, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
 
     def up(self) -> None:
         """Build router, VLAN bridges, upstream with its resolver, router resolver."""
@@ -164,12 +172,28 @@ class Lab:
         records = CLOUD_RECORDS | self.extra_records
         for address in sorted(set(records.values()) | set(CLOUD_WILDCARDS.values())):
             self.run(w, "ip", "addr", "add", f"{address}/32", "dev", "lo")
+        if self.ipv6:
+            self._add_ipv6()
         self._start_upstream_dns()
         self._start_router_dns()
 
+    def _add_ipv6(self) -> None:
+        r, w = self.ns_router, self.ns_wan
+        for vlan in self.vlans:
+            self.run(r, "ip", "-6", "addr", "add", f"{V6_PREFIX[vlan]}1/64", "dev", f"br-{vlan}", "nodad")
+        self.run(r, "ip", "-6", "addr", "add", f"{V6_WAN}2/64", "dev", "wan", "nodad")
+        self.run(r, "ip", "-6", "route", "add", "default", "via", f"{V6_WAN}1")
+        for address in (f"{V6_WAN}1/64", f"{V6_WAN}53/64"):
+            self.run(w, "ip", "-6", "addr", "add", address, "dev", "up0", "nodad")
+        for prefix in V6_PREFIX.values():
+            self.run(w, "ip", "-6", "route", "add", f"{prefix}/64", "via", f"{V6_WAN}2")
+        for address in CLOUD_RECORDS_V6.values():
+            self.run(w, "ip", "-6", "addr", "add", f"{address}/128", "dev", "lo", "nodad")
+
     def _add_bridge(self, vlan: str, gw: str) -> None:
         bridge = f"br-{vlan}"
-        self.run(self.ns_router, "ip", "link", "add", bridge, "type", "bridge")
+        # No multicast snooping (OpenWrt's default too): IPv6 neighbour discovery must flood.
+        self.run(self.ns_router, "ip", "link", "add", bridge, "type", "bridge", "mcast_snooping", "0")
         self.run(self.ns_router, "ip", "addr", "add", f"{gw}/24", "dev", bridge)
         self.run(self.ns_router, "ip", "link", "set", bridge, "up")
 
@@ -214,9 +238,14 @@ class Lab:
         self.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
         self.run(ns, "ip", "link", "set", "eth0", "up")
         self.run(ns, "ip", "route", "add", "default", "via", gw)
+        nameserver = gw
+        if self.ipv6 and vlan in V6_PREFIX:
+            self.run(ns, "ip", "-6", "addr", "add", f"{V6_PREFIX[vlan]}{host_octet:x}/64", "dev", "eth0", "nodad")
+            self.run(ns, "ip", "-6", "route", "add", "default", "via", f"{V6_PREFIX[vlan]}1")
+            nameserver = f"{V6_PREFIX[vlan]}1"  # so AAAA answers reach the device over IPv6
         os.makedirs(f"/etc/netns/{ns}", exist_ok=True)
         with open(f"/etc/netns/{ns}/resolv.conf", "w", encoding="ascii") as handle:
-            handle.write(f"nameserver {gw}\n")
+            handle.write(f"nameserver {nameserver}\n")
         host = Host(name, ns, vlan, ip, mac, port)
         self.hosts[name] = host
         return host
@@ -319,13 +348,16 @@ class Lab:
     def _start_upstream_dns(self) -> None:
         args = ["--no-resolv", "--no-hosts", f"--listen-address={UPSTREAM_DNS}",
                 "--bind-interfaces", "--cache-size=0", "--local-ttl=300"]
-        args += [f"--host-record={name},{ip}" for name, ip in (CLOUD_RECORDS | self.extra_records).items()]
+        records = CLOUD_RECORDS | self.extra_records
+        args += [f"--host-record={name},{ip}" + (f",{CLOUD_RECORDS_V6[name]}" if name in CLOUD_RECORDS_V6 else "")
+                 for name, ip in records.items()]
         args += [f"--address=/{suffix}/{ip}" for suffix, ip in CLOUD_WILDCARDS.items()]
         self._dnsmasq(self.ns_wan, args, UPSTREAM_DNS)
 
     def _start_router_dns(self, extra: Sequence[str] = ()) -> None:
+        v6 = [f"--listen-address={p}1" for p in V6_PREFIX.values()] if self.ipv6 else []
         args = ["--no-resolv", "--no-hosts", f"--server={UPSTREAM_DNS}", "--bind-interfaces",
-                f"--listen-address={LAN_GW}", f"--listen-address={IOT_GW}",
+                f"--listen-address={LAN_GW}", f"--listen-address={IOT_GW}", *v6,
                 f"--dhcp-leasefile={self.path('dhcp.leases')}", *extra]
         self.router_dns = self._dnsmasq(self.ns_router, args, IOT_GW)
 

@@ -263,3 +263,34 @@ def test_passive_mode_opens_after_the_answer(lab: Lab) -> None:
     wait_for(lambda: try_connect(lab, ms.ns, "203.0.113.7:22") == ["open"], 3, "entry from the sniffed answer")
     assert try_connect(lab, ms.ns, "203.0.113.7:49001") == ["blocked"]
     assert gw.status()["counters"]["dns_answers_matched"] == 1
+
+
+def test_ipv6_answers_open_ipv6_per_device() -> None:
+    with Lab(ipv6=True) as lab:
+        ms = lab.add_host("ms", "iot", 10, mac="02:00:00:a0:00:01")
+        other = lab.add_host("other", "iot", 11, mac="02:00:00:a0:00:02")
+        proc = lab.popen(lab.ns_wan, [sys.executable, "-m", "tests.lab.peer", "listen-tcp", "2001:db8:113::7",
+                                      "22", "49001"], stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        gw = Loxgw(lab).start()
+        script = r"""
+import socket, sys
+addr = socket.getaddrinfo("a7.remcov3.loxonecloud.com", 22, socket.AF_INET6, socket.SOCK_STREAM)[0][4][0]
+out = [addr]
+for port in (22, 49001):
+    s = socket.socket(socket.AF_INET6); s.settimeout(0.5)
+    try:
+        s.connect((addr, port)); out.append("open")
+    except OSError:
+        out.append("blocked")
+print(" ".join(out))
+"""
+        assert lab.run(ms.ns, sys.executable, "-c", script).stdout.split() == ["2001:db8:113::7", "open", "blocked"]
+        probe = r"""
+import socket
+s = socket.socket(socket.AF_INET6); s.settimeout(0.5)
+print("open" if s.connect_ex(("2001:db8:113::7", 22)) == 0 else "blocked")
+"""
+        assert lab.run(other.ns, sys.executable, "-c", probe).stdout.strip() == "blocked"
+        entries = {(e["device"], e["address"], e["ports"]) for e in gw.status()["dns_entries"]}
+        assert ("2001:db8:20::a", "2001:db8:113::7", "22") in entries

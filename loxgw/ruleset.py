@@ -174,6 +174,12 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
     ]
     if not standalone:
         lines.append(f"\t\tmeta mark set meta mark & {~FW4_MARK & 0xFFFFFFFF:#010x}")
+    same_segment = tuple(dict.fromkeys((*device_ifs, *client_ifs)))
+    if same_segment:
+        # Traffic within one VLAN is bridged, not routed; with br_netfilter loaded the bridge
+        # still runs it through this hook (in and out are then the same bridge). Not ours.
+        pairs = ", ".join(f'"{i}" . "{i}"' for i in same_segment)
+        lines.append(f"\t\tiifname . oifname {{ {pairs} }} accept")
     lines += [f"\t\tct status dnat ip daddr {f.device} {f.proto} dport {f.device_port} {allow}" for f in forwards]
     if device_ifs:
         lines.append(f"\t\tiifname {_ifset(device_ifs)} jump allow_from_devices")

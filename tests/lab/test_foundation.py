@@ -53,8 +53,12 @@ def test_standalone_policy_and_lifecycle(lab: Lab) -> None:
     # Devices zone to the internet, clients into the devices zone: dropped (nothing allowed yet).
     assert not tcp_ok(lab, ms.ns, "203.0.113.80", 80)
     assert not tcp_ok(lab, phone.ns, ms.ip, 443)
-    # Other traffic is left alone.
+    # Other traffic is left alone, and so is traffic within one VLAN (bridged; this machine has
+    # br_netfilter, which shows bridged packets to the forward hook).
     assert tcp_ok(lab, phone.ns, "203.0.113.80", 80)
+    neighbour = lab.add_host("neighbour", "iot", 11)
+    start_listener(lab, neighbour.ns, neighbour.ip, 8081)
+    assert tcp_ok(lab, ms.ns, neighbour.ip, 8081)
     # The router's resolver still answers the devices zone (input, not forward).
     resolved = lab.run(ms.ns, sys.executable, "-c",
                        "import socket; print(socket.gethostbyname('a7.remcov3.loxonecloud.com'))")

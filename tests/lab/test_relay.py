@@ -17,10 +17,13 @@ config relay
 """
 
 # Receive datagrams on PORT for SECONDS; print "src_ip:src_port payload" per datagram.
-# With REPLY, answer the first one (LoxLIVE to the asker's 7071) and stop.
+# With REPLY, answer the first one (LoxLIVE to the asker's 7071) and stop. With SETTLE, stop
+# SETTLE seconds after the first datagram (enough to see a duplicate, without waiting out the window).
 LISTEN = r"""
 import socket, sys, time
-port, seconds, reply = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else ""
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+reply = sys.argv[3] if len(sys.argv) > 3 else ""
+settle = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -34,6 +37,8 @@ while time.monotonic() < end:
     except OSError:
         break
     print(f"{addr[0]}:{addr[1]} {data.hex()}", flush=True)
+    if settle:
+        end = min(end, time.monotonic() + settle)
     if reply:
         s.sendto(reply.encode(), (addr[0], 7071))
         break
@@ -71,8 +76,9 @@ print(sent, time.perf_counter() - start)
 """
 
 
-def listen(lab: Lab, ns: str, port: int, seconds: float, reply: str = "") -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-c", LISTEN, str(port), str(seconds)] + ([reply] if reply else [])
+def listen(lab: Lab, ns: str, port: int, seconds: float, reply: str = "",
+           settle: float = 0.0) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-c", LISTEN, str(port), str(seconds), reply, str(settle)]
     proc = lab.popen(ns, args, stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
     return proc
@@ -87,7 +93,7 @@ def test_app_finds_miniserver_across_vlans(lab: Lab) -> None:
     ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
     app = lab.add_host("app", "lan", 20)
     Loxgw(lab, extra=RELAY).start()
-    listener = listen(lab, ms.ns, 7070, 5, reply="LoxLIVE: Miniserver Home 192.168.20.10:80 504F94A00001 15.0.0.0")
+    listener = listen(lab, ms.ns, 7070, 15, reply="LoxLIVE: Miniserver Home 192.168.20.10:80 504F94A00001 15.0.0.0")
     answer = lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "00", "3").stdout.strip()
     seen = received(listener)
     assert len(seen) == 1
@@ -101,16 +107,16 @@ def test_client_gateway_and_blink_sync_cross_both_ways(lab: Lab) -> None:
     ms2 = lab.add_host("ms2", "lan", 30, mac="50:4f:94:a0:00:02")
     gw = Loxgw(lab, extra=RELAY).start()
     for sender, receiver, port in ((ms1, ms2, 7075), (ms2, ms1, 7072), (ms1, ms2, 7079)):
-        listener = listen(lab, receiver.ns, port, 2.5)
+        listener = listen(lab, receiver.ns, port, 15.0, settle=1.0)
         lab.run(sender.ns, sys.executable, "-c", ASK, "255.255.255.255", str(port), "c0ffee", "0")
         seen = received(listener)
         assert [line.split(":")[0] for line in seen] == [sender.ip], (port, seen)
     # A subnet-directed broadcast is relayed too.
-    listener = listen(lab, ms2.ns, 7073, 2.5)
+    listener = listen(lab, ms2.ns, 7073, 15.0, settle=1.0)
     lab.run(ms1.ns, sys.executable, "-c", ASK, "192.168.20.255", "7073", "01", "0")
     assert [line.split(":")[0] for line in received(listener)] == [ms1.ip]
     # Not a relayed port: stays in its VLAN.
-    listener = listen(lab, ms2.ns, 7078, 2.0)
+    listener = listen(lab, ms2.ns, 7078, 5.0)
     lab.run(ms1.ns, sys.executable, "-c", ASK, "255.255.255.255", "7078", "01", "0")
     assert received(listener) == []
     counters = gw.status()["relay"]["counters"]
@@ -124,7 +130,7 @@ def test_flood_is_cut_to_the_rate_limit(lab: Lab) -> None:
     app = lab.add_host("app", "lan", 20)
     ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
     gw = Loxgw(lab, extra=RELAY).start()
-    listener = listen(lab, ms.ns, 7070, 3.0)
+    listener = listen(lab, ms.ns, 7070, 8.0)
     flood = lab.popen(flooder.ns, [sys.executable, "-c", FLOOD, "20000", "1"], stdout=subprocess.PIPE)
     time.sleep(0.3)  # the flood is under way (real traffic, not logic time)
     lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "a5", "0")
@@ -149,11 +155,11 @@ def test_interface_added_after_start_is_relayed_to(lab: Lab) -> None:
     late = lab.add_host("late", "new", 10)
 
     def relayed() -> bool:
-        listener = listen(lab, late.ns, 7070, 1.5)
+        listener = listen(lab, late.ns, 7070, 5.0, settle=0.5)
         lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "00", "0")
         return [s.split(":")[0] for s in received(listener)] == [app.ip]
 
-    wait_for(relayed, 10, "relay to the new interface", interval=0.1)
+    wait_for(relayed, 30, "relay to the new interface", interval=0.1)
 
 
 SECOND_RELAY = """
@@ -176,13 +182,14 @@ def test_two_relays_on_the_same_segments_give_one_copy(lab: Lab) -> None:
     box = lab.add_relay_box("relay2", 3)
     second = Loxgw(lab, ns=box, config_text=SECOND_RELAY, name="relay2").start()
     # The first broadcast teaches each relay that the other is there (both relay it once).
-    listener = listen(lab, ms.ns, 7070, 3.0)
+    listener = listen(lab, ms.ns, 7070, 15.0, settle=1.0)
     lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "00", "0")
     assert 1 <= len(received(listener)) <= 2
     for payload in ("01", "02", "03"):
-        # Windows long enough for three Python start-ups on a loaded 2-core machine.
-        listener = listen(lab, ms.ns, 7070, 3.0)
-        same_segment = listen(lab, phone.ns, 7070, 3.0)
+        # Long windows for Python start-ups on a loaded 2-core machine; each listener stops 1 s
+        # after its first datagram, which is time enough for a duplicate to show.
+        listener = listen(lab, ms.ns, 7070, 15.0, settle=1.0)
+        same_segment = listen(lab, phone.ns, 7070, 15.0, settle=1.0)
         lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", payload, "0")
         seen = received(listener)
         counters = [gw.status()["relay"]["counters"] for gw in (first, second)]

@@ -101,9 +101,18 @@ class Daemon:
 
     # --- DNS ----------------------------------------------------------------
 
-    def start_dns(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Choose how DNS answers reach loxgw and bind the queues before any rule sends to them."""
+    def choose_dns(self) -> None:
+        """Decide how DNS answers reach loxgw (the ruleset depends on it); nothing is bound yet."""
         self.queue_mode = self.ports.choose_queue(self.config.main.dns_mode)
+        if self.queue_mode == "xtables":
+            self.xtables = queue.XtablesQueue()
+
+    def start_dns(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind the queues (or sniffers) once the loop is free to serve them.
+
+        Until then the queue rules' bypass lets DNS through untouched: a queue
+        bound during start-up work would hold answers until that work is done.
+        """
         if self.queue_mode == "passive":
             self._start_sniffing(loop)
             return
@@ -114,8 +123,6 @@ class Daemon:
         self.dns_queue = dnsqueue.DnsQueue(self.inspector, self.set_writer(), self.ledger, clock.now)
         self.dns_queue.bind(self.config.main.queue_num, "devices", loop)
         self.dns_queue.bind(self.config.main.queue_num + 1, "clients", loop)
-        if self.queue_mode == "xtables":
-            self.xtables = queue.XtablesQueue()
         log.info("DNS answers inline through NFQUEUE %d/%d (%s)", self.config.main.queue_num,
                  self.config.main.queue_num + 1, self.queue_mode)
 
@@ -619,7 +626,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         socket_path = self.config.main.status_socket
         prepare_socket_path(socket_path)
-        self.start_dns(loop)
+        self.choose_dns()
         self.apply()
         adopted = self.adopt_kernel_entries()
         restored = self.restore_saved_entries()
@@ -630,6 +637,7 @@ class Daemon:
         await self.start_detection(loop)
         expiry = asyncio.create_task(self._expire_devices())
         upnp_task = asyncio.create_task(self._upnp_forever())
+        self.start_dns(loop)
         server = await asyncio.start_unix_server(self._serve_status, path=socket_path)
         os.chmod(socket_path, 0o660)
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)

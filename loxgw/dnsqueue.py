@@ -8,7 +8,6 @@ packet is accepted unchanged: loxgw must never break DNS.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,26 +15,19 @@ from netfilterqueue import NetfilterQueue
 
 from loxgw.config import ZoneRole
 from loxgw.dns import DnsInspector, GrantLedger
+from loxgw.grantpath import GrantPath
 from loxgw.nftset import SetWriter
 
-log = logging.getLogger("loxgw")
-
-MAX_PACKET = 4096 + 60 + 8  # DNS cap plus IPv6 and UDP headers
-ERROR_LOG_EVERY = 1000  # log the 1st, 1001st, ... handler error: attackers choose how many
+MAX_PACKET = 4096 + 60 + 60  # DNS cap plus IPv6 and TCP headers
 
 
-class DnsQueue:
-    """One NFQUEUE per zone role, wired to the inspector and the set writer."""
+class DnsQueue(GrantPath):
+    """One NFQUEUE per zone role; every packet gets its verdict (accept), whatever happened."""
 
     def __init__(self, inspector: DnsInspector, writer: SetWriter, ledger: GrantLedger,
                  clock: Callable[[], float]) -> None:
-        self.inspector = inspector
-        self.writer = writer
-        self.ledger = ledger
-        self.clock = clock
+        super().__init__(inspector, writer, ledger, clock)
         self.queues: list[tuple[NetfilterQueue, int]] = []
-        self.handler_errors = 0
-        self.inserted = 0
 
     def bind(self, queue_num: int, role: ZoneRole, loop: asyncio.AbstractEventLoop) -> None:
         nfq = NetfilterQueue()
@@ -46,14 +38,7 @@ class DnsQueue:
 
     def _handle(self, pkt: Any, role: ZoneRole) -> None:
         try:
-            grants = self.inspector.on_packet(pkt.get_payload(), role, self.clock())
-            if grants:
-                self.inserted += self.writer.add(grants)
-                self.ledger.record(grants, self.clock())
-        except Exception as exc:  # the one boundary: count, log, and still give a verdict
-            self.handler_errors += 1
-            if self.handler_errors % ERROR_LOG_EVERY == 1:
-                log.error("DNS packet handling failed (%d so far): %s", self.handler_errors, exc)
+            self.process(pkt.get_payload(), role)
         finally:
             pkt.accept()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from loxgw.config import ZoneRole
 from loxgw.dns import DnsInspector, GrantLedger
+from loxgw.grantpath import GrantPath
 
 log = logging.getLogger("loxgw")
 
@@ -42,18 +43,13 @@ def looks_like_dns(packet: bytes) -> bool:
     return packet[offset:offset + 2] == _DNS or packet[offset + 2:offset + 4] == _DNS
 
 
-class DnsSniffer:
+class DnsSniffer(GrantPath):
     """Packet sockets on the cloud zones' interfaces, feeding the inspector."""
 
     def __init__(self, inspector: DnsInspector, writer: Any, ledger: GrantLedger,
                  clock: Callable[[], float]) -> None:
-        self.inspector = inspector
-        self.writer = writer
-        self.ledger = ledger
-        self.clock = clock
+        super().__init__(inspector, writer, ledger, clock)
         self.sockets: list[socket.socket] = []
-        self.inserted = 0
-        self.handler_errors = 0
 
     def bind(self, ifname: str, role: ZoneRole, loop: asyncio.AbstractEventLoop) -> None:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
@@ -72,16 +68,8 @@ class DnsSniffer:
                 self.handler_errors += 1
                 log.debug("passive DNS: %s", exc)
                 return
-            if not looks_like_dns(packet):
-                continue
-            try:
-                grants = self.inspector.on_packet(packet, role, self.clock())
-                if grants:
-                    self.inserted += self.writer.add(grants)
-                    self.ledger.record(grants, self.clock())
-            except Exception as exc:  # the one boundary: count, log, keep sniffing
-                self.handler_errors += 1
-                log.error("passive DNS handling failed: %s", exc)
+            if looks_like_dns(packet):
+                self.process(packet, role)
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         for sock in self.sockets:

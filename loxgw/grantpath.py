@@ -1,0 +1,43 @@
+"""Glue from a DNS packet to the firewall: inspector, then set writer, then ledger.
+
+Shared by the inline (NFQUEUE) and passive (packet socket) paths. This is the
+one boundary where an unexpected error is caught: counted, logged at a bounded
+rate, never allowed to stop DNS.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from loxgw.config import ZoneRole
+from loxgw.dns import DnsInspector, GrantLedger
+
+log = logging.getLogger("loxgw")
+
+ERROR_LOG_EVERY = 1000  # log the 1st, 1001st, ... error: attackers choose how many there are
+
+
+class GrantPath:
+    """Turns DNS packets into set elements; counts what it inserted and what went wrong."""
+
+    def __init__(self, inspector: DnsInspector, writer: Any, ledger: GrantLedger,
+                 clock: Callable[[], float]) -> None:
+        self.inspector = inspector
+        self.writer = writer
+        self.ledger = ledger
+        self.clock = clock
+        self.inserted = 0
+        self.handler_errors = 0
+
+    def process(self, packet: bytes, role: ZoneRole) -> None:
+        try:
+            grants = self.inspector.on_packet(packet, role, self.clock())
+            if grants:
+                self.inserted += self.writer.add(grants)
+                self.ledger.record(grants, self.clock())
+        except Exception as exc:  # the boundary: count, log, carry on
+            self.handler_errors += 1
+            if self.handler_errors % ERROR_LOG_EVERY == 1:
+                log.error("DNS packet handling failed (%d so far): %s", self.handler_errors, exc)

@@ -42,6 +42,12 @@ def resolve_firewall(mode: FirewallMode, fw4_present: bool) -> ruleset.ResolvedF
     return mode
 
 
+def _open_query_log(group: int) -> Any:
+    from loxgw import nflog
+
+    return nflog.QueryLog(group)
+
+
 @dataclass
 class KernelPorts:
     """The daemon's side effects on the kernel, injectable for tests."""
@@ -55,6 +61,7 @@ class KernelPorts:
     lookup_network: netifd.NetworkLookup = netifd.ubus_status
     upnp_client: Any = None  # loxgw.upnpc or a test double; None: import loxgw.upnpc when needed
     list_set_elements: Callable[[str, str], dict[str, list[tuple[list[str], int]]]] = nft.list_set_elements
+    open_query_log: Callable[[int], Any] = lambda group: _open_query_log(group)
 
 
 class Daemon:
@@ -81,6 +88,7 @@ class Daemon:
         )
         self.ledger = dns.GrantLedger()
         self.dns_queue: Any = None  # dnsqueue.DnsQueue (inline) or dnssniff.DnsSniffer (passive)
+        self.query_log: Any = None  # nflog.QueryLog: inline mode's query copies, if the kernel has NFLOG
         self.writer: Any = None  # nftset.SetWriter, see set_writer()
         self.relays: list[Any] = []  # relaynet.RelaySockets, one per enabled relay section
         self.inventory = devices.Inventory(config.devices, grace=config.main.device_grace)
@@ -106,6 +114,19 @@ class Daemon:
         self.queue_mode = self.ports.choose_queue(self.config.main.dns_mode)
         if self.queue_mode == "xtables":
             self.xtables = queue.XtablesQueue()
+        if self.queue_mode in ("nft", "xtables"):
+            try:
+                self.query_log = self.ports.open_query_log(self.config.main.queue_num)
+            except (KernelError, OSError) as exc:
+                log.warning("no NFLOG for DNS queries (%s): queries are queued too, and each DNS round "
+                            "trip waits for loxgw twice", exc)
+
+    @property
+    def query_path(self) -> str:
+        """How queries reach loxgw: NFLOG copies, the answer queue, a packet socket, or not at all."""
+        if self.queue_mode in ("nft", "xtables"):
+            return "nflog" if self.query_log is not None else "queue"
+        return "passive" if self.queue_mode == "passive" else "off"
 
     def start_dns(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind the queues (or sniffers) once the loop is free to serve them.
@@ -120,11 +141,12 @@ class Daemon:
             return
         from loxgw import dnsqueue  # needs libnetfilter_queue: import late
 
-        self.dns_queue = dnsqueue.DnsQueue(self.inspector, self.set_writer(), self.ledger, clock.now)
+        self.dns_queue = dnsqueue.DnsQueue(self.inspector, self.set_writer(), self.ledger, clock.now,
+                                           self.query_log)
         self.dns_queue.bind(self.config.main.queue_num, "devices", loop)
         self.dns_queue.bind(self.config.main.queue_num + 1, "clients", loop)
-        log.info("DNS answers inline through NFQUEUE %d/%d (%s)", self.config.main.queue_num,
-                 self.config.main.queue_num + 1, self.queue_mode)
+        log.info("DNS answers inline through NFQUEUE %d/%d (%s), queries through %s",
+                 self.config.main.queue_num, self.config.main.queue_num + 1, self.queue_mode, self.query_path)
 
     def _start_sniffing(self, loop: asyncio.AbstractEventLoop) -> None:
         from loxgw import dnssniff
@@ -144,8 +166,11 @@ class Daemon:
     def stop_dns(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close the DNS queues or sniffers."""
         if self.dns_queue is not None:
-            self.dns_queue.close(loop)
+            self.dns_queue.close(loop)  # closes the query log too
             self.dns_queue = None
+        elif self.query_log is not None:
+            self.query_log.close()
+        self.query_log = None
 
     def set_writer(self) -> Any:
         """The netlink set writer (nftset.SetWriter), opened on first use: it needs CAP_NET_ADMIN."""
@@ -363,11 +388,11 @@ class Daemon:
             return
         self.pinholes = pinholes.plan(self.inventory.devices(), catalog.load())
         desired = ruleset.render(self.config, self.firewall, self.queue_mode, self.pinholes,
-                                 list(self.forwards.values()))
+                                 list(self.forwards.values()), copy_queries=self.query_log is not None)
         self.ports.apply_script(desired.script)
         self.installed_table = desired.table
         if self.xtables is not None:
-            self.xtables.install(ruleset.dns_queue_rules(self.config))
+            self.xtables.install(ruleset.dns_queue_rules(self.config, copy_queries=self.query_log is not None))
         self.counters["ruleset_applies"] += 1
 
     def remove(self) -> None:
@@ -535,6 +560,7 @@ class Daemon:
             "installed": self.installed_table is not None,
             "dns_mode": cfg.main.dns_mode,
             "queue_mode": self.queue_mode,
+            "query_path": self.query_path,
             "ruleset_applies": self.counters["ruleset_applies"],
             "zones": [
                 {
@@ -557,7 +583,9 @@ class Daemon:
             "devices_refused_cap": self.inventory.refused,
             "counters": dict(self.counters) | {f"dns_{k}": v for k, v in self.inspector.counters.items()}
             | ({"dns_inserted": self.dns_queue.inserted, "dns_handler_errors": self.dns_queue.handler_errors,
-                "dns_netlink_errors": self.dns_queue.writer.errors} if self.dns_queue else {}),
+                "dns_netlink_errors": self.dns_queue.writer.errors} if self.dns_queue else {})
+            | ({"dns_query_copies_lost": self.query_log.overruns,
+                "dns_query_copies_malformed": self.query_log.malformed} if self.query_log else {}),
             "last_error": self.last_error,
         }
 

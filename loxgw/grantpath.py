@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loxgw.config import ZoneRole
-from loxgw.dns import DnsInspector, GrantLedger
+from loxgw.dns import DnsInspector, Grant, GrantLedger
 
 log = logging.getLogger("loxgw")
 
@@ -32,12 +32,31 @@ class GrantPath:
         self.handler_errors = 0
 
     def process(self, packet: bytes, role: ZoneRole) -> None:
+        """Everything for one packet at once (the passive path, where nothing waits)."""
+        grants = self.grant(packet, role)
+        if grants:
+            self.settle(grants)
+
+    def grant(self, packet: bytes, role: ZoneRole) -> list[Grant]:
+        """Inspect the packet and put its grants in the kernel: the part the held answer must wait for."""
         try:
             grants = self.inspector.on_packet(packet, role, self.clock())
             if grants:
-                self.inserted += self.writer.add(grants)
-                self.ledger.record(grants, self.clock())
+                self.inserted += self.writer.add(grants, drain=False)
+            return grants
         except Exception as exc:  # the boundary: count, log, carry on
-            self.handler_errors += 1
-            if self.handler_errors % ERROR_LOG_EVERY == 1:
-                log.error("DNS packet handling failed (%d so far): %s", self.handler_errors, exc)
+            self._failed(exc)
+            return []
+
+    def settle(self, grants: list[Grant]) -> None:
+        """Bookkeeping that need not delay the answer: netlink errors, the ledger for status."""
+        try:
+            self.writer.drain_errors()
+            self.ledger.record(grants, self.clock())
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        self.handler_errors += 1
+        if self.handler_errors % ERROR_LOG_EVERY == 1:
+            log.error("DNS packet handling failed (%d so far): %s", self.handler_errors, exc)

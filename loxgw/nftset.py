@@ -139,12 +139,17 @@ class SetWriter:
         batch += self._with_seq(self._end)
         return bytes(batch), sent
 
-    def add(self, grants: Iterable[Grant]) -> int:
+    def add(self, grants: Iterable[Grant], drain: bool = True) -> int:
         """Insert the grants in one netlink batch; returns how many elements were sent."""
-        return self.add_elements(self.grant_elements(grants))
+        return self.add_elements(self.grant_elements(grants), drain)
 
-    def add_elements(self, elements: Iterable[Element]) -> int:
-        """Insert (set, key, timeout seconds) elements in one batch; returns how many were sent."""
+    def add_elements(self, elements: Iterable[Element], drain: bool = True) -> int:
+        """Insert (set, key, timeout seconds) elements in one batch; returns how many were sent.
+
+        The kernel commits the batch inside send(). Errors come back as
+        messages; with `drain` off they wait for a later drain_errors(), so
+        a held DNS answer need not wait for the read.
+        """
         batch, sent = self.encode_batch(elements)
         if not sent:
             return 0
@@ -152,7 +157,8 @@ class SetWriter:
             self.sock.send(batch)
         except OSError as exc:
             raise KernelError("netlink set element batch", exc.errno, exc.strerror or "") from exc
-        self.drain_errors()
+        if drain:
+            self.drain_errors()
         return sent
 
     def drain_errors(self) -> int:

@@ -66,7 +66,8 @@ def _ifset(names: tuple[str, ...]) -> str:
 
 
 def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
-           pinholes: Sequence[Pinhole] = (), forwards: Sequence[UpnpForward] = ()) -> Ruleset:
+           pinholes: Sequence[Pinhole] = (), forwards: Sequence[UpnpForward] = (),
+           copy_queries: bool = True) -> Ruleset:
     """Render the complete ruleset for a config.
 
     Standalone: loxgw is the firewall of its zones. Forwarded traffic from a
@@ -141,7 +142,7 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
         "",
     ]
     if queue == "nft":
-        lines += _native_queue_chains(config)
+        lines += _native_queue_chains(config, copy_queries)
     redirect_ifs = tuple(i for z in config.zones if z.role == "devices" and z.cloud for i in z.interfaces)
     if config.main.redirect_dns and config.main.dns_mode != "off" and redirect_ifs:
         # Every answer that opens the firewall must come from a resolver we trust: a device
@@ -255,8 +256,9 @@ class QueueRule:
     incoming: bool  # match the interface the packet came in on (queries) or leaves by (answers)
     family: int | None  # restrict to resolver addresses of this family
     resolvers: tuple[str, ...]
-    qnum: int
+    qnum: int  # the NFQUEUE number, or the NFLOG group when `copy` is set
     needles: tuple[bytes, ...] = ()  # packets without any of these labels stay in the kernel
+    copy: bool = False  # hand loxgw a copy (NFLOG) and let the packet go on: queries need not wait
 
     def nft(self) -> str:
         ifs = f"{'iifname' if self.incoming else 'oifname'} {_ifset(self.interfaces)}"
@@ -266,6 +268,9 @@ class QueueRule:
             addr = f" {ip} {'daddr' if self.incoming else 'saddr'} {{ {', '.join(self.resolvers)} }}"
         port = (f"meta l4proto {{ tcp, udp }} th dport {DNS_PORT}" if self.incoming
                 else f"meta l4proto {{ tcp, udp }} th sport {DNS_PORT} ct direction reply")
+        if self.copy:
+            # queue-threshold 1: each copy reaches loxgw at once, before the answer can exist.
+            return f"{ifs}{addr} {port} log group {self.qnum} queue-threshold 1"
         # bypass: with no loxgw listening the kernel accepts, so DNS never breaks.
         return f"{ifs}{addr} {port} queue num {self.qnum} bypass"
 
@@ -276,17 +281,21 @@ class QueueRule:
         iptables-nft); nft has none, so native mode queues every DNS packet.
         Without a needle a TCP handshake segment is never queued either.
         """
+        if self.copy:
+            target = ["-j", "NFLOG", "--nflog-group", str(self.qnum), "--nflog-threshold", "1"]
+        else:
+            target = ["-j", "NFQUEUE", "--queue-num", str(self.qnum), "--queue-bypass"]
         rules = []
         for proto in ("udp", "tcp"):
-            base = self._xtables_base(interface, proto)
+            match = self._xtables_match(interface, proto)
             if not self.needles:
-                rules.append(base)
+                rules.append([*match, *target])
                 continue
-            rules += [[*base[:-5], "-m", "string", "--algo", "bm", "--icase", "--hex-string",
-                       "|" + needle.hex() + "|", *base[-5:]] for needle in self.needles]
+            rules += [[*match, "-m", "string", "--algo", "bm", "--icase", "--hex-string",
+                       "|" + needle.hex() + "|", *target] for needle in self.needles]
         return rules
 
-    def _xtables_base(self, interface: str, proto: str) -> list[str]:
+    def _xtables_match(self, interface: str, proto: str) -> list[str]:
         args = ["-i" if self.incoming else "-o", interface, "-p", proto]
         if self.family is not None:
             args += ["-d" if self.incoming else "-s", ",".join(self.resolvers)]
@@ -294,10 +303,10 @@ class QueueRule:
             args += ["--dport", str(DNS_PORT)]
         else:
             args += ["--sport", str(DNS_PORT), "-m", "conntrack", "--ctdir", "REPLY"]
-        return [*args, "-j", "NFQUEUE", "--queue-num", str(self.qnum), "--queue-bypass"]
+        return args
 
 
-def dns_queue_rules(config: Config) -> list[QueueRule]:
+def dns_queue_rules(config: Config, copy_queries: bool = True) -> list[QueueRule]:
     """Every DNS packet loxgw must see.
 
     Queries (to remember what was asked) and answers (to grant) of cloud
@@ -305,6 +314,9 @@ def dns_queue_rules(config: Config) -> list[QueueRule]:
     from trusted resolvers elsewhere are forwarded. Answers only in the
     conntrack reply direction. Devices zones use queue_num, clients zones
     queue_num + 1, so the handler knows the asker's role without lookups.
+    Queries are copied to NFLOG group queue_num (both roles: a query's role
+    does not matter) unless `copy_queries` is off (no nfnetlink_log in the
+    kernel); then they are queued like answers and wait for loxgw.
     """
     out: list[QueueRule] = []
     trusted = {
@@ -318,18 +330,19 @@ def dns_queue_rules(config: Config) -> list[QueueRule]:
             continue
         qnum = config.main.queue_num + offset
         needles = name_needles(build_policy(catalog.load(), role))
-        out.append(QueueRule("input", ifs, True, None, (), qnum, needles))
+        query = (config.main.queue_num, needles, True) if copy_queries else (qnum, needles, False)
+        out.append(QueueRule("input", ifs, True, None, (), *query))
         out.append(QueueRule("output", ifs, False, None, (), qnum, needles))
         for family, resolvers in trusted.items():
             if resolvers:
-                out.append(QueueRule("forward", ifs, True, family, resolvers, qnum, needles))
+                out.append(QueueRule("forward", ifs, True, family, resolvers, *query))
                 out.append(QueueRule("forward", ifs, False, family, resolvers, qnum, needles))
     return out
 
 
-def _native_queue_chains(config: Config) -> list[str]:
+def _native_queue_chains(config: Config, copy_queries: bool) -> list[str]:
     lines: list[str] = []
-    rules = dns_queue_rules(config)
+    rules = dns_queue_rules(config, copy_queries)
     for hook in ("input", "output", "forward"):
         chosen = [r for r in rules if r.hook == hook]
         if not chosen:

@@ -333,12 +333,12 @@ class Lab:
         """A file path in this lab's private directory."""
         return os.path.join(self.workdir, name)
 
-    def _dnsmasq(self, ns: str, args: list[str], ready_addr: str) -> subprocess.Popen[bytes]:
+    def _dnsmasq(self, ns: str, args: list[str], ready_addr: str, port: int = 53) -> subprocess.Popen[bytes]:
         log = open(self.path(f"dnsmasq-{ns}.log"), "ab")  # noqa: SIM115 - owned by the process
         proc = self.popen(ns, ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
                         "--pid-file=", "--user=root", "--group=root", "--log-facility=-",
                         *args], stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self._udp_listening(ns, ready_addr, 53), 5, f"dnsmasq in {ns}")
+        wait_for(lambda: self._udp_listening(ns, ready_addr, port), 5, f"dnsmasq in {ns}")
         return proc
 
     def _udp_listening(self, ns: str, addr: str, port: int) -> bool:
@@ -360,6 +360,16 @@ class Lab:
                 f"--listen-address={LAN_GW}", f"--listen-address={IOT_GW}", *v6,
                 f"--dhcp-leasefile={self.path('dhcp.leases')}", *extra]
         self.router_dns = self._dnsmasq(self.ns_router, args, IOT_GW)
+
+    def start_side_resolver(self, port: int, *extra: str) -> subprocess.Popen[bytes]:
+        """Another forwarding resolver on the router's iot address, on `port` (benchmarks).
+
+        Answers from a port other than 53 pass no loxgw rule, so side
+        resolvers give baselines measured at the same moment as loxgw.
+        """
+        args = ["--no-resolv", "--no-hosts", f"--server={UPSTREAM_DNS}", "--bind-interfaces",
+                f"--listen-address={IOT_GW}", f"--port={port}", *extra]
+        return self._dnsmasq(self.ns_router, args, IOT_GW, port)
 
     def restart_router_dns(self, *extra: str) -> None:
         """Restart the router's resolver with extra dnsmasq arguments (benchmarks)."""

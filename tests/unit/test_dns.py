@@ -193,10 +193,13 @@ GOLDEN_ANSWER = bytes.fromhex(
 
 
 def test_golden_answer(inspector: DnsInspector) -> None:
-    record = dns.decode(GOLDEN_ANSWER)
+    record = DNSRecord.parse(GOLDEN_ANSWER)  # dnslib, the reference reader
     assert (record.header.id, str(record.q.qname), str(record.rr[0].rdata), record.rr[0].ttl) == (
         0x1234, "a7.remcov3.loxonecloud.com.", "203.0.113.7", 300,
     )
+    wire = dns.read_answer(GOLDEN_ANSWER)
+    assert (wire.qname, wire.addresses) == ("a7.remcov3.loxonecloud.com",
+                                            {"a7.remcov3.loxonecloud.com": [(bytes([203, 0, 113, 7]), 300)]})
     q = query("a7.remcov3.loxonecloud.com", qid=0x1234)
     inspector.on_packet(udp_packet(str(DEVICE), str(RESOLVER), 40000, 53, q.pack()), "devices", 1.0)
     grants = inspector.on_packet(udp_packet(str(RESOLVER), str(DEVICE), 53, 40000, GOLDEN_ANSWER), "devices", 1.0)

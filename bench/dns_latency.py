@@ -1,6 +1,6 @@
 """What loxgw's inline DNS path costs, against no inspection and against dnsmasq --nftset.
 
-Run as root: `.venv/bin/python -m bench.dns_latency [N]` (N queries per row).
+Run as root: `.venv/bin/python -m bench.dns_latency [N] [--latency-only]` (N queries per row).
 In the namespace lab a simulated Miniserver asks resolvers on the router,
 each forwarding every query to the same upstream (--cache-size=0, so every
 answer is fresh and, for the peer, inserted). Three setups run side by side:
@@ -120,7 +120,9 @@ def paced(lab: Lab, ns: str, name: str, rate: int, port: int) -> tuple[int, list
 
 
 def main() -> int:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 2000
+    rate_list = () if "--latency-only" in sys.argv else RATES
     rates: dict[tuple[str, int], tuple[int, list[float]]] = {}
     # The upstream answers any n{i} of both domains, so both are forwarded alike.
     with Lab() as lab:
@@ -135,11 +137,11 @@ def main() -> int:
         interleaved(lab, ms.ns, 50)  # warm-up: caches, ARP, conntrack
         latency, lost = interleaved(lab, ms.ns, n)
         for setup, port in SETUPS.items():
-            for rate in RATES:
+            for rate in rate_list:
                 rates[(setup, rate)] = paced(lab, ms.ns, NAMES["matching"], rate, port)
         inserted = lab.run(lab.ns_router, "nft", "list set inet bench s4").stdout.count("203.0.113.")
         status = gw.status()
-    mode = f"{status['queue_mode']}, queries via {status.get('query_path', '?')}"
+    mode = f"{status['queue_mode']}, DNS {status.get('dns_path', '?')}"
     counters: dict[str, int] = status["counters"]
 
     print(f"## Latency: {n} queries per row, all rows taking turns (µs); loxgw answers via {mode}\n")
@@ -154,7 +156,8 @@ def main() -> int:
           f"{counters.get('dns_answers_matched', 0)} matched answers, "
           f"{counters.get('dns_inserted', 0)} elements sent, "
           f"{counters.get('dns_netlink_errors', 0)} netlink errors, "
-          f"{counters.get('dns_query_copies_lost', 0)} query copies lost.)\n")
+          f"{counters.get('dns_copies_lost', 0)} copies lost, "
+          f"{counters.get('dns_held_packets', 0)} first packets held.)\n")
     print("## Rate: matching queries at a fixed rate for 2 s (latency in µs)\n")
     print("| setup | rate/s | sent | lost | p50 | p99 |")
     print("|---|---|---|---|---|---|")

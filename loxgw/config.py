@@ -40,6 +40,7 @@ class MainConfig:
     min_timeout: int = 60  # seconds; floor for TTL-derived set timeouts
     max_timeout: int = 86400  # seconds; ceiling for TTL-derived set timeouts
     trusted_resolvers: tuple[IPAddress, ...] = ()
+    allowed_targets: tuple[IPNetwork, ...] = ()  # private/special ranges answers may open after all
     redirect_dns: bool = True  # send devices zones' DNS to the router's own resolver
     queue_num: int = 7053  # NFQUEUE number for DNS answers
     status_socket: str = DEFAULT_STATUS_SOCKET
@@ -179,6 +180,13 @@ def _ip(text: str) -> IPAddress:
         raise ValueError(f"not an IP address: {text!r}") from None
 
 
+def _network(text: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"not an IP network: {text!r}") from None
+
+
 def _ifname(text: str) -> str:
     if not _IFNAME.match(text):
         raise ValueError(f"not a Linux interface name: {text!r}")
@@ -234,6 +242,7 @@ _SCHEMA: dict[str, dict[str, _Opt]] = {
         "min_timeout": _Opt(_int_range(1, 7 * 86400)),
         "max_timeout": _Opt(_int_range(1, 7 * 86400)),
         "trusted_resolver": _Opt(_ip, is_list=True),
+        "allowed_target": _Opt(_network, is_list=True),
         "redirect_dns": _Opt(_bool),
         "queue_num": _Opt(_int_range(0, 65535)),
         "status_socket": _Opt(_absolute_path),
@@ -360,6 +369,7 @@ def parse_config(text: str, path: str) -> Config:
                 min_timeout=_get(values, "min_timeout", 60),
                 max_timeout=_get(values, "max_timeout", 86400),
                 trusted_resolvers=_get(values, "trusted_resolver", ()),
+                allowed_targets=_get(values, "allowed_target", ()),
                 redirect_dns=_get(values, "redirect_dns", True),
                 queue_num=_get(values, "queue_num", 7053),
                 status_socket=_get(values, "status_socket", DEFAULT_STATUS_SOCKET),

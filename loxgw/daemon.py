@@ -17,6 +17,7 @@ import signal
 import stat
 import struct
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
@@ -42,10 +43,10 @@ def resolve_firewall(mode: FirewallMode, fw4_present: bool) -> ruleset.ResolvedF
     return mode
 
 
-def _open_query_log(group: int) -> Any:
+def _open_dns_copies(group: int) -> Any:
     from loxgw import nflog
 
-    return nflog.QueryLog(group)
+    return nflog.CopyLog(group)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class KernelPorts:
     lookup_network: netifd.NetworkLookup = netifd.ubus_status
     upnp_client: Any = None  # loxgw.upnpc or a test double; None: import loxgw.upnpc when needed
     list_set_elements: Callable[[str, str], dict[str, list[tuple[list[str], int]]]] = nft.list_set_elements
-    open_query_log: Callable[[int], Any] = lambda group: _open_query_log(group)
+    open_dns_copies: Callable[[int], Any] = lambda group: _open_dns_copies(group)
 
 
 class Daemon:
@@ -88,7 +89,9 @@ class Daemon:
         )
         self.ledger = dns.GrantLedger()
         self.dns_queue: Any = None  # dnsqueue.DnsQueue (inline) or dnssniff.DnsSniffer (passive)
-        self.query_log: Any = None  # nflog.QueryLog: inline mode's query copies, if the kernel has NFLOG
+        self.dns_copies: Any = None  # nflog.CopyLog: inline mode's DNS copies, if the kernel has NFLOG
+        # Inspector, ledger and set writer are shared with the DNS thread: touch them under this lock.
+        self.dns_lock = threading.Lock()
         self.writer: Any = None  # nftset.SetWriter, see set_writer()
         self.relays: list[Any] = []  # relaynet.RelaySockets, one per enabled relay section
         self.inventory = devices.Inventory(config.devices, grace=config.main.device_grace)
@@ -105,7 +108,8 @@ class Daemon:
         return resolved
 
     def _limits(self) -> dns.Limits:
-        return dns.Limits(self.config.main.min_timeout, self.config.main.max_timeout)
+        return dns.Limits(self.config.main.min_timeout, self.config.main.max_timeout,
+                          self.config.main.allowed_targets)
 
     # --- DNS ----------------------------------------------------------------
 
@@ -116,16 +120,16 @@ class Daemon:
             self.xtables = queue.XtablesQueue()
         if self.queue_mode in ("nft", "xtables"):
             try:
-                self.query_log = self.ports.open_query_log(self.config.main.queue_num)
+                self.dns_copies = self.ports.open_dns_copies(self.config.main.queue_num)
             except (KernelError, OSError) as exc:
-                log.warning("no NFLOG for DNS queries (%s): queries are queued too, and each DNS round "
-                            "trip waits for loxgw twice", exc)
+                log.warning("no NFLOG for DNS copies (%s): DNS queries and answers are queued, and each "
+                            "DNS round trip of a cloud zone waits for loxgw twice", exc)
 
     @property
-    def query_path(self) -> str:
-        """How queries reach loxgw: NFLOG copies, the answer queue, a packet socket, or not at all."""
+    def dns_path(self) -> str:
+        """How DNS reaches loxgw: NFLOG copies (devices zones' first packets held), queued, sniffed, or not at all."""
         if self.queue_mode in ("nft", "xtables"):
-            return "nflog" if self.query_log is not None else "queue"
+            return "copies" if self.dns_copies is not None else "queued"
         return "passive" if self.queue_mode == "passive" else "off"
 
     def start_dns(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -142,11 +146,18 @@ class Daemon:
         from loxgw import dnsqueue  # needs libnetfilter_queue: import late
 
         self.dns_queue = dnsqueue.DnsQueue(self.inspector, self.set_writer(), self.ledger, clock.now,
-                                           self.query_log)
-        self.dns_queue.bind(self.config.main.queue_num, "devices", loop)
-        self.dns_queue.bind(self.config.main.queue_num + 1, "clients", loop)
-        log.info("DNS answers inline through NFQUEUE %d/%d (%s), queries through %s",
-                 self.config.main.queue_num, self.config.main.queue_num + 1, self.queue_mode, self.query_path)
+                                           self.dns_copies, self.dns_lock)
+        qnum = self.config.main.queue_num
+        if self.dns_copies is not None:
+            self.dns_queue.bind_hold(qnum)
+            self.dns_queue.bind(qnum + 1, "clients")
+            log.info("DNS inline (%s): NFLOG copies in group %d; devices zones' first packets held in "
+                     "NFQUEUE %d, clients zones' answers in %d", self.queue_mode, qnum, qnum, qnum + 1)
+        else:
+            self.dns_queue.bind(qnum, "devices")
+            self.dns_queue.bind(qnum + 1, "clients")
+            log.info("DNS inline (%s): queries and answers held in NFQUEUE %d/%d", self.queue_mode, qnum, qnum + 1)
+        self.dns_queue.start()
 
     def _start_sniffing(self, loop: asyncio.AbstractEventLoop) -> None:
         from loxgw import dnssniff
@@ -154,7 +165,8 @@ class Daemon:
         if self.config.main.dns_mode == "inline":
             log.warning("no NFQUEUE support (neither nft queue nor iptables NFQUEUE): DNS answers are read "
                         "passively, and a device's first connection can race the firewall")
-        self.dns_queue = dnssniff.DnsSniffer(self.inspector, self.set_writer(), self.ledger, clock.now)
+        self.dns_queue = dnssniff.DnsSniffer(self.inspector, self.set_writer(), self.ledger, clock.now,
+                                             self.dns_lock)
         for zone in self.config.zones:
             if zone.cloud:
                 for ifname in zone.interfaces:
@@ -166,11 +178,11 @@ class Daemon:
     def stop_dns(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close the DNS queues or sniffers."""
         if self.dns_queue is not None:
-            self.dns_queue.close(loop)  # closes the query log too
+            self.dns_queue.close(loop)  # closes the copy log too
             self.dns_queue = None
-        elif self.query_log is not None:
-            self.query_log.close()
-        self.query_log = None
+        elif self.dns_copies is not None:
+            self.dns_copies.close()
+        self.dns_copies = None
 
     def set_writer(self) -> Any:
         """The netlink set writer (nftset.SetWriter), opened on first use: it needs CAP_NET_ADMIN."""
@@ -372,7 +384,8 @@ class Daemon:
         elements = [(ruleset.RELAY_ANSWERS, ip.packed + struct.pack("!H2x", port), relay.ANSWER_WINDOW)
                     for ip, port in pairs]
         try:
-            self.set_writer().add_elements(elements)
+            with self.dns_lock:
+                self.set_writer().add_elements(elements)
         except KernelError as exc:
             self.counters["relay_answer_errors"] += 1
             log.debug("relay answer pinhole failed: %s", exc)
@@ -388,11 +401,13 @@ class Daemon:
             return
         self.pinholes = pinholes.plan(self.inventory.devices(), catalog.load())
         desired = ruleset.render(self.config, self.firewall, self.queue_mode, self.pinholes,
-                                 list(self.forwards.values()), copy_queries=self.query_log is not None)
+                                 list(self.forwards.values()), copies=self.dns_copies is not None)
         self.ports.apply_script(desired.script)
         self.installed_table = desired.table
         if self.xtables is not None:
-            self.xtables.install(ruleset.dns_queue_rules(self.config, copy_queries=self.query_log is not None))
+            copies = self.dns_copies is not None
+            self.xtables.install(ruleset.dns_queue_rules(self.config, copies),
+                                 ruleset.hold_xtables_rule(self.config) if copies else None)
         self.counters["ruleset_applies"] += 1
 
     def remove(self) -> None:
@@ -488,7 +503,8 @@ class Daemon:
                     device, address = (ipaddress.ip_address(f) for f in fields)
                 except ValueError:
                     continue
-                self.ledger.record([dns.Grant(device, address, profile, expires, "(adopted)")], now)
+                with self.dns_lock:
+                    self.ledger.record([dns.Grant(device, address, profile, expires, "(adopted)")], now)
                 adopted += 1
         return adopted
 
@@ -511,17 +527,19 @@ class Daemon:
     def _reinsert(self, grants: list[dns.Grant]) -> int:
         if not grants:
             return 0
-        try:
-            self.set_writer().add(grants)
-        except KernelError as exc:
-            log.error("could not restore %d DNS entries: %s", len(grants), exc)
-            return 0
-        self.ledger.record(grants, clock.now())
+        with self.dns_lock:
+            try:
+                self.set_writer().add(grants)
+            except KernelError as exc:
+                log.error("could not restore %d DNS entries: %s", len(grants), exc)
+                return 0
+            self.ledger.record(grants, clock.now())
         return len(grants)
 
     def save_entries(self) -> None:
         """Write the live entries beside the status socket, for the next start (SIGTERM path)."""
-        records = self.ledger.dump(clock.now())
+        with self.dns_lock:
+            records = self.ledger.dump(clock.now())
         if not records:
             return
         tmp = self.state_path + ".tmp"
@@ -540,7 +558,9 @@ class Daemon:
             self.counters["ruleset_restores"] += 1
             log.warning("table inet %s vanished; restoring it", self.installed_table)
             self._apply_logged()
-            restored = self._reinsert(self.ledger.grants(clock.now()))
+            with self.dns_lock:
+                live = self.ledger.grants(clock.now())
+            restored = self._reinsert(live)
             if restored:
                 log.info("put back %d DNS entries", restored)
 
@@ -548,6 +568,10 @@ class Daemon:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything `loxgw status` shows, as plain JSON-able data."""
+        with self.dns_lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
         cfg = self.config
         return {
             "version": __version__,
@@ -560,7 +584,7 @@ class Daemon:
             "installed": self.installed_table is not None,
             "dns_mode": cfg.main.dns_mode,
             "queue_mode": self.queue_mode,
-            "query_path": self.query_path,
+            "dns_path": self.dns_path,
             "ruleset_applies": self.counters["ruleset_applies"],
             "zones": [
                 {
@@ -584,8 +608,9 @@ class Daemon:
             "counters": dict(self.counters) | {f"dns_{k}": v for k, v in self.inspector.counters.items()}
             | ({"dns_inserted": self.dns_queue.inserted, "dns_handler_errors": self.dns_queue.handler_errors,
                 "dns_netlink_errors": self.dns_queue.writer.errors} if self.dns_queue else {})
-            | ({"dns_query_copies_lost": self.query_log.overruns,
-                "dns_query_copies_malformed": self.query_log.malformed} if self.query_log else {}),
+            | ({"dns_copies_lost": self.dns_copies.overruns,
+                "dns_copies_malformed": self.dns_copies.malformed} if self.dns_copies else {})
+            | ({"dns_held_packets": self.dns_queue.held} if self.dns_queue and hasattr(self.dns_queue, "held") else {}),
             "last_error": self.last_error,
         }
 

@@ -1,19 +1,31 @@
-"""Adapter: NFQUEUE sockets for DNS packets, handed to the pure inspector, verdict always given.
+"""Adapter: the inline DNS path (NFLOG copies, NFQUEUE holds) on its own thread, verdict always given.
 
-The answer is accepted only after its grants are in the kernel's sets, so the
-device's first connection never races the set. Whatever goes wrong, the
-packet is accepted unchanged: loxgw must never break DNS.
+Where the kernel has nfnetlink_log, DNS arrives as NFLOG copies
+(nflog.CopyLog) and is never delayed for devices zones: what waits instead
+is a device's first packet to an address it has no grant for (the hold
+queue). Before a held packet or a held answer goes on, the copies already
+delivered are read and their grants inserted, so a query is always known
+before its answer, and an answer's grants are in the kernel before the
+device's first packet meets the allow rules. Without NFLOG, queries and
+answers are queued, and an answer goes on only once its grants are in.
 
-Queries arrive as NFLOG copies (nflog.QueryLog) where the kernel has
-nfnetlink_log, and are then never delayed; before an answer is judged, the
-copies already delivered are read, so its query is always known by then.
-Without NFLOG, queries are queued like answers.
+Why a thread: the daemon's event loop also runs nft and iptables when the
+ruleset changes, for tens to hundreds of milliseconds; a held packet must not
+wait for that. The thread sleeps in poll() without the GIL. Everything it
+shares with the event loop (inspector, writer, ledger, counters) is touched
+only under GrantPath.lock. Whatever goes wrong, a held packet is accepted
+unchanged: loxgw must never break DNS, and holding never decides.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
+import os
+import select
+import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,65 +35,132 @@ from loxgw.config import ZoneRole
 from loxgw.dns import DnsInspector, GrantLedger
 from loxgw.errors import KernelError
 from loxgw.grantpath import GrantPath
-from loxgw.nflog import QueryLog
+from loxgw.nflog import CopyLog
 from loxgw.nftset import SetWriter
+from loxgw.ruleset import COPY_PREFIX, HOLD_MARK
 
 log = logging.getLogger("loxgw")
 
 MAX_PACKET = 4096 + 60 + 60  # DNS cap plus IPv6 and TCP headers
+# A thread waking from poll() waits for the GIL up to the switch interval (5 ms by default)
+# if the event loop is busy in Python code; held packets should not.
+GIL_SWITCH_INTERVAL = 0.0005
+COPY_DELAY = 0.005  # seconds: how long DNS copies may wait to be read when nothing needs them sooner
 
 
 class DnsQueue(GrantPath):
-    """One NFQUEUE per zone role; every packet gets its verdict (accept), whatever happened."""
+    """NFQUEUEs (hold, answers) and the NFLOG copies, served by one thread."""
 
     def __init__(self, inspector: DnsInspector, writer: SetWriter, ledger: GrantLedger,
-                 clock: Callable[[], float], query_log: QueryLog | None = None) -> None:
-        super().__init__(inspector, writer, ledger, clock)
-        self.queues: list[tuple[NetfilterQueue, int]] = []
-        self.query_log = query_log
-        self._log_reader = False
+                 clock: Callable[[], float], copies: CopyLog | None = None,
+                 lock: threading.Lock | None = None) -> None:
+        super().__init__(inspector, writer, ledger, clock, lock)
+        self.queues: list[NetfilterQueue] = []
+        self.copies = copies
+        self.held = 0
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = os.pipe()
 
-    def read_queries(self) -> None:
-        """Note every query copy the kernel has delivered (NFLOG); a no-op without NFLOG."""
-        if self.query_log is None:
+    def bind(self, queue_num: int, role: ZoneRole) -> None:
+        """Serve a queue of DNS packets of zones with `role`: answers are held until granted."""
+        self._bind(queue_num, lambda pkt: self._handle(pkt, role))
+
+    def bind_hold(self, queue_num: int) -> None:
+        """Serve the hold queue: first packets wait until the copies before them are handled."""
+        self._bind(queue_num, self._release)
+
+    def _bind(self, queue_num: int, handler: Callable[[Any], None]) -> None:
+        nfq = NetfilterQueue()
+        nfq.bind(queue_num, handler, max_len=4096, range=MAX_PACKET)
+        self.queues.append(nfq)
+
+    def start(self) -> None:
+        """Start serving (after bind and bind_hold)."""
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        self._thread = threading.Thread(target=self._serve, name="loxgw-dns", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        poller = select.poll()
+        runners: dict[int, Callable[[], None]] = {}
+        for nfq in self.queues:
+            runners[nfq.get_fd()] = functools.partial(nfq.run, block=False)
+        for fd in (*runners, self._wake_r):
+            poller.register(fd, select.POLLIN)
+        copies_fd = self.copies.fileno() if self.copies is not None else -1
+        if copies_fd >= 0:
+            poller.register(copies_fd, select.POLLIN)
+        deadline: float | None = None  # when copies that arrived are read at the latest
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+            events = poller.poll(timeout)
+            if deadline is not None and time.monotonic() >= deadline:
+                with self.lock:
+                    self._guarded(self.read_copies)
+                poller.register(copies_fd, select.POLLIN)
+                deadline = None
+            for fd, _ in events:
+                if fd == self._wake_r:
+                    return
+                if fd == copies_fd:
+                    # Copies are read in batches, COPY_DELAY after the first one (or at once
+                    # when a held packet needs them): a DNS exchange in flight then shares no
+                    # CPU with loxgw, and a batch costs less than its copies one by one.
+                    poller.unregister(copies_fd)
+                    deadline = time.monotonic() + COPY_DELAY
+                    continue
+                with self.lock:
+                    self._guarded(runners[fd])
+
+    def _guarded(self, run: Callable[[], None]) -> None:
+        try:
+            run()
+        except Exception as exc:  # the thread must live on: count, log, carry on
+            self._failed(exc)
+
+    def read_copies(self) -> None:
+        """Handle every DNS copy the kernel has delivered (NFLOG); a no-op without NFLOG."""
+        if self.copies is None:
             return
         try:
-            copies = self.query_log.read()
+            copies = self.copies.read()
         except KernelError as exc:
-            self.handler_errors += 1
-            log.error("%s", exc)
+            self._failed(exc)
             return
-        for packet in copies:
-            self.process(packet, "devices")  # a query's role is irrelevant: it is only noted
+        for prefix, packet in copies:
+            self.process(packet, "clients" if prefix == COPY_PREFIX["clients"] else "devices")
 
-    def bind(self, queue_num: int, role: ZoneRole, loop: asyncio.AbstractEventLoop) -> None:
-        nfq = NetfilterQueue()
-        nfq.bind(queue_num, lambda pkt: self._handle(pkt, role), max_len=4096, range=MAX_PACKET)
-        fd = nfq.get_fd()
-        loop.add_reader(fd, lambda: nfq.run(block=False))
-        self.queues.append((nfq, fd))
-        if self.query_log is not None and not self._log_reader:
-            loop.add_reader(self.query_log.fileno(), self.read_queries)
-            self._log_reader = True
+    def _release(self, pkt: Any) -> None:
+        """A held first packet: the grants of every answer copied so far go in, then it goes on."""
+        try:
+            self.read_copies()
+        finally:
+            pkt.set_mark(pkt.get_mark() & ~HOLD_MARK)
+            pkt.accept()
+            self.held += 1
 
     def _handle(self, pkt: Any, role: ZoneRole) -> None:
         grants = []
         try:
-            self.read_queries()
+            self.read_copies()
             grants = self.grant(pkt.get_payload(), role)
         finally:
             pkt.accept()  # the grants are in the kernel by now; the rest is bookkeeping
         if grants:
             self.settle(grants)
 
-    def close(self, loop: asyncio.AbstractEventLoop) -> None:
-        for nfq, fd in self.queues:
-            loop.remove_reader(fd)
+    def close(self, loop: object = None) -> None:
+        """Stop the thread, unbind the queues, close the copy log (`loop`: unused, as DnsSniffer's)."""
+        if self._thread is not None:
+            os.write(self._wake_w, b"x")
+            self._thread.join(timeout=5)
+            self._thread = None
+        for nfq in self.queues:
             nfq.unbind()
         self.queues.clear()
-        if self.query_log is not None:
-            if self._log_reader:
-                loop.remove_reader(self.query_log.fileno())
-            self.query_log.close()
-            self.query_log = None
-            self._log_reader = False
+        if self.copies is not None:
+            self.copies.close()
+            self.copies = None
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        self._wake_r = self._wake_w = -1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -47,8 +48,8 @@ class DnsSniffer(GrantPath):
     """Packet sockets on the cloud zones' interfaces, feeding the inspector."""
 
     def __init__(self, inspector: DnsInspector, writer: Any, ledger: GrantLedger,
-                 clock: Callable[[], float]) -> None:
-        super().__init__(inspector, writer, ledger, clock)
+                 clock: Callable[[], float], lock: threading.Lock | None = None) -> None:
+        super().__init__(inspector, writer, ledger, clock, lock)
         self.sockets: list[socket.socket] = []
 
     def bind(self, ifname: str, role: ZoneRole, loop: asyncio.AbstractEventLoop) -> None:
@@ -69,7 +70,11 @@ class DnsSniffer(GrantPath):
                 log.debug("passive DNS: %s", exc)
                 return
             if looks_like_dns(packet):
-                self.process(packet, role)
+                with self.lock:
+                    self.process(packet, role)
+
+    def start(self) -> None:
+        """Nothing to start: the event loop serves the packet sockets."""
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         for sock in self.sockets:

@@ -8,6 +8,7 @@ rate, never allowed to stop DNS.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -23,13 +24,16 @@ class GrantPath:
     """Turns DNS packets into set elements; counts what it inserted and what went wrong."""
 
     def __init__(self, inspector: DnsInspector, writer: Any, ledger: GrantLedger,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], lock: threading.Lock | None = None) -> None:
         self.inspector = inspector
         self.writer = writer
         self.ledger = ledger
         self.clock = clock
         self.inserted = 0
         self.handler_errors = 0
+        # Held by whoever touches the inspector, writer or ledger: the DNS thread per wake-up,
+        # the event loop for status, restores and relay pinholes.
+        self.lock = lock or threading.Lock()
 
     def process(self, packet: bytes, role: ZoneRole) -> None:
         """Everything for one packet at once (the passive path, where nothing waits)."""

@@ -1,12 +1,14 @@
-"""Adapter: copies of DNS queries through NFLOG, so queries never wait for loxgw.
+"""Adapter: copies of DNS packets through NFLOG, so DNS never waits for loxgw.
 
-Why not NFQUEUE for queries: a queued query waits for user space, and that
-wait lands on every DNS round trip. What loxgw needs from a query (who asked
-which resolver, id, question) it can read from a copy. The copy is delivered
-without delay: with a queue threshold of 1 the kernel puts the message in our
-socket while the query is still in its hook, so it is there before the
-resolver can even answer. Before an answer is judged, the socket is drained;
-an answer therefore never finds its query missing for lack of reading.
+Why not NFQUEUE: a queued packet waits for user space, and that wait lands
+on every DNS round trip. What loxgw needs from a query (who asked which
+resolver, id, question) and from an answer (the addresses) it can read from
+a copy. The copy is delivered without delay: with a queue threshold of 1 the
+kernel puts the message in our socket while the packet is still in its hook,
+so a query's copy is there before the resolver can answer, and an answer's
+copy before the device can use it. Before loxgw judges an answer or lets a
+held packet go, it drains the socket: nothing is ever missed for lack of
+reading.
 
 Without a listener the kernel drops the copies: DNS keeps working whether or
 not loxgw runs, as with the answer queue's bypass.
@@ -38,6 +40,7 @@ NFULNL_CFG_CMD_BIND = 1
 NFULNL_CFG_CMD_UNBIND = 2
 NFULNL_COPY_PACKET = 2
 NFULA_PAYLOAD = 9
+NFULA_PREFIX = 10
 NLMSG_ERROR = 2
 NLA_TYPE_MASK = 0x3FFF
 SOL_NETLINK = 270
@@ -78,13 +81,17 @@ def _config(group: int, seq: int, attrs: list[tuple[str, object]]) -> bytes:
     return data
 
 
-def payloads(data: bytes) -> tuple[list[bytes], int]:
+Copy = tuple[str, bytes]  # the rule's prefix, the packet from its IP header
+
+
+def payloads(data: bytes) -> tuple[list[Copy], int]:
     """The logged packets in one netlink read, and how many messages were malformed.
 
     Each NFULNL_MSG_PACKET carries the packet (from its IP header) in
-    NFULA_PAYLOAD; other attributes (interfaces, marks, timestamps) are skipped.
+    NFULA_PAYLOAD and the rule's prefix, NUL-terminated, in NFULA_PREFIX;
+    other attributes (interfaces, marks, timestamps) are skipped.
     """
-    found: list[bytes] = []
+    found: list[Copy] = []
     bad = 0
     offset = 0
     while offset + 16 <= len(data):
@@ -92,28 +99,33 @@ def payloads(data: bytes) -> tuple[list[bytes], int]:
         if length < 16 or offset + length > len(data):
             return found, bad + 1  # a torn datagram: nothing after it can be trusted
         if kind == ULOG_MSG_TYPE:
-            payload = _attribute(data, offset + 20, offset + length, NFULA_PAYLOAD)
+            attributes = _attributes(data, offset + 20, offset + length)
+            payload = attributes.get(NFULA_PAYLOAD)
             if payload is None:
                 bad += 1
             else:
-                found.append(payload)
+                prefix = attributes.get(NFULA_PREFIX, b"").split(b"\0", 1)[0]
+                found.append((prefix.decode("ascii", "replace"), payload))
         offset += (length + 3) & ~3
     return found, bad
 
 
-def _attribute(data: bytes, start: int, end: int, wanted: int) -> bytes | None:
+def _attributes(data: bytes, start: int, end: int) -> dict[int, bytes]:
+    """Prefix and payload attributes of one message; a torn attribute ends the walk."""
+    found: dict[int, bytes] = {}
     offset = start
     while offset + 4 <= end:
         length, kind = struct.unpack_from("=HH", data, offset)
         if length < 4 or offset + length > end:
-            return None
-        if kind & NLA_TYPE_MASK == wanted:
-            return data[offset + 4 : offset + length]
+            return {}
+        kind &= NLA_TYPE_MASK
+        if kind in (NFULA_PAYLOAD, NFULA_PREFIX):
+            found[kind] = data[offset + 4 : offset + length]
         offset += (length + 3) & ~3
-    return None
+    return found
 
 
-class QueryLog:
+class CopyLog:
     """One NFLOG group's socket: bound at construction, read without blocking."""
 
     def __init__(self, group: int) -> None:
@@ -151,9 +163,9 @@ class QueryLog:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def read(self) -> list[bytes]:
-        """Every query copy waiting in the socket (none if nothing is waiting)."""
-        packets: list[bytes] = []
+    def read(self) -> list[Copy]:
+        """Every copy waiting in the socket (none if nothing is waiting)."""
+        packets: list[Copy] = []
         if not self._pending.poll(0):
             return packets
         while True:

@@ -55,6 +55,9 @@ def choose_mode(dns_mode: DnsMode) -> QueueMode:
 class XtablesQueue:
     """Owns chains LOXGW_DNS_* in the mangle table (IPv4 and IPv6) and the jumps to them."""
 
+    def __init__(self) -> None:
+        self._installed: tuple[tuple[QueueRule, ...], tuple[str, ...] | None] | None = None
+
     def _run(self, binary: str, *args: str, check: bool = True) -> bool:
         proc = subprocess.run([binary, "-w", "-t", "mangle", *args], capture_output=True, text=True,
                               check=False)
@@ -62,8 +65,21 @@ class XtablesQueue:
             raise KernelError(f"{binary} {' '.join(args)}", None, proc.stderr.strip())
         return proc.returncode == 0
 
-    def install(self, rules: list[QueueRule]) -> None:
-        """Replace loxgw's queue rules with `rules` (idempotent)."""
+    def install(self, rules: list[QueueRule], hold: list[str] | None = None) -> None:
+        """Replace loxgw's queue rules with `rules`, plus the hold queue rule (FORWARD) if given (idempotent).
+
+        Skipped when the same rules are installed and the jumps to them are
+        there: most applies change only pinholes, and rewriting the chains
+        takes dozens of iptables runs, during which DNS would pass unseen.
+        """
+        wanted = (tuple(rules), tuple(hold) if hold is not None else None)
+        if wanted == self._installed and self.present():
+            return
+        self._installed = None
+        self._write(rules, hold)
+        self._installed = wanted
+
+    def _write(self, rules: list[QueueRule], hold: list[str] | None) -> None:
         for family in (4, 6):
             binary = _xtables(family)
             if binary is None:
@@ -73,6 +89,8 @@ class XtablesQueue:
                     self._run(binary, "-F", chain)
                 if not self._run(binary, "-C", XT_HOOK[hook], "-j", chain, check=False):
                     self._run(binary, "-I", XT_HOOK[hook], "-j", chain)
+                if hook == "forward" and hold is not None:
+                    self._run(binary, "-A", chain, *hold)
                 for rule in rules:
                     if rule.hook != hook or rule.family not in (None, family):
                         continue
@@ -82,6 +100,7 @@ class XtablesQueue:
 
     def remove(self) -> None:
         """Remove every loxgw chain and jump; quiet where already gone."""
+        self._installed = None
         for family in (4, 6):
             binary = _xtables(family)
             if binary is None:

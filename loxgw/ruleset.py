@@ -15,7 +15,7 @@ from typing import Literal
 from loxgw import catalog
 from loxgw.catalog import PortRange
 from loxgw.config import Config, ZoneRole
-from loxgw.dns import Profile, all_profiles, build_policy, name_needles
+from loxgw.dns import REFUSED_TARGETS, Profile, all_profiles, build_policy, name_needles
 from loxgw.pinholes import Pinhole
 
 ResolvedFirewall = Literal["fw4", "standalone"]
@@ -25,6 +25,13 @@ DNS_PORT = 53
 # The packet mark bit loxgw sets on what it allows, for firewall4 to accept (fw4 mode).
 # The include files under openwrt/net/loxgw/files/ spell the same value.
 FW4_MARK = 0x10000000
+# Set by the hold chain on a first packet that must wait for loxgw (xtables mode, where the
+# queue itself is an iptables rule); loxgw clears it again in its verdict.
+HOLD_MARK = 0x20000000
+# Beyond this rate first packets are not held: they go straight to the allow rules (and may
+# race a grant, a TCP retransmission later finding it), so a flood cannot stall loxgw.
+HOLD_RATE = "2000/second burst 500 packets"
+COPY_PREFIX: dict[ZoneRole, str] = {"devices": "loxgw-devices", "clients": "loxgw-clients"}
 RELAY_ANSWERS = "relay_answers4"
 PIN_INBOUND = "pin_in4"
 PIN_DEVICE = "pin_dev4"
@@ -67,7 +74,7 @@ def _ifset(names: tuple[str, ...]) -> str:
 
 def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
            pinholes: Sequence[Pinhole] = (), forwards: Sequence[UpnpForward] = (),
-           copy_queries: bool = True) -> Ruleset:
+           copies: bool = True) -> Ruleset:
     """Render the complete ruleset for a config.
 
     Standalone: loxgw is the firewall of its zones. Forwarded traffic from a
@@ -142,7 +149,13 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
         "",
     ]
     if queue == "nft":
-        lines += _native_queue_chains(config, copy_queries)
+        lines += _native_queue_chains(config, copies)
+    held = hold_rules(config, queue, profiles) if copies else []
+    if held:
+        # Before iptables' mangle chains (-150), where the xtables queue rule sits.
+        lines += ["\tchain hold {", "\t\ttype filter hook forward priority mangle - 10; policy accept;"]
+        lines += [f"\t\t{rule}" for rule in held]
+        lines += ["\t}", ""]
     redirect_ifs = tuple(i for z in config.zones if z.role == "devices" and z.cloud for i in z.interfaces)
     if config.main.redirect_dns and config.main.dns_mode != "off" and redirect_ifs:
         # Every answer that opens the firewall must come from a resolver we trust: a device
@@ -258,7 +271,8 @@ class QueueRule:
     resolvers: tuple[str, ...]
     qnum: int  # the NFQUEUE number, or the NFLOG group when `copy` is set
     needles: tuple[bytes, ...] = ()  # packets without any of these labels stay in the kernel
-    copy: bool = False  # hand loxgw a copy (NFLOG) and let the packet go on: queries need not wait
+    copy: bool = False  # hand loxgw a copy (NFLOG) and let the packet go on: it need not wait
+    prefix: str = ""  # a copy's NFLOG prefix: the asker's zone role
 
     def nft(self) -> str:
         ifs = f"{'iifname' if self.incoming else 'oifname'} {_ifset(self.interfaces)}"
@@ -270,7 +284,7 @@ class QueueRule:
                 else f"meta l4proto {{ tcp, udp }} th sport {DNS_PORT} ct direction reply")
         if self.copy:
             # queue-threshold 1: each copy reaches loxgw at once, before the answer can exist.
-            return f"{ifs}{addr} {port} log group {self.qnum} queue-threshold 1"
+            return f'{ifs}{addr} {port} log prefix "{self.prefix}" group {self.qnum} queue-threshold 1'
         # bypass: with no loxgw listening the kernel accepts, so DNS never breaks.
         return f"{ifs}{addr} {port} queue num {self.qnum} bypass"
 
@@ -282,7 +296,8 @@ class QueueRule:
         Without a needle a TCP handshake segment is never queued either.
         """
         if self.copy:
-            target = ["-j", "NFLOG", "--nflog-group", str(self.qnum), "--nflog-threshold", "1"]
+            target = ["-j", "NFLOG", "--nflog-group", str(self.qnum), "--nflog-threshold", "1",
+                      "--nflog-prefix", self.prefix]
         else:
             target = ["-j", "NFQUEUE", "--queue-num", str(self.qnum), "--queue-bypass"]
         rules = []
@@ -306,17 +321,23 @@ class QueueRule:
         return args
 
 
-def dns_queue_rules(config: Config, copy_queries: bool = True) -> list[QueueRule]:
-    """Every DNS packet loxgw must see.
+def dns_queue_rules(config: Config, copies: bool = True) -> list[QueueRule]:
+    """Every DNS packet loxgw must see, and how: as a copy, or held until loxgw is done.
 
     Queries (to remember what was asked) and answers (to grant) of cloud
     zones: answers from the router's own resolver leave via output, answers
-    from trusted resolvers elsewhere are forwarded. Answers only in the
-    conntrack reply direction. Devices zones use queue_num, clients zones
-    queue_num + 1, so the handler knows the asker's role without lookups.
-    Queries are copied to NFLOG group queue_num (both roles: a query's role
-    does not matter) unless `copy_queries` is off (no nfnetlink_log in the
-    kernel); then they are queued like answers and wait for loxgw.
+    from trusted resolvers elsewhere are forwarded; answers only in the
+    conntrack reply direction.
+
+    With NFLOG (`copies`), nothing bound for a devices zone waits: queries
+    and answers are copied (group queue_num, the prefix naming the role),
+    and the device's first packet to an address not yet granted is held
+    instead (hold_rules), until loxgw has read the answer's copy. A devices
+    zone is loxgw's to filter, so holding its new flows is exact and rare.
+    Clients zones (phones, PCs) mostly reach the internet past loxgw, so
+    holding their flows would delay everything; their catalogue answers are
+    held instead (queue_num + 1), as in every zone without NFLOG, where
+    devices zones' answers use queue_num and queries are queued too.
     """
     out: list[QueueRule] = []
     trusted = {
@@ -328,21 +349,63 @@ def dns_queue_rules(config: Config, copy_queries: bool = True) -> list[QueueRule
         ifs = tuple(i for z in config.zones if z.role == role and z.cloud for i in z.interfaces)
         if not ifs:
             continue
-        qnum = config.main.queue_num + offset
         needles = name_needles(build_policy(catalog.load(), role))
-        query = (config.main.queue_num, needles, True) if copy_queries else (qnum, needles, False)
+        copy = (config.main.queue_num, needles, True, COPY_PREFIX[role])
+        held = (config.main.queue_num + offset, needles, False, COPY_PREFIX[role])
+        query = copy if copies else held
+        answer = copy if copies and role == "devices" else held
         out.append(QueueRule("input", ifs, True, None, (), *query))
-        out.append(QueueRule("output", ifs, False, None, (), qnum, needles))
+        out.append(QueueRule("output", ifs, False, None, (), *answer))
         for family, resolvers in trusted.items():
             if resolvers:
                 out.append(QueueRule("forward", ifs, True, family, resolvers, *query))
-                out.append(QueueRule("forward", ifs, False, family, resolvers, qnum, needles))
+                out.append(QueueRule("forward", ifs, False, family, resolvers, *answer))
     return out
 
 
-def _native_queue_chains(config: Config, copy_queries: bool) -> list[str]:
+def hold_interfaces(config: Config) -> tuple[str, ...]:
+    """Interfaces of devices zones whose new flows wait for loxgw (see dns_queue_rules)."""
+    if config.main.dns_mode != "inline":
+        return ()
+    return tuple(i for z in config.zones if z.role == "devices" and z.cloud for i in z.interfaces)
+
+
+def hold_rules(config: Config, queue: QueueMode, profiles: tuple[Profile, ...]) -> list[str]:
+    """The hold chain's rules: a first packet from a devices zone to an address it has no grant for.
+
+    It waits in queue_num (native queue) or is marked for the iptables queue
+    rule (xtables). Holding never decides anything: loxgw reads the DNS
+    copies already delivered, inserts their grants, and lets the packet go
+    on to the allow rules, which alone accept or drop. Bypass: without loxgw
+    the packet goes on at once. Targets a grant can never open (private,
+    loopback, ...) are not held, unless the user allows some.
+    """
+    ifs = hold_interfaces(config)
+    if not ifs or queue not in ("nft", "xtables"):
+        return []
+    action = (f"queue num {config.main.queue_num} bypass" if queue == "nft"
+              else f"meta mark set meta mark | {HOLD_MARK:#010x}")
+    rules = []
+    for family, ip in ((4, "ip"), (6, "ip6")):
+        never = "" if config.main.allowed_targets else \
+            f" {ip} daddr != {{ {', '.join(str(n) for n in REFUSED_TARGETS if n.version == family)} }}"
+        granted = " ".join(f"{ip} saddr . {ip} daddr != @{cloud_set_name(i, family)}" for i in range(len(profiles)))
+        rules.append(f"iifname {_ifset(ifs)} ct state new meta nfproto {'ipv4' if family == 4 else 'ipv6'}"
+                     f"{never} {granted} limit rate {HOLD_RATE} {action}")
+    return rules
+
+
+def hold_xtables_rule(config: Config) -> list[str] | None:
+    """iptables arguments (FORWARD, mangle) that queue what the hold chain marked, if anything is held."""
+    if not hold_interfaces(config):
+        return None
+    return ["-m", "mark", "--mark", f"{HOLD_MARK:#x}/{HOLD_MARK:#x}", "-j", "NFQUEUE",
+            "--queue-num", str(config.main.queue_num), "--queue-bypass"]
+
+
+def _native_queue_chains(config: Config, copies: bool) -> list[str]:
     lines: list[str] = []
-    rules = dns_queue_rules(config, copy_queries)
+    rules = dns_queue_rules(config, copies)
     for hook in ("input", "output", "forward"):
         chosen = [r for r in rules if r.hook == hook]
         if not chosen:

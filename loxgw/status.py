@@ -68,8 +68,8 @@ def format_human(status: dict[str, Any]) -> str:
         f"config:   {status.get('config', '?')}",
         f"firewall: {status.get('firewall', '?')} (table inet {status.get('table', '?')}, "
         f"{status.get('ruleset_applies', 0)} applies)",
-        f"dns:      {status.get('dns_mode', '?')} (answers: {status.get('queue_mode', '?')}, "
-        f"queries: {status.get('query_path', '?')})",
+        f"dns:      {status.get('dns_mode', '?')} (queue: {status.get('queue_mode', '?')}, "
+        f"dns: {status.get('dns_path', '?')})",
     ]
     zones = status.get("zones", [])
     if zones:

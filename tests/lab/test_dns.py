@@ -187,9 +187,9 @@ def test_kill_9_under_load_loses_no_answer_and_keeps_entries(lab: Lab) -> None:
     listen(lab, "203.0.113.7", 22)
     gw = Loxgw(lab).start()
     assert resolve_and_connect(lab, ms.ns, "a7.remcov3.loxonecloud.com", 22) == "open"
-    # Like every stub resolver, the client asks once more after a short timeout: when the
-    # queue's socket dies, the kernel drops the one or two packets it was holding for it
-    # (nfnetlink_queue flushes them with NF_DROP); the retry then passes by the bypass rule.
+    # A devices zone's DNS is only copied, so killing loxgw cannot touch it. Like every stub
+    # resolver, the client would ask once more after a short timeout (where answers are held
+    # in a queue, nfnetlink_queue drops the one or two it holds when the socket dies).
     load = r"""
 import socket, sys, time
 from dnslib import DNSRecord
@@ -224,6 +224,62 @@ print(sent, lost, retried)
     assert try_connect(lab, ms.ns, "203.0.113.7:22") == ["open"]
     adopted = {(e["device"], e["address"], e["ports"]) for e in restarted.status()["dns_entries"]}
     assert ("192.168.20.10", "203.0.113.7", "22") in adopted
+
+
+TIMED_CONNECT = r"""
+import socket, sys, time
+t0 = time.monotonic()
+addr = socket.gethostbyname(sys.argv[1])
+t1 = time.monotonic()
+c = socket.socket(); c.settimeout(5)
+try:
+    c.connect((addr, int(sys.argv[2]))); result = "open"
+except OSError:
+    result = "blocked"
+print(result, round(t1 - t0, 3), round(time.monotonic() - t1, 3))
+"""
+
+
+def test_first_packet_waits_for_loxgw_and_dns_does_not(lab: Lab) -> None:
+    """With loxgw frozen, the answer still arrives at once; the first SYN waits, then passes."""
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    listen(lab, "203.0.113.7", 22)
+    gw = Loxgw(lab).start()
+    assert gw.status()["dns_path"] == "copies"
+    gw.signal(signal.SIGSTOP)
+    try:
+        client = lab.popen(ms.ns, [sys.executable, "-c", TIMED_CONNECT, "a7.remcov3.loxonecloud.com", "22"],
+                           stdout=subprocess.PIPE)
+        time.sleep(0.6)
+    finally:
+        gw.signal(signal.SIGCONT)
+    out, _ = client.communicate(timeout=10)
+    result, dns_time, connect_time = out.decode().split()
+    assert result == "open"
+    assert float(dns_time) < 0.3  # DNS never waited for the frozen daemon
+    # The SYN waited for loxgw (about 0.6 s minus start-up) and needed no retransmission
+    # (Linux retransmits a SYN after 1 s): it was held, not dropped.
+    assert 0.2 < float(connect_time) < 1.0, out
+    assert gw.status()["counters"]["dns_held_packets"] >= 1
+
+
+def test_without_nflog_answers_are_held_instead(lab: Lab) -> None:
+    """Another program owns loxgw's NFLOG group: loxgw falls back to holding DNS itself."""
+    squatter = lab.popen(lab.ns_router, [sys.executable, "-c",
+                                         "import time; from loxgw.nflog import CopyLog; held = CopyLog(7053); "
+                                         "print('ready', flush=True); time.sleep(120)"], stdout=subprocess.PIPE)
+    assert squatter.stdout is not None and squatter.stdout.readline().strip() == b"ready"
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    listen(lab, "203.0.113.7", 22)
+    gw = Loxgw(lab).start()
+    status = gw.status()
+    assert status["dns_path"] == "queued"
+    assert "no NFLOG for DNS copies" in gw.log()
+    assert try_connect(lab, ms.ns, "a7.remcov3.loxonecloud.com:22") == ["open"]
+    counters = gw.status()["counters"]
+    assert (counters["dns_answers_matched"], counters["dns_held_packets"]) == (1, 0)
+    mangle = lab.run(lab.ns_router, "iptables-save", "-t", "mangle").stdout
+    assert "NFLOG" not in mangle and "--queue-num 7053" in mangle
 
 
 def test_sigterm_saves_entries_and_the_next_start_restores_them(lab: Lab) -> None:

@@ -17,13 +17,17 @@ the same machine at the same moment (in a shuffled order each round, so no
 row always follows the same other row); on this 2-vCPU machine the baseline
 alone moves by tens of microseconds between runs taken one after another.
 Reported: p50/p99 round trip per row, and added latency against plain.
-Part 2, rate: matching queries to one setup at a fixed rate for 2 s;
+Part 2, first connection: resolve a name and connect to its address at
+once (the SYN is held until loxgw has read the answer's copy, unless the
+grant is in already), then connect again (on the grant); p50/p99 of both.
+Part 3, rate: matching queries to one setup at a fixed rate for 2 s;
 answers lost and p50/p99 of the answered. Prints Markdown tables.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 from tests.lab.loxgwproc import Loxgw
@@ -93,6 +97,21 @@ while True:
 print(json.dumps({"sent": count, "latencies": latencies}))
 """
 
+# A resolve, then two connections to the address: the first right after the answer (its SYN is
+# held while loxgw reads the answer's copy, unless the grant is in already), the second on a grant.
+FIRST_CONNECT = r"""
+import json, socket, sys, time
+first, again = [], []
+for i in range(1, int(sys.argv[1]) + 1):
+    addr = socket.gethostbyname(f"c{i}.dyndns.loxonecloud.com")
+    for times in (first, again):
+        c = socket.socket(); c.settimeout(2)
+        t = time.perf_counter(); c.connect((addr, 30000)); times.append(time.perf_counter() - t)
+        c.close()
+print(json.dumps({"first": first, "again": again}))
+"""
+CONNECT_NAMES = 250  # one address each: 192.0.2.1-250
+
 NAMES = {"matching": "n{i}.dyndns.loxonecloud.com", "foreign": "n{i}.example.net"}
 SETUPS = {"plain": 5300, "dnsmasq --nftset": 5301, "loxgw inline": 53}
 RATES = (1000, 2000, 5000, 8000)
@@ -125,7 +144,8 @@ def main() -> int:
     rate_list = () if "--latency-only" in sys.argv else RATES
     rates: dict[tuple[str, int], tuple[int, list[float]]] = {}
     # The upstream answers any n{i} of both domains, so both are forwarded alike.
-    with Lab() as lab:
+    records = {f"c{i}.dyndns.loxonecloud.com": f"192.0.2.{i}" for i in range(1, CONNECT_NAMES + 1)}
+    with Lab(extra_records=records) as lab:
         ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
         lab.restart_router_dns("--cache-size=0")
         lab.start_side_resolver(SETUPS["plain"], "--cache-size=0")
@@ -140,6 +160,12 @@ def main() -> int:
             for rate in rate_list:
                 rates[(setup, rate)] = paced(lab, ms.ns, NAMES["matching"], rate, port)
         inserted = lab.run(lab.ns_router, "nft", "list set inet bench s4").stdout.count("203.0.113.")
+        held_before = gw.status()["counters"].get("dns_held_packets", 0)
+        listener = lab.popen(lab.ns_wan, [sys.executable, "-m", "tests.lab.peer", "listen-tcp", "0.0.0.0", "30000"],
+                             stdout=subprocess.PIPE)
+        assert listener.stdout is not None and listener.stdout.readline().strip() == b"ready"
+        connects = json.loads(lab.run(ms.ns, sys.executable, "-c", FIRST_CONNECT, str(CONNECT_NAMES),
+                                      timeout=300).stdout)
         status = gw.status()
     mode = f"{status['queue_mode']}, DNS {status.get('dns_path', '?')}"
     counters: dict[str, int] = status["counters"]
@@ -158,6 +184,14 @@ def main() -> int:
           f"{counters.get('dns_netlink_errors', 0)} netlink errors, "
           f"{counters.get('dns_copies_lost', 0)} copies lost, "
           f"{counters.get('dns_held_packets', 0)} first packets held.)\n")
+    held = counters.get("dns_held_packets", 0) - held_before
+    first, again = ([t * 1e6 for t in connects[k]] for k in ("first", "again"))
+    print(f"## First connection: resolve, connect at once, connect again ({CONNECT_NAMES} names, µs)\n")
+    print("| connection | p50 | p99 |")
+    print("|---|---|---|")
+    print(f"| first, right after the answer | {pct(first, .5):.0f} | {pct(first, .99):.0f} |")
+    print(f"| again, on the grant | {pct(again, .5):.0f} | {pct(again, .99):.0f} |")
+    print(f"\n({held} of {CONNECT_NAMES} first SYNs were held.)\n")
     print("## Rate: matching queries at a fixed rate for 2 s (latency in µs)\n")
     print("| setup | rate/s | sent | lost | p50 | p99 |")
     print("|---|---|---|---|---|---|")

@@ -42,7 +42,7 @@ class MainConfig:
     trusted_resolvers: tuple[IPAddress, ...] = ()
     allowed_targets: tuple[IPNetwork, ...] = ()  # private/special ranges answers may open after all
     redirect_dns: bool = True  # send devices zones' DNS to the router's own resolver
-    queue_num: int = 7053  # NFQUEUE number for DNS answers
+    queue_num: int = 7053  # NFQUEUE of held first packets and NFLOG group of DNS copies; +1: clients answers
     status_socket: str = DEFAULT_STATUS_SOCKET
     table: str = "loxgw"  # nftables table (inet family) loxgw owns
     device_grace: int = 300  # seconds a detected device keeps its pinholes after it went away

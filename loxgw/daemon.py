@@ -49,6 +49,12 @@ def _open_dns_copies(group: int) -> Any:
     return nflog.CopyLog(group)
 
 
+def _probe_set_refresh() -> str:
+    from loxgw import nftset
+
+    return nftset.probe_refresh()
+
+
 @dataclass
 class KernelPorts:
     """The daemon's side effects on the kernel, injectable for tests."""
@@ -63,6 +69,7 @@ class KernelPorts:
     upnp_client: Any = None  # loxgw.upnpc or a test double; None: import loxgw.upnpc when needed
     list_set_elements: Callable[[str, str], dict[str, list[tuple[list[str], int]]]] = nft.list_set_elements
     open_dns_copies: Callable[[int], Any] = lambda group: _open_dns_copies(group)
+    probe_set_refresh: Callable[[], str] = lambda: _probe_set_refresh()
 
 
 class Daemon:
@@ -93,6 +100,7 @@ class Daemon:
         # Inspector, ledger and set writer are shared with the DNS thread: touch them under this lock.
         self.dns_lock = threading.Lock()
         self.writer: Any = None  # nftset.SetWriter, see set_writer()
+        self.set_refresh = "-"  # how a later answer extends an entry (nftset.RefreshMode), once probed
         self.relays: list[Any] = []  # relaynet.RelaySockets, one per enabled relay section
         self.inventory = devices.Inventory(config.devices, grace=config.main.device_grace)
         self.pinholes: list[pinholes.Pinhole] = pinholes.plan(self.inventory.devices(), catalog.load())
@@ -189,7 +197,16 @@ class Daemon:
         if self.writer is None:
             from loxgw import nftset
 
-            self.writer = nftset.SetWriter(self.config.main.table, self.profiles)
+            try:
+                self.set_refresh = self.ports.probe_set_refresh()
+            except KernelError as exc:
+                log.warning("could not probe how set elements are refreshed (%s)", exc)
+                self.set_refresh = "none"
+            if self.set_refresh == "none":
+                log.warning("this kernel can neither update a set element's expiry nor replace it in one "
+                            "batch (Linux 6.3 or later can): a DNS entry keeps the expiry of the answer "
+                            "that created it, and a later answer re-creates it only once it has expired")
+            self.writer = nftset.SetWriter(self.config.main.table, self.profiles, self.set_refresh)  # type: ignore[arg-type]
         return self.writer
 
     # --- devices ----------------------------------------------------------------
@@ -585,6 +602,7 @@ class Daemon:
             "dns_mode": cfg.main.dns_mode,
             "queue_mode": self.queue_mode,
             "dns_path": self.dns_path,
+            "set_refresh": self.set_refresh,
             "ruleset_applies": self.counters["ruleset_applies"],
             "zones": [
                 {

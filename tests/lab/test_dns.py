@@ -154,6 +154,54 @@ def test_timeout_expires_and_a_fresh_answer_reopens(lab: Lab) -> None:
     assert resolve_and_connect(lab, ms.ns, "t2.dyndns.loxonecloud.com", 30000) == "open"
 
 
+def kernel_expiry(lab: Lab, device: str, address: str) -> float:
+    """Seconds left on a device's DNS entry for `address`, as the kernel has it (nft: "expires 1m2s345ms")."""
+    import re
+
+    listing = lab.run(lab.ns_router, "nft", "list", "table", "inet", "loxgw").stdout
+    found = re.search(rf"{re.escape(device)} \. {re.escape(address)} timeout \S+ expires "
+                      r"(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?", listing)
+    assert found, listing
+    minutes, seconds, millis = (int(g or 0) for g in found.groups())
+    return minutes * 60 + seconds + millis / 1000
+
+
+def test_a_later_answer_extends_the_entry(lab: Lab) -> None:
+    """A cached answer served again refreshes the kernel's timeout (issue: every later answer)."""
+    ms = lab.add_host("ms", "iot", 10, mac="02:00:00:a0:00:01")
+    gw = Loxgw(lab, main_extra="\toption min_timeout '20'\n\toption max_timeout '20'\n").start()
+    assert gw.status()["set_refresh"] == "expiration"  # what this kernel can do (probed)
+    resolve = [sys.executable, "-c", "import socket; socket.gethostbyname('r1.dyndns.loxonecloud.com')"]
+    lab.run(ms.ns, *resolve)
+    first = kernel_expiry(lab, "192.168.20.10", "203.0.113.20")
+    time.sleep(3)  # real time must pass for the expiry to count down
+    assert kernel_expiry(lab, "192.168.20.10", "203.0.113.20") < first - 2
+    lab.run(ms.ns, *resolve)  # the router's dnsmasq answers from its cache this time
+    time.sleep(0.1)  # copies are read in batches, 5 ms after they arrive
+    assert kernel_expiry(lab, "192.168.20.10", "203.0.113.20") > 19
+
+
+REFRESH_BY_REPLACING = r"""
+import subprocess, time
+from loxgw.nftset import SetWriter
+subprocess.run(["nft", "-f", "-"], check=True, text=True,
+               input="table inet t {\n set s {\n type ipv4_addr . ipv4_addr\n flags timeout\n }\n}\n")
+writer = SetWriter("t", (), "replace")
+key = bytes([192, 168, 20, 10, 203, 0, 113, 7])
+writer.add_elements([("s", key, 100)])
+time.sleep(1.5)
+writer.add_elements([("s", key, 100)])
+print(writer.errors, subprocess.run(["nft", "list", "set", "inet", "t", "s"], capture_output=True, text=True).stdout)
+"""
+
+
+def test_replacing_refreshes_where_the_kernel_cannot_update_expiry(lab: Lab) -> None:
+    """The fallback for kernels without expiration updates (Linux 6.3-6.9): destroy and add in one batch."""
+    out = lab.run(lab.ns_router, sys.executable, "-c", REFRESH_BY_REPLACING).stdout
+    # Not refreshed, 1.5 s later it would show "expires 1m38s...".
+    assert out.startswith("0 ") and ("expires 1m39s" in out or "expires 1m40s" in out), out
+
+
 def test_device_with_its_own_resolver_is_redirected(lab: Lab) -> None:
     ms = lab.add_host("ms", "iot", 10, mac="02:00:00:a0:00:01")
     listen(lab, "203.0.113.7", 22)

@@ -52,6 +52,7 @@ class FakeKernel:
             watch_ruleset=lambda: None,
             detect=False,
             list_set_elements=lambda table, prefix: {},
+            probe_set_refresh=lambda: "expiration",
             lookup_network=lambda network: None,
         )
 

@@ -11,7 +11,7 @@ from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_NEWSETELEM, nft_set_ele
 from loxgw import catalog
 from loxgw.catalog import PortRange
 from loxgw.dns import Grant, Profile, all_profiles
-from loxgw.nftset import SetWriter
+from loxgw.nftset import NFT_MSG_DESTROYSETELEM, SetWriter
 from loxgw.ruleset import cloud_set_name
 
 PROFILES = all_profiles(catalog.load())
@@ -72,3 +72,45 @@ def test_unknown_profile_sends_nothing() -> None:
         assert writer.add([grant]) == 0
     finally:
         writer.close()
+
+
+def decode_all(batch: bytes) -> list[tuple[int, bytes, int | None, int | None]]:
+    """(message type, key, timeout ms, expiration ms) of each element message in a batch."""
+    out = []
+    for raw in split(batch)[1:-1]:
+        msg = nft_set_elem_list_msg(raw)
+        msg.decode()
+        (element,) = msg.get_attr("NFTA_SET_ELEM_LIST_ELEMENTS")
+        key = bytes(element.get_attr("NFTA_SET_ELEM_KEY").get_attr("NFTA_DATA_VALUE"))
+        out.append((msg["header"]["type"] & 0xFF, key, element.get_attr("NFTA_SET_ELEM_TIMEOUT"),
+                    element.get_attr("NFTA_SET_ELEM_EXPIRATION")))
+    return out
+
+
+KEY = bytes([192, 168, 20, 10, 203, 0, 113, 7])
+
+
+def test_refresh_modes_shape_the_batch() -> None:
+    """expiration: the add carries it; replace: destroy, then add; none: a plain add."""
+    expected = {
+        "expiration": [(NFT_MSG_NEWSETELEM, KEY, 300_000, 300_000)],
+        "replace": [(NFT_MSG_DESTROYSETELEM, KEY, None, None), (NFT_MSG_NEWSETELEM, KEY, 300_000, None)],
+        "none": [(NFT_MSG_NEWSETELEM, KEY, 300_000, None)],
+    }
+    for mode, messages in expected.items():
+        writer = SetWriter("loxgw", PROFILES, mode)  # type: ignore[arg-type]
+        try:
+            batch, count = writer.encode_batch([("cloud4_0", KEY, 300)])
+        finally:
+            writer.close()
+        assert count == 1
+        assert decode_all(batch) == messages, mode
+
+
+def test_probe_can_set_expiration_apart_from_timeout() -> None:
+    writer = SetWriter("loxgw_probe", (), "expiration")
+    try:
+        batch, _ = writer.encode_batch([("s", KEY, 1000)], expires=100)
+    finally:
+        writer.close()
+    assert decode_all(batch) == [(NFT_MSG_NEWSETELEM, KEY, 1_000_000, 100_000)]

@@ -92,7 +92,8 @@ def make(tmp_path: Path, igd: FakeIgd) -> tuple[daemon.Daemon, list[str]]:
     scripts: list[str] = []
     ports = daemon.KernelPorts(apply_script=scripts.append, table_exists=lambda t: True, fw4_present=lambda: False,
                                choose_queue=lambda m: "off", watch_ruleset=lambda: None, detect=False,
-                               list_set_elements=lambda t, p: {}, lookup_network=lambda n: None, upnp_client=igd)
+                               list_set_elements=lambda t, p: {}, probe_set_refresh=lambda: "expiration",
+                               lookup_network=lambda n: None, upnp_client=igd)
     return daemon.Daemon(load_config(str(path)), ports), scripts
 
 

@@ -577,24 +577,53 @@ class DnsInspector:
 
 @dataclass
 class GrantLedger:
-    """Live grants for `loxgw status`; the kernel expires the real elements on its own."""
+    """Live grants for `loxgw status` and the per-device cap; the kernel expires the real elements itself.
+
+    Bounded twice: `capacity` grants in all (the oldest go first) and
+    `per_device` live grants per device. A device that resolves name after
+    name (or is made to) gets nothing new beyond its cap until some expire;
+    its existing grants are still refreshed.
+    """
 
     capacity: int = 20000
+    per_device: int = 1024
 
     def __post_init__(self) -> None:
         self._live: OrderedDict[tuple[IPAddress, IPAddress, Profile], tuple[str, float]] = OrderedDict()
+        self._count: dict[IPAddress, int] = {}
+
+    def admit(self, grants: list[Grant], now: float) -> list[Grant]:
+        """The grants a device may still get: refreshes always, new ones while under its cap."""
+        admitted = []
+        for grant in grants:
+            key = (grant.device, grant.address, grant.profile)
+            if key not in self._live and self._count.get(grant.device, 0) >= self.per_device:
+                self._prune(now)
+                if self._count.get(grant.device, 0) >= self.per_device:
+                    continue
+            admitted.append(grant)
+        return admitted
 
     def record(self, grants: Iterable[Grant], now: float) -> None:
         for grant in grants:
             key = (grant.device, grant.address, grant.profile)
-            self._live.pop(key, None)
+            if self._live.pop(key, None) is None:
+                self._count[grant.device] = self._count.get(grant.device, 0) + 1
             self._live[key] = (grant.name, now + grant.timeout)
         while len(self._live) > self.capacity:
-            self._live.popitem(last=False)
+            self._forget(self._live.popitem(last=False)[0])
+
+    def _forget(self, key: tuple[IPAddress, IPAddress, Profile]) -> None:
+        left = self._count.get(key[0], 1) - 1
+        if left:
+            self._count[key[0]] = left
+        else:
+            self._count.pop(key[0], None)
 
     def _prune(self, now: float) -> None:
         for key in [k for k, (_, until) in self._live.items() if until <= now]:
             del self._live[key]
+            self._forget(key)
 
     def grants(self, now: float) -> list[Grant]:
         """The live grants with their remaining time, to put back what a firewall restart removed."""

@@ -31,6 +31,7 @@ class GrantPath:
         self.clock = clock
         self.inserted = 0
         self.handler_errors = 0
+        self.refused_device_cap = 0  # grants not given: the device had its GrantLedger.per_device
         # Held by whoever touches the inspector, writer or ledger: the DNS thread per wake-up,
         # the event loop for status, restores and relay pinholes.
         self.lock = lock or threading.Lock()
@@ -45,6 +46,11 @@ class GrantPath:
         """Inspect the packet and put its grants in the kernel: the part the held answer must wait for."""
         try:
             grants = self.inspector.on_packet(packet, role, self.clock())
+            if grants:
+                admitted = self.ledger.admit(grants, self.clock())
+                if len(admitted) < len(grants):
+                    self.refused_device_cap += len(grants) - len(admitted)
+                    grants = admitted
             if grants:
                 self.inserted += self.writer.add(grants, drain=False)
             return grants

@@ -69,7 +69,7 @@ def format_human(status: dict[str, Any]) -> str:
         f"firewall: {status.get('firewall', '?')} (table inet {status.get('table', '?')}, "
         f"{status.get('ruleset_applies', 0)} applies)",
         f"dns:      {status.get('dns_mode', '?')} (queue: {status.get('queue_mode', '?')}, "
-        f"dns: {status.get('dns_path', '?')})",
+        f"dns: {status.get('dns_path', '?')}, entries refreshed by: {status.get('set_refresh', '?')})",
     ]
     zones = status.get("zones", [])
     if zones:

@@ -184,6 +184,34 @@ def test_tracker_is_bounded() -> None:
     assert len(tracker) == 100
 
 
+def test_entries_per_device_are_capped_but_refreshes_pass() -> None:
+    ledger = dns.GrantLedger(per_device=3)
+    other = ipaddress.ip_address("192.168.20.11")
+
+    def grant(device: dns.IPAddress, last_octet: int, timeout: int = 60) -> dns.Grant:
+        return dns.Grant(device, ipaddress.ip_address(f"203.0.113.{last_octet}"), TCP22, timeout, "x")
+
+    first = [grant(DEVICE, i) for i in range(3)]
+    assert ledger.admit(first, 0.0) == first
+    ledger.record(first, 0.0)
+    assert ledger.admit([grant(DEVICE, 9)], 1.0) == []  # a fourth address: refused
+    assert ledger.admit([grant(DEVICE, 1, 300)], 1.0) == [grant(DEVICE, 1, 300)]  # a refresh: admitted
+    assert ledger.admit([grant(other, 9)], 1.0) == [grant(other, 9)]  # another device has its own cap
+    ledger.record([grant(DEVICE, 1, 300)], 1.0)
+    # Once the others expire, the device may have new entries again.
+    assert ledger.admit([grant(DEVICE, 9)], 61.0) == [grant(DEVICE, 9)]
+    assert len(ledger.live(61.0)) == 1
+
+
+def test_ledger_capacity_keeps_device_counts_right() -> None:
+    ledger = dns.GrantLedger(capacity=2, per_device=2)
+    grants = [dns.Grant(DEVICE, ipaddress.ip_address(f"203.0.113.{i}"), TCP22, 60, "x") for i in range(3)]
+    ledger.record(grants, 0.0)  # the oldest is evicted, and no longer counts for the device
+    assert len(ledger.live(0.0)) == 2
+    assert ledger.admit([dns.Grant(DEVICE, ipaddress.ip_address("203.0.113.9"), TCP22, 60, "x")], 0.0) == []
+    assert ledger.admit(grants[:1], 0.0) == []  # evicted: it would be new again, and the device is full
+
+
 # Golden packet: captured from the lab's router dnsmasq (forwarding to the upstream dnsmasq) for
 # a7.remcov3.loxonecloud.com A, id 0x1234: 203.0.113.7, TTL 300.
 GOLDEN_ANSWER = bytes.fromhex(

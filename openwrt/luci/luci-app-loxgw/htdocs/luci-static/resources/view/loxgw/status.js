@@ -53,8 +53,8 @@ function render(status) {
 	});
 
 	return E('div', {}, [
-		E('p', {}, _('Firewall: %s, DNS: %s (queue %s), up %s').format(
-			status.firewall, status.dns_mode, status.queue_mode, age(status.uptime))),
+		E('p', {}, _('Firewall: %s, DNS: %s (queue %s, %s), up %s').format(
+			status.firewall, status.dns_mode, status.queue_mode, status.dns_path || '-', age(status.uptime))),
 		E('h3', {}, _('Loxone devices')),
 		table([ _('Name'), _('Product'), _('MAC'), _('IP'), _('Detected by'), _('Last seen'), _('Pinholes') ], devices),
 		E('h3', {}, _('DNS allowances')),

@@ -14,7 +14,8 @@ ruleset changes, for tens to hundreds of milliseconds; a held packet must not
 wait for that. The thread sleeps in poll() without the GIL. Everything it
 shares with the event loop (inspector, writer, ledger, counters) is touched
 only under GrantPath.lock. Whatever goes wrong, a held packet is accepted
-unchanged: loxgw must never break DNS, and holding never decides.
+unchanged: loxgw must never break DNS, and holding never decides. For the
+same reason the queues fail open: what no longer fits goes on unheld.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import functools
 import logging
 import os
 import select
+import socket
 import sys
 import threading
 import time
@@ -30,6 +32,8 @@ from collections.abc import Callable
 from typing import Any
 
 from netfilterqueue import NetfilterQueue
+from pyroute2.netlink import NLM_F_REQUEST
+from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_QUEUE, nfgen_msg
 
 from loxgw.config import ZoneRole
 from loxgw.dns import DnsInspector, GrantLedger
@@ -45,7 +49,42 @@ MAX_PACKET = 4096 + 60 + 60  # DNS cap plus IPv6 and TCP headers
 # A thread waking from poll() waits for the GIL up to the switch interval (5 ms by default)
 # if the event loop is busy in Python code; held packets should not.
 GIL_SWITCH_INTERVAL = 0.0005
+NETLINK_NETFILTER = 12
+NFQNL_MSG_CONFIG = 2
+NFQA_CFG_F_FAIL_OPEN = 1
 COPY_DELAY = 0.005  # seconds: how long DNS copies may wait to be read when nothing needs them sooner
+
+
+class nfqueue_config_msg(nfgen_msg):  # type: ignore[misc]  # pyroute2 is untyped; its naming for messages
+    """NFQNL_MSG_CONFIG, as in linux/netfilter/nfnetlink_queue.h (only what fail_open sends)."""
+
+    nla_map = (
+        ("NFQA_CFG_UNSPEC", "none"),
+        ("NFQA_CFG_CMD", "hex"),
+        ("NFQA_CFG_PARAMS", "hex"),
+        ("NFQA_CFG_QUEUE_MAXLEN", "be32"),
+        ("NFQA_CFG_MASK", "be32"),
+        ("NFQA_CFG_FLAGS", "be32"),
+    )
+
+
+def fail_open(fd: int, queue_num: int) -> None:
+    """Let the kernel accept, not drop, what no longer fits in the queue (NFQA_CFG_F_FAIL_OPEN).
+
+    Holding never decides and DNS must never break, so a full queue (a stuck
+    or overloaded loxgw) lets packets go on. netfilterqueue has no call for
+    it; the flag must come from the socket that owns the queue, so it is sent
+    on a duplicate of that socket's descriptor.
+    """
+    msg = nfqueue_config_msg()
+    msg["nfgen_family"] = socket.AF_UNSPEC
+    msg["res_id"] = queue_num
+    msg["attrs"] = [("NFQA_CFG_MASK", NFQA_CFG_F_FAIL_OPEN), ("NFQA_CFG_FLAGS", NFQA_CFG_F_FAIL_OPEN)]
+    msg["header"]["type"] = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG
+    msg["header"]["flags"] = NLM_F_REQUEST
+    msg.encode()
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER, fileno=os.dup(fd)) as sock:
+        sock.send(msg.data)
 
 
 class DnsQueue(GrantPath):
@@ -73,6 +112,7 @@ class DnsQueue(GrantPath):
         nfq = NetfilterQueue()
         nfq.bind(queue_num, handler, max_len=4096, range=MAX_PACKET)
         self.queues.append(nfq)
+        fail_open(nfq.get_fd(), queue_num)
 
     def start(self) -> None:
         """Start serving (after bind and bind_hold)."""

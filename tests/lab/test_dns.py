@@ -202,6 +202,38 @@ def test_replacing_refreshes_where_the_kernel_cannot_update_expiry(lab: Lab) -> 
     assert out.startswith("0 ") and ("expires 1m39s" in out or "expires 1m40s" in out), out
 
 
+FULL_QUEUE = r"""
+import socket, subprocess, sys
+from netfilterqueue import NetfilterQueue
+from loxgw.dnsqueue import fail_open
+subprocess.run(["iptables-nft", "-t", "mangle", "-A", "OUTPUT", "-o", "lo", "-p", "udp", "--dport", "9999",
+                "-j", "NFQUEUE", "--queue-num", "5"], check=True)
+nfq = NetfilterQueue()
+nfq.bind(5, lambda pkt: pkt.accept(), max_len=2)  # and never read: a stuck daemon
+if sys.argv[1] == "fail-open":
+    fail_open(nfq.get_fd(), 5)
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind(("127.0.0.1", 9999)); r.settimeout(0.3)
+w = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(10):
+    w.sendto(b"x", ("127.0.0.1", 9999))
+got = 0
+try:
+    while True:
+        r.recv(10); got += 1
+except OSError:
+    pass
+subprocess.run(["iptables-nft", "-t", "mangle", "-F", "OUTPUT"], check=True)
+print(got)
+"""
+
+
+def test_a_full_queue_lets_packets_go_on() -> None:
+    """A stuck loxgw must not stop DNS or held packets: beyond the queue's length the kernel accepts."""
+    with Lab() as lab:
+        assert lab.run(lab.ns_router, sys.executable, "-c", FULL_QUEUE, "default").stdout.strip() == "0"
+        assert lab.run(lab.ns_router, sys.executable, "-c", FULL_QUEUE, "fail-open").stdout.strip() == "8"
+
+
 def test_device_with_its_own_resolver_is_redirected(lab: Lab) -> None:
     ms = lab.add_host("ms", "iot", 10, mac="02:00:00:a0:00:01")
     listen(lab, "203.0.113.7", 22)

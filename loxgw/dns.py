@@ -586,11 +586,13 @@ class GrantLedger:
     """
 
     capacity: int = 20000
-    per_device: int = 1024
+    per_device: int = 2048
+    prune_every: float = 1.0  # seconds: a device at its cap costs one full pass per second, at most
 
     def __post_init__(self) -> None:
         self._live: OrderedDict[tuple[IPAddress, IPAddress, Profile], tuple[str, float]] = OrderedDict()
         self._count: dict[IPAddress, int] = {}
+        self._pruned_at = -math.inf
 
     def admit(self, grants: list[Grant], now: float) -> list[Grant]:
         """The grants a device may still get: refreshes always, new ones while under its cap."""
@@ -598,7 +600,8 @@ class GrantLedger:
         for grant in grants:
             key = (grant.device, grant.address, grant.profile)
             if key not in self._live and self._count.get(grant.device, 0) >= self.per_device:
-                self._prune(now)
+                if now - self._pruned_at >= self.prune_every:
+                    self._prune(now)
                 if self._count.get(grant.device, 0) >= self.per_device:
                     continue
             admitted.append(grant)
@@ -621,6 +624,7 @@ class GrantLedger:
             self._count.pop(key[0], None)
 
     def _prune(self, now: float) -> None:
+        self._pruned_at = now
         for key in [k for k, (_, until) in self._live.items() if until <= now]:
             del self._live[key]
             self._forget(key)

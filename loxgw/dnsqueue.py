@@ -52,7 +52,10 @@ GIL_SWITCH_INTERVAL = 0.0005
 NETLINK_NETFILTER = 12
 NFQNL_MSG_CONFIG = 2
 NFQA_CFG_F_FAIL_OPEN = 1
-COPY_DELAY = 0.005  # seconds: how long DNS copies may wait to be read when nothing needs them sooner
+# Seconds DNS copies may wait to be read when nothing needs them sooner. Measured with
+# bench.dns_latency: 5 ms batches raised p99 at 2,000 answers/s to 1.2 ms, 20 ms to 2 ms;
+# 1-2 ms kept it near 0.7 ms with the same p50.
+COPY_DELAY = 0.002
 
 
 class nfqueue_config_msg(nfgen_msg):  # type: ignore[misc]  # pyroute2 is untyped; its naming for messages
@@ -167,8 +170,8 @@ class DnsQueue(GrantPath):
         except KernelError as exc:
             self._failed(exc)
             return
-        for prefix, packet in copies:
-            self.process(packet, "clients" if prefix == COPY_PREFIX["clients"] else "devices")
+        self.process_all((packet, "clients" if prefix == COPY_PREFIX["clients"] else "devices")
+                         for prefix, packet in copies)
 
     def _release(self, pkt: Any) -> None:
         """A held first packet: the grants of every answer copied so far go in, then it goes on."""

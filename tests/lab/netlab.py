@@ -118,6 +118,8 @@ class Lab:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     extra_records: dict[str, str] = field(default_factory=dict)  # more names for the fake internet
+    # Names the upstream answers with an address no host holds (benchmarks: many names, many addresses).
+    dns_only_records: dict[str, str] = field(default_factory=dict)
     router_dns: subprocess.Popen[bytes] | None = None
     igd: subprocess.Popen[bytes] = field(init=False, repr=False)
     vlans: dict[str, str] = field(default_factory=lambda: {"lan": LAN_GW, "iot": IOT_GW})
@@ -352,6 +354,11 @@ class Lab:
         args += [f"--host-record={name},{ip}" + (f",{CLOUD_RECORDS_V6[name]}" if name in CLOUD_RECORDS_V6 else "")
                  for name, ip in records.items()]
         args += [f"--address=/{suffix}/{ip}" for suffix, ip in CLOUD_WILDCARDS.items()]
+        if self.dns_only_records:
+            hosts = self.path("upstream.hosts")
+            with open(hosts, "w", encoding="utf-8") as handle:
+                handle.writelines(f"{ip} {name}\n" for name, ip in self.dns_only_records.items())
+            args.append(f"--addn-hosts={hosts}")
         self._dnsmasq(self.ns_wan, args, UPSTREAM_DNS)
 
     def _start_router_dns(self, extra: Sequence[str] = ()) -> None:

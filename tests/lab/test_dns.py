@@ -177,7 +177,7 @@ def test_a_later_answer_extends_the_entry(lab: Lab) -> None:
     time.sleep(3)  # real time must pass for the expiry to count down
     assert kernel_expiry(lab, "192.168.20.10", "203.0.113.20") < first - 2
     lab.run(ms.ns, *resolve)  # the router's dnsmasq answers from its cache this time
-    time.sleep(0.1)  # copies are read in batches, 5 ms after they arrive
+    time.sleep(0.1)  # copies are read in batches, 2 ms after they arrive
     assert kernel_expiry(lab, "192.168.20.10", "203.0.113.20") > 19
 
 

@@ -1,6 +1,6 @@
 """Glue from a DNS packet to the firewall: inspector, then set writer, then ledger.
 
-Shared by the inline (NFQUEUE) and passive (packet socket) paths. This is the
+Shared by the inline (NFLOG copies, NFQUEUE) and passive (packet socket) paths. This is the
 one boundary where an unexpected error is caught: counted, logged at a bounded
 rate, never allowed to stop DNS.
 """

@@ -89,6 +89,10 @@ def render(config: Config, firewall: ResolvedFirewall, queue: QueueMode = "off",
     the mark and no reference into loxgw's table, so fw4 re-reads them on every
     reload and restart: nothing of loxgw can be lost when fw4 rebuilds its
     table, and loxgw's sets live in loxgw's table, which fw4 never touches.
+
+    With a queue and NFLOG copies, chain `hold` holds a devices zone's first
+    packet to an address it has no grant for (see dns_queue_rules and
+    hold_rules); it only delays, the chains above decide.
     """
     table = config.main.table
     device_ifs = config.interfaces_with_role("devices")
@@ -283,7 +287,7 @@ class QueueRule:
         port = (f"meta l4proto {{ tcp, udp }} th dport {DNS_PORT}" if self.incoming
                 else f"meta l4proto {{ tcp, udp }} th sport {DNS_PORT} ct direction reply")
         if self.copy:
-            # queue-threshold 1: each copy reaches loxgw at once, before the answer can exist.
+            # queue-threshold 1: each copy is in loxgw's socket before the packet goes on.
             return f'{ifs}{addr} {port} log prefix "{self.prefix}" group {self.qnum} queue-threshold 1'
         # bypass: with no loxgw listening the kernel accepts, so DNS never breaks.
         return f"{ifs}{addr} {port} queue num {self.qnum} bypass"

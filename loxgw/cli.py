@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--firewall", choices=("fw4", "standalone"),
                         help="render for this firewall instead of the configured one")
+    render.add_argument("--queue", choices=("off", "nft", "xtables"), default="off",
+                        help="include the DNS chains as the daemon installs them with a native nft queue "
+                             "(OpenWrt) or the iptables-nft fallback (default: off, without them)")
     st = sub.add_parser("status", help="ask the running daemon for its status",
                         description="Ask the running daemon over its Unix socket.")
     st.add_argument("--json", action="store_true", help="print the raw JSON snapshot")
@@ -75,7 +78,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     config = _load(args.config)
     firewall = args.firewall or daemon.resolve_firewall(config.main.firewall, nft.fw4_present())
-    sys.stdout.write(ruleset.render(config, firewall).script)
+    sys.stdout.write(ruleset.render(config, firewall, args.queue).script)
     return 0
 
 

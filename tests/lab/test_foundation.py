@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -39,22 +40,14 @@ def test_render_is_loadable_by_nft(lab: Lab) -> None:
     assert not table_exists(lab)  # -c checks only
 
 
-NATIVE_RENDER = r"""
-import re, sys
-from loxgw import ruleset
-from loxgw.config import load_config
-script = ruleset.render(load_config(sys.argv[1]), sys.argv[2], "nft").script
-assert "log prefix" in script and "queue num" in script and "chain hold" in script
-# This kernel has no nft queue expression (OpenWrt has it): check everything else.
-print(re.sub(r"queue num \d+ bypass", "accept", script))
-"""
-
-
 def test_native_queue_ruleset_is_loadable_but_for_the_queue_expression(lab: Lab) -> None:
     """The OpenWrt (native nft) DNS chains, copies and hold chain included, in both firewall modes."""
     gw = Loxgw(lab)
     for firewall in ("standalone", "fw4"):
-        script = lab.run(lab.ns_router, sys.executable, "-c", NATIVE_RENDER, gw.config_path, firewall).stdout
+        script = gw.cli("render", "--queue", "nft", "--firewall", firewall).stdout
+        assert "log prefix" in script and "queue num" in script and "chain hold" in script
+        # This kernel has no nft queue expression (OpenWrt has it): check everything else.
+        script = re.sub(r"queue num \d+ bypass", "accept", script)
         checked = subprocess.run(["ip", "netns", "exec", lab.ns_router, "nft", "-c", "-f", "-"], input=script,
                                  capture_output=True, text=True, check=False)
         assert checked.returncode == 0, checked.stderr

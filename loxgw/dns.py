@@ -449,13 +449,8 @@ _REFUSED_RANGES = {
 }
 
 
-def target_allowed(address: IPAddress, limits: Limits) -> bool:
-    """Whether an answer's address may be opened (see REFUSED_TARGETS)."""
-    return packed_target_allowed(address.packed, limits)
-
-
-def packed_target_allowed(packed: bytes, limits: Limits) -> bool:
-    """target_allowed for an address as it comes off the wire (4 or 16 octets)."""
+def target_allowed(packed: bytes, limits: Limits) -> bool:
+    """Whether an answer's address, as it comes off the wire (4 or 16 octets), may be opened (see REFUSED_TARGETS)."""
     if limits.allowed_targets:
         address = ipaddress.ip_address(packed)
         if any(address in net for net in limits.allowed_targets if net.version == address.version):
@@ -505,7 +500,7 @@ def grants_from_answer(
     for packed, addr_ttl in final[:MAX_ADDRESSES_PER_ANSWER]:
         if len(packed) != family_length:
             continue  # the device would connect from an address of the other family we do not know
-        if not packed_target_allowed(packed, limits):
+        if not target_allowed(packed, limits):
             refused += 1
             continue
         address = ipaddress.ip_address(packed)

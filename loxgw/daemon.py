@@ -199,7 +199,7 @@ class Daemon:
 
             try:
                 self.set_refresh = self.ports.probe_set_refresh()
-            except KernelError as exc:
+            except (KernelError, OSError) as exc:
                 log.warning("could not probe how set elements are refreshed (%s)", exc)
                 self.set_refresh = "none"
             if self.set_refresh == "none":

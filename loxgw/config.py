@@ -20,6 +20,7 @@ DEFAULT_STATUS_SOCKET = "/var/run/loxgw/status.sock"
 
 FirewallMode = Literal["auto", "fw4", "standalone"]
 DnsMode = Literal["inline", "passive", "off"]
+DnsHold = Literal["connection", "answer"]  # what waits for loxgw in a devices zone (inline mode)
 LogLevel = Literal["debug", "info", "notice", "warning", "error"]
 ZoneRole = Literal["devices", "clients"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -37,6 +38,7 @@ class MainConfig:
     log_level: LogLevel = "info"
     firewall: FirewallMode = "auto"
     dns_mode: DnsMode = "inline"
+    dns_hold: DnsHold = "connection"
     min_timeout: int = 60  # seconds; floor for TTL-derived set timeouts
     max_timeout: int = 86400  # seconds; ceiling for TTL-derived set timeouts
     trusted_resolvers: tuple[IPAddress, ...] = ()
@@ -239,6 +241,7 @@ _SCHEMA: dict[str, dict[str, _Opt]] = {
         "log_level": _Opt(_choice("debug", "info", "notice", "warning", "error")),
         "firewall": _Opt(_choice("auto", "fw4", "standalone")),
         "dns_mode": _Opt(_choice("inline", "passive", "off")),
+        "dns_hold": _Opt(_choice("connection", "answer")),
         "min_timeout": _Opt(_int_range(1, 7 * 86400)),
         "max_timeout": _Opt(_int_range(1, 7 * 86400)),
         "trusted_resolver": _Opt(_ip, is_list=True),
@@ -366,6 +369,7 @@ def parse_config(text: str, path: str) -> Config:
                 log_level=_get(values, "log_level", "info"),
                 firewall=_get(values, "firewall", "auto"),
                 dns_mode=_get(values, "dns_mode", "inline"),
+                dns_hold=_get(values, "dns_hold", "connection"),
                 min_timeout=_get(values, "min_timeout", 60),
                 max_timeout=_get(values, "max_timeout", 86400),
                 trusted_resolvers=_get(values, "trusted_resolver", ()),

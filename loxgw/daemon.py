@@ -137,7 +137,9 @@ class Daemon:
     def dns_path(self) -> str:
         """How DNS reaches loxgw: NFLOG copies (devices zones' first packets held), queued, sniffed, or not at all."""
         if self.queue_mode in ("nft", "xtables"):
-            return "copies" if self.dns_copies is not None else "queued"
+            if self.dns_copies is None:
+                return "queued"
+            return "copies" if self.config.main.dns_hold == "connection" else "copies, answers held"
         return "passive" if self.queue_mode == "passive" else "off"
 
     def start_dns(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -156,11 +158,16 @@ class Daemon:
         self.dns_queue = dnsqueue.DnsQueue(self.inspector, self.set_writer(), self.ledger, clock.now,
                                            self.dns_copies, self.dns_lock)
         qnum = self.config.main.queue_num
-        if self.dns_copies is not None:
+        if self.dns_copies is not None and self.config.main.dns_hold == "connection":
             self.dns_queue.bind_hold(qnum)
             self.dns_queue.bind(qnum + 1, "clients")
             log.info("DNS inline (%s): NFLOG copies in group %d; devices zones' first packets held in "
                      "NFQUEUE %d, clients zones' answers in %d", self.queue_mode, qnum, qnum, qnum + 1)
+        elif self.dns_copies is not None:
+            self.dns_queue.bind(qnum, "devices")
+            self.dns_queue.bind(qnum + 1, "clients")
+            log.info("DNS inline (%s): NFLOG copies of queries in group %d; answers held in NFQUEUE %d/%d",
+                     self.queue_mode, qnum, qnum, qnum + 1)
         else:
             self.dns_queue.bind(qnum, "devices")
             self.dns_queue.bind(qnum + 1, "clients")

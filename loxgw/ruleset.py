@@ -340,8 +340,9 @@ def dns_queue_rules(config: Config, copies: bool = True) -> list[QueueRule]:
     zone is loxgw's to filter, so holding its new flows is exact and rare.
     Clients zones (phones, PCs) mostly reach the internet past loxgw, so
     holding their flows would delay everything; their catalogue answers are
-    held instead (queue_num + 1), as in every zone without NFLOG, where
-    devices zones' answers use queue_num and queries are queued too.
+    held instead (queue_num + 1). Devices zones' answers are held too with
+    `dns_hold 'answer'` (queue_num), and in every zone without NFLOG, where
+    queries are queued as well.
     """
     out: list[QueueRule] = []
     trusted = {
@@ -357,7 +358,7 @@ def dns_queue_rules(config: Config, copies: bool = True) -> list[QueueRule]:
         copy = (config.main.queue_num, needles, True, COPY_PREFIX[role])
         held = (config.main.queue_num + offset, needles, False, COPY_PREFIX[role])
         query = copy if copies else held
-        answer = copy if copies and role == "devices" else held
+        answer = copy if copies and role == "devices" and config.main.dns_hold == "connection" else held
         out.append(QueueRule("input", ifs, True, None, (), *query))
         out.append(QueueRule("output", ifs, False, None, (), *answer))
         for family, resolvers in trusted.items():
@@ -369,7 +370,7 @@ def dns_queue_rules(config: Config, copies: bool = True) -> list[QueueRule]:
 
 def hold_interfaces(config: Config) -> tuple[str, ...]:
     """Interfaces of devices zones whose new flows wait for loxgw (see dns_queue_rules)."""
-    if config.main.dns_mode != "inline":
+    if config.main.dns_mode != "inline" or config.main.dns_hold != "connection":
         return ()
     return tuple(i for z in config.zones if z.role == "devices" and z.cloud for i in z.interfaces)
 

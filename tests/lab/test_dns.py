@@ -345,6 +345,20 @@ def test_first_packet_waits_for_loxgw_and_dns_does_not(lab: Lab) -> None:
     assert gw.status()["counters"]["dns_held_packets"] >= 1
 
 
+def test_dns_hold_answer_holds_the_answer_itself(lab: Lab) -> None:
+    """The other design, on request: the answer waits until its grants are in; no first packet waits."""
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    listen(lab, "203.0.113.7", 22)
+    listen(lab, "203.0.113.20", 30357)
+    gw = Loxgw(lab, main_extra="\toption dns_hold 'answer'\n").start()
+    assert gw.status()["dns_path"] == "copies, answers held"
+    assert try_connect(lab, ms.ns, "a7.remcov3.loxonecloud.com:22", "x1.dyndns.loxonecloud.com:30357",
+                       "203.0.113.7:49001") == ["open", "open", "blocked"]
+    counters = gw.status()["counters"]
+    assert (counters["dns_answers_matched"], counters["dns_held_packets"]) == (2, 0)
+    assert "chain hold" not in lab.run(lab.ns_router, "nft", "list", "table", "inet", "loxgw").stdout
+
+
 def test_without_nflog_answers_are_held_instead(lab: Lab) -> None:
     """Another program owns loxgw's NFLOG group: loxgw falls back to holding DNS itself."""
     squatter = lab.popen(lab.ns_router, [sys.executable, "-c",

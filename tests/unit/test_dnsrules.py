@@ -117,3 +117,15 @@ def test_torn_nflog_messages_are_counted_not_read() -> None:
     assert payloads(no_payload + good) == ([("p", b"\x45xyz")], 1)
     assert payloads(torn_attribute) == ([], 1)
     assert payloads(good + good[:-3]) == ([("p", b"\x45xyz")], 1)  # message cut short
+
+
+def test_dns_hold_answer_holds_devices_answers_and_nothing_else() -> None:
+    text = CONFIG.replace("option queue_num '100'", "option queue_num '100'\n\toption dns_hold 'answer'")
+    config = parse_config(text, "t")
+    rules = rules_by(text)
+    assert rules[("input", "br-iot", True)].copy  # queries are still only copied
+    answer = rules[("output", "br-iot", False)]
+    assert (answer.copy, answer.qnum) == (False, 100)
+    assert ruleset.hold_rules(config, "nft", ruleset.all_profiles(ruleset.catalog.load())) == []
+    assert ruleset.hold_xtables_rule(config) is None
+    assert "chain hold" not in ruleset.render(config, "standalone", "xtables").script

@@ -1,6 +1,8 @@
 """What loxgw's inline DNS path costs, against no inspection and against dnsmasq --nftset.
 
-Run as root: `.venv/bin/python -m bench.dns_latency [N] [--latency-only]` (N queries per row).
+Run as root: `.venv/bin/python -m bench.dns_latency [N] [--latency-only] [--dns-hold=answer]`
+(N queries per row; --dns-hold=answer measures loxgw holding devices zones' answers instead of
+their first packets).
 In the namespace lab a simulated Miniserver asks resolvers on the router,
 each forwarding every query to the same upstream (--cache-size=0, so every
 answer is fresh and, for the peer, inserted). Three setups run side by side:
@@ -142,6 +144,7 @@ def main() -> int:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     n = int(args[0]) if args else 2000
     rate_list = () if "--latency-only" in sys.argv else RATES
+    hold = "answer" if "--dns-hold=answer" in sys.argv else "connection"
     rates: dict[tuple[str, int], tuple[int, list[float]]] = {}
     # The upstream answers any n{i} of both domains, so both are forwarded alike.
     records = {f"c{i}.dyndns.loxonecloud.com": f"192.0.2.{i}" for i in range(1, CONNECT_NAMES + 1)}
@@ -159,7 +162,7 @@ def main() -> int:
                 "{ type ipv4_addr; flags timeout; }")
         lab.start_side_resolver(SETUPS["dnsmasq --nftset"], "--cache-size=0",
                                 "--nftset=/loxonecloud.com/4#inet#bench#s4")
-        gw = Loxgw(lab, main_extra="\toption log_level 'warning'\n").start()
+        gw = Loxgw(lab, main_extra=f"\toption log_level 'warning'\n\toption dns_hold '{hold}'\n").start()
         interleaved(lab, ms.ns, 50)  # warm-up: caches, ARP, conntrack
         latency, lost = interleaved(lab, ms.ns, n)
         for setup, port in SETUPS.items():

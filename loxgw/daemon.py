@@ -155,8 +155,11 @@ class Daemon:
             return
         from loxgw import dnsqueue  # needs libnetfilter_queue: import late
 
+        # Copies wait to be read in batches only when nothing of a devices zone is held on the
+        # answer: with dns_hold 'answer' a held answer would otherwise read its query's copy first.
+        delay = dnsqueue.COPY_DELAY if self.config.main.dns_hold == "connection" else 0.0
         self.dns_queue = dnsqueue.DnsQueue(self.inspector, self.set_writer(), self.ledger, clock.now,
-                                           self.dns_copies, self.dns_lock)
+                                           self.dns_copies, self.dns_lock, delay)
         qnum = self.config.main.queue_num
         if self.dns_copies is not None and self.config.main.dns_hold == "connection":
             self.dns_queue.bind_hold(qnum)

@@ -95,8 +95,9 @@ class DnsQueue(GrantPath):
 
     def __init__(self, inspector: DnsInspector, writer: SetWriter, ledger: GrantLedger,
                  clock: Callable[[], float], copies: CopyLog | None = None,
-                 lock: threading.Lock | None = None) -> None:
+                 lock: threading.Lock | None = None, copy_delay: float = COPY_DELAY) -> None:
         super().__init__(inspector, writer, ledger, clock, lock)
+        self.copy_delay = copy_delay
         self.queues: list[NetfilterQueue] = []
         self.copies = copies
         self.held = 0
@@ -133,6 +134,7 @@ class DnsQueue(GrantPath):
         copies_fd = self.copies.fileno() if self.copies is not None else -1
         if copies_fd >= 0:
             poller.register(copies_fd, select.POLLIN)
+            runners[copies_fd] = self.read_copies  # with no copy_delay: read at once
         deadline: float | None = None  # when copies that arrived are read at the latest
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
@@ -145,12 +147,12 @@ class DnsQueue(GrantPath):
             for fd, _ in events:
                 if fd == self._wake_r:
                     return
-                if fd == copies_fd:
-                    # Copies are read in batches, COPY_DELAY after the first one (or at once
+                if fd == copies_fd and self.copy_delay > 0:
+                    # Copies are read in batches, copy_delay after the first one (or at once
                     # when a held packet needs them): a DNS exchange in flight then shares no
                     # CPU with loxgw, and a batch costs less than its copies one by one.
                     poller.unregister(copies_fd)
-                    deadline = time.monotonic() + COPY_DELAY
+                    deadline = time.monotonic() + self.copy_delay
                     continue
                 with self.lock:
                     self._guarded(runners[fd])

@@ -55,6 +55,11 @@ def _probe_set_refresh() -> str:
     return nftset.probe_refresh()
 
 
+def _dns_settings(config: Config) -> tuple[object, ...]:
+    """What the DNS path's queues, copies and threads are built from: a change needs a new path."""
+    return (config.main.dns_mode, config.main.dns_hold, config.main.queue_num)
+
+
 @dataclass
 class KernelPorts:
     """The daemon's side effects on the kernel, injectable for tests."""
@@ -467,6 +472,9 @@ class Daemon:
         self.inspector.limits = self._limits()
         self.inventory.grace = new.main.device_grace
         self.inventory.set_static(new.devices, clock.now())
+        dns_changed = _dns_settings(old) != _dns_settings(new)
+        if dns_changed:
+            self._reset_dns()
         try:
             self.apply()
         except KernelError as exc:
@@ -474,14 +482,28 @@ class Daemon:
             log.error("new configuration refused by the kernel, restoring the old one: %s", exc)
             self.config = old
             self.firewall = resolve_firewall(old.main.firewall, self.ports.fw4_present())
+            if dns_changed:
+                self._reset_dns()
             self._apply_logged()
+            if dns_changed:
+                self.start_dns(asyncio.get_running_loop())
             return
+        if dns_changed:
+            self.start_dns(asyncio.get_running_loop())
         self.counters["reloads"] += 1
         log.info("configuration reloaded from %s", new.path)
         if (old.relays, old.zones) != (new.relays, new.zones):
             self._background(self._restart_relays())
         if old.upnp != new.upnp:
             self._background(self._reconfigure_upnp(old.upnp))
+
+    def _reset_dns(self) -> None:
+        """Take the DNS path down and choose it again for the current config (apply, then start_dns)."""
+        self.stop_dns(asyncio.get_running_loop())
+        if self.xtables is not None:
+            self.xtables.remove()
+            self.xtables = None
+        self.choose_dns()
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -359,6 +359,26 @@ def test_dns_hold_answer_holds_the_answer_itself(lab: Lab) -> None:
     assert "chain hold" not in lab.run(lab.ns_router, "nft", "list", "table", "inet", "loxgw").stdout
 
 
+def test_sighup_switches_what_is_held(lab: Lab) -> None:
+    """dns_hold changed on reload: the DNS path is rebuilt, and resolving and connecting still work."""
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    listen(lab, "203.0.113.7", 22)
+    listen(lab, "203.0.113.20", 30357)
+    gw = Loxgw(lab).start()
+    assert try_connect(lab, ms.ns, "a7.remcov3.loxonecloud.com:22") == ["open"]
+    for reloads, (hold, path) in enumerate((("answer", "copies, answers held"), ("connection", "copies")), 1):
+        gw.write_config(main_extra=f"\toption dns_hold '{hold}'\n")
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda n=reloads: gw.status()["counters"].get("reloads") == n, 5, "reload")
+        assert gw.status()["dns_path"] == path
+        assert try_connect(lab, ms.ns, f"h{reloads}.dyndns.loxonecloud.com:30357", "203.0.113.7:22") == [
+            "open", "open"]
+        mangle = lab.run(lab.ns_router, "iptables-save", "-t", "mangle").stdout
+        assert "--queue-num 7053" in mangle and "NFLOG" in mangle
+        assert ("0x20000000" in mangle) == (hold == "connection")  # the hold rule's mark
+    assert gw.status()["counters"]["dns_handler_errors"] == 0
+
+
 def test_without_nflog_answers_are_held_instead(lab: Lab) -> None:
     """Another program owns loxgw's NFLOG group: loxgw falls back to holding DNS itself."""
     squatter = lab.popen(lab.ns_router, [sys.executable, "-c",

@@ -732,6 +732,9 @@ class Daemon:
         prepare_socket_path(socket_path)
         self.choose_dns()
         self.apply()
+        # Open the set writer now: its first use probes the kernel with nft runs, which must not
+        # stall the event loop later (the relay's first answer pinhole used to pay for it).
+        self.set_writer()
         adopted = self.adopt_kernel_entries()
         restored = self.restore_saved_entries()
         if adopted or restored:

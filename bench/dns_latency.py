@@ -140,6 +140,26 @@ def paced(lab: Lab, ns: str, name: str, rate: int, port: int) -> tuple[int, list
     return result["sent"], [t * 1e6 for t in result["latencies"]]
 
 
+def start_resolvers(lab: Lab) -> None:
+    """The router's dnsmasq and the two side resolvers (plain, --nftset), all without a cache."""
+    lab.restart_router_dns("--cache-size=0")
+    lab.start_side_resolver(SETUPS["plain"], "--cache-size=0")
+    lab.run(lab.ns_router, "nft", "add table inet bench; add set inet bench s4 "
+            "{ type ipv4_addr; flags timeout; }")
+    lab.start_side_resolver(SETUPS["dnsmasq --nftset"], "--cache-size=0",
+                            "--nftset=/loxonecloud.com/4#inet#bench#s4")
+
+
+def print_latency(latency: dict[tuple[str, str], list[float]], lost: dict[tuple[str, str], int]) -> None:
+    print("| setup | name | p50 | p99 | added p50 | added p99 | lost |")
+    print("|---|---|---|---|---|---|---|")
+    for (setup, label), times in latency.items():
+        base = latency[("plain", label)]
+        print(f"| {setup} | {label} | {pct(times, .5):.0f} | {pct(times, .99):.0f} | "
+              f"{pct(times, .5) - pct(base, .5):.0f} | {pct(times, .99) - pct(base, .99):.0f} | "
+              f"{lost[(setup, label)]} |")
+
+
 def main() -> int:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     n = int(args[0]) if args else 2000
@@ -156,12 +176,7 @@ def main() -> int:
     dns_only = {template.format(i=i): pool[i % len(pool)] for template in NAMES.values() for i in range(names)}
     with Lab(extra_records=records, dns_only_records=dns_only) as lab:
         ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
-        lab.restart_router_dns("--cache-size=0")
-        lab.start_side_resolver(SETUPS["plain"], "--cache-size=0")
-        lab.run(lab.ns_router, "nft", "add table inet bench; add set inet bench s4 "
-                "{ type ipv4_addr; flags timeout; }")
-        lab.start_side_resolver(SETUPS["dnsmasq --nftset"], "--cache-size=0",
-                                "--nftset=/loxonecloud.com/4#inet#bench#s4")
+        start_resolvers(lab)
         gw = Loxgw(lab, main_extra=f"\toption log_level 'warning'\n\toption dns_hold '{hold}'\n").start()
         interleaved(lab, ms.ns, 50)  # warm-up: caches, ARP, conntrack
         latency, lost = interleaved(lab, ms.ns, n)
@@ -181,13 +196,7 @@ def main() -> int:
     counters: dict[str, int] = status["counters"]
 
     print(f"## Latency: {n} queries per row, all rows taking turns (µs); loxgw answers via {mode}\n")
-    print("| setup | name | p50 | p99 | added p50 | added p99 | lost |")
-    print("|---|---|---|---|---|---|---|")
-    for (setup, label), times in latency.items():
-        base = latency[("plain", label)]
-        print(f"| {setup} | {label} | {pct(times, .5):.0f} | {pct(times, .99):.0f} | "
-              f"{pct(times, .5) - pct(base, .5):.0f} | {pct(times, .99) - pct(base, .99):.0f} | "
-              f"{lost[(setup, label)]} |")
+    print_latency(latency, lost)
     print(f"\n(dnsmasq --nftset left {inserted} elements in its set; loxgw counted "
           f"{counters.get('dns_answers_matched', 0)} matched answers, "
           f"{counters.get('dns_inserted', 0)} elements sent, "

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from bench.dns_latency import SETUPS, interleaved, pct
+from bench.dns_latency import interleaved, print_latency, start_resolvers
 from tests.lab.netlab import Lab
 
 CONSUMER = r"""
@@ -31,12 +31,7 @@ def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     with Lab() as lab:
         ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
-        lab.restart_router_dns("--cache-size=0")
-        lab.start_side_resolver(SETUPS["plain"], "--cache-size=0")
-        lab.run(lab.ns_router, "nft", "add table inet bench; add set inet bench s4 "
-                "{ type ipv4_addr; flags timeout; }")
-        lab.start_side_resolver(SETUPS["dnsmasq --nftset"], "--cache-size=0",
-                                "--nftset=/loxonecloud.com/4#inet#bench#s4")
+        start_resolvers(lab)
         lab.run(lab.ns_router, "iptables-nft", "-t", "mangle", "-A", "OUTPUT", "-o", "br-iot", "-p", "udp",
                 "--sport", "53", "-m", "string", "--algo", "bm", "--hex-string", "|0b6c6f786f6e65636c6f7564|",
                 "-j", "NFQUEUE", "--queue-num", "7053", "--queue-bypass")
@@ -47,13 +42,7 @@ def main() -> int:
         latency, lost = interleaved(lab, ms.ns, n)
     print(f"## Queue floor: {n} queries per row, all rows taking turns (µs); "
           "'loxgw inline' is here a consumer that only accepts\n")
-    print("| setup | name | p50 | p99 | added p50 | added p99 | lost |")
-    print("|---|---|---|---|---|---|---|")
-    for (setup, label), times in latency.items():
-        base = latency[("plain", label)]
-        print(f"| {setup} | {label} | {pct(times, .5):.0f} | {pct(times, .99):.0f} | "
-              f"{pct(times, .5) - pct(base, .5):.0f} | {pct(times, .99) - pct(base, .99):.0f} | "
-              f"{lost[(setup, label)]} |")
+    print_latency(latency, lost)
     return 0
 
 

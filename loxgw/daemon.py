@@ -658,10 +658,10 @@ class Daemon:
             "counters": dict(self.counters) | {f"dns_{k}": v for k, v in self.inspector.counters.items()}
             | ({"dns_inserted": self.dns_queue.inserted, "dns_handler_errors": self.dns_queue.handler_errors,
                 "dns_refused_device_cap": self.dns_queue.refused_device_cap,
+                "dns_held_packets": self.dns_queue.held,
                 "dns_netlink_errors": self.dns_queue.writer.errors} if self.dns_queue else {})
             | ({"dns_copies_lost": self.dns_copies.overruns,
-                "dns_copies_malformed": self.dns_copies.malformed} if self.dns_copies else {})
-            | ({"dns_held_packets": self.dns_queue.held} if self.dns_queue and hasattr(self.dns_queue, "held") else {}),
+                "dns_copies_malformed": self.dns_copies.malformed} if self.dns_copies else {}),
             "last_error": self.last_error,
         }
 

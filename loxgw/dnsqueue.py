@@ -40,6 +40,7 @@ from loxgw.dns import DnsInspector, GrantLedger
 from loxgw.errors import KernelError
 from loxgw.grantpath import GrantPath
 from loxgw.nflog import CopyLog
+from loxgw.nft import NETLINK_NETFILTER
 from loxgw.nftset import SetWriter
 from loxgw.ruleset import COPY_PREFIX, HOLD_MARK
 
@@ -49,7 +50,6 @@ MAX_PACKET = 4096 + 60 + 60  # DNS cap plus IPv6 and TCP headers
 # A thread waking from poll() waits for the GIL up to the switch interval (5 ms by default)
 # if the event loop is busy in Python code; held packets should not.
 GIL_SWITCH_INTERVAL = 0.0005
-NETLINK_NETFILTER = 12
 NFQNL_MSG_CONFIG = 2
 NFQA_CFG_F_FAIL_OPEN = 1
 # Seconds DNS copies may wait to be read when nothing needs them sooner. Measured with
@@ -100,7 +100,6 @@ class DnsQueue(GrantPath):
         self.copy_delay = copy_delay
         self.queues: list[NetfilterQueue] = []
         self.copies = copies
-        self.held = 0
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
 

@@ -31,6 +31,7 @@ class GrantPath:
         self.clock = clock
         self.inserted = 0
         self.handler_errors = 0
+        self.held = 0  # first packets held until the copies before them were read (inline only)
         self.refused_device_cap = 0  # grants not given: the device had its GrantLedger.per_device
         # Held by whoever touches the inspector, writer or ledger: the DNS thread per wake-up,
         # the event loop for status, restores and relay pinholes.
@@ -64,9 +65,10 @@ class GrantPath:
 
     def _inspect(self, packet: bytes, role: ZoneRole) -> list[Grant]:
         try:
-            grants = self.inspector.on_packet(packet, role, self.clock())
+            now = self.clock()
+            grants = self.inspector.on_packet(packet, role, now)
             if grants:
-                admitted = self.ledger.admit(grants, self.clock())
+                admitted = self.ledger.admit(grants, now)
                 if len(admitted) < len(grants):
                     self.refused_device_cap += len(grants) - len(admitted)
                     grants = admitted

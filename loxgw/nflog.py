@@ -28,12 +28,12 @@ import select
 import socket
 import struct
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, nla
+from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, nla
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_ULOG, nfgen_msg
 
 from loxgw.errors import KernelError
+from loxgw.nft import NETLINK_NETFILTER
 
-NETLINK_NETFILTER = 12
 NFULNL_MSG_PACKET = 0
 NFULNL_MSG_CONFIG = 1
 NFULNL_CFG_CMD_BIND = 1
@@ -41,7 +41,6 @@ NFULNL_CFG_CMD_UNBIND = 2
 NFULNL_COPY_PACKET = 2
 NFULA_PAYLOAD = 9
 NFULA_PREFIX = 10
-NLMSG_ERROR = 2
 NLA_TYPE_MASK = 0x3FFF
 SOL_NETLINK = 270
 NETLINK_NO_ENOBUFS = 5

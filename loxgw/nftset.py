@@ -15,21 +15,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from pyroute2.netlink import NLM_F_CREATE, NLM_F_REQUEST
+from pyroute2.netlink import NLM_F_CREATE, NLM_F_REQUEST, NLMSG_ERROR
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES, nfgen_msg
 from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_NEWSETELEM, nft_set_elem_list_msg
 
 from loxgw import nft
 from loxgw.dns import Grant, Profile
 from loxgw.errors import KernelError
+from loxgw.nft import NETLINK_NETFILTER
 from loxgw.ruleset import cloud_set_name
 
-NETLINK_NETFILTER = 12
 NFPROTO_INET = 1
 NFT_MSG_DESTROYSETELEM = 30  # Linux 6.3+: delete an element, no error if it is absent
 NFNL_MSG_BATCH_BEGIN = 0x10
 NFNL_MSG_BATCH_END = 0x11
-NLMSG_ERROR = 2
 
 
 Element = tuple[str, bytes, int]  # set name, key as the kernel stores it, timeout in seconds

@@ -8,9 +8,11 @@ import json
 import sys
 from collections.abc import Sequence
 
-from loxgw import catalog, daemon, nft, ruleset, status, uci
-from loxgw.config import DEFAULT_PATH, DEFAULT_STATUS_SOCKET, Config, load_config
-from loxgw.errors import ConfigError, KernelError, LoxgwError
+from loxgw.core import catalog, ruleset, uci
+from loxgw.core.config import DEFAULT_PATH, DEFAULT_STATUS_SOCKET, Config, load_config
+from loxgw.core.errors import ConfigError, KernelError, LoxgwError
+from loxgw.daemon import app as daemon
+from loxgw.edges import nft, status
 
 
 def _parser() -> argparse.ArgumentParser:

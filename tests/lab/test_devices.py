@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from loxgw import catalog
+from loxgw.core import catalog
 from tests.lab.loxgwproc import Loxgw
 from tests.lab.netlab import Host, Lab, wait_for
 

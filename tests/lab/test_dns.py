@@ -183,7 +183,7 @@ def test_a_later_answer_extends_the_entry(lab: Lab) -> None:
 
 REFRESH_BY_REPLACING = r"""
 import subprocess, time
-from loxgw.nftset import SetWriter
+from loxgw.edges.nftset import SetWriter
 subprocess.run(["nft", "-f", "-"], check=True, text=True,
                input="table inet t {\n set s {\n type ipv4_addr . ipv4_addr\n flags timeout\n }\n}\n")
 writer = SetWriter("t", (), "replace")
@@ -205,7 +205,7 @@ def test_replacing_refreshes_where_the_kernel_cannot_update_expiry(lab: Lab) -> 
 FULL_QUEUE = r"""
 import socket, subprocess, sys
 from netfilterqueue import NetfilterQueue
-from loxgw.dnsqueue import fail_open
+from loxgw.edges.dnsqueue import fail_open
 subprocess.run(["iptables-nft", "-t", "mangle", "-A", "OUTPUT", "-o", "lo", "-p", "udp", "--dport", "9999",
                 "-j", "NFQUEUE", "--queue-num", "5"], check=True)
 nfq = NetfilterQueue()
@@ -382,7 +382,7 @@ def test_sighup_switches_what_is_held(lab: Lab) -> None:
 def test_without_nflog_answers_are_held_instead(lab: Lab) -> None:
     """Another program owns loxgw's NFLOG group: loxgw falls back to holding DNS itself."""
     squatter = lab.popen(lab.ns_router, [sys.executable, "-c",
-                                         "import time; from loxgw.nflog import CopyLog; held = CopyLog(7053); "
+                                         "import time; from loxgw.edges.nflog import CopyLog; held = CopyLog(7053); "
                                          "print('ready', flush=True); time.sleep(120)"], stdout=subprocess.PIPE)
     assert squatter.stdout is not None and squatter.stdout.readline().strip() == b"ready"
     ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")

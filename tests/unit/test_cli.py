@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loxgw import catalog, cli
+from loxgw import cli
+from loxgw.core import catalog
 
 REPO = Path(__file__).parents[2]
 SAMPLE = str(REPO / "etc" / "loxgw.config")

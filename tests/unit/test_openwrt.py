@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 import loxgw
-from loxgw import cli, daemon, netifd
-from loxgw.config import load_config
+from loxgw import cli
+from loxgw.core.config import load_config
+from loxgw.daemon import app as daemon
+from loxgw.edges import netifd
 
 FEED = Path(__file__).parents[2] / "openwrt"
 MAKEFILES = sorted([*FEED.glob("lang/*/Makefile"), FEED / "net" / "loxgw" / "Makefile"])

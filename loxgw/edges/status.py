@@ -1,0 +1,113 @@
+"""The status channel: the daemon serves a JSON snapshot on a Unix socket.
+
+Protocol: the client sends one line ("status\\n"), the daemon answers one JSON
+document and closes. Small and debuggable with socat.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from loxgw.core.errors import LoxgwError
+
+MAX_STATUS_BYTES = 16 * 1024 * 1024
+
+
+class NotRunning(LoxgwError):
+    """No daemon answers on the status socket."""
+
+
+def query(path: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Ask the daemon at `path` for its status."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise NotRunning(f"loxgw is not running (no daemon at {path}: {exc.strerror})") from exc
+        sock.sendall(b"status\n")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_STATUS_BYTES:
+                raise LoxgwError("status answer too large")
+    except TimeoutError as exc:
+        raise NotRunning(f"loxgw at {path} did not answer within {timeout:g}s") from exc
+    finally:
+        sock.close()
+    result = json.loads(b"".join(chunks))
+    if not isinstance(result, dict):
+        raise LoxgwError("status answer is not a JSON object")
+    return result
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def format_human(status: dict[str, Any]) -> str:
+    """A readable rendering of a status snapshot."""
+    out = [
+        f"loxgw {status.get('version', '?')}  pid {status.get('pid', '?')}  "
+        f"up {_age(status.get('uptime'))}",
+        f"config:   {status.get('config', '?')}",
+        f"firewall: {status.get('firewall', '?')} (table inet {status.get('table', '?')}, "
+        f"{status.get('ruleset_applies', 0)} applies)",
+        f"dns:      {status.get('dns_mode', '?')} (queue: {status.get('queue_mode', '?')}, "
+        f"dns: {status.get('dns_path', '?')}, entries refreshed by: {status.get('set_refresh', '?')})",
+    ]
+    zones = status.get("zones", [])
+    if zones:
+        out.append("zones:")
+        for zone in zones:
+            cloud = " cloud" if zone.get("cloud") else ""
+            out.append(
+                f"  {zone['name']:<12} {zone['role']:<8} {', '.join(zone['interfaces']) or '-'}{cloud}"
+            )
+    devices = status.get("devices", [])
+    out.append(f"devices:  {len(devices)}")
+    for dev in devices:
+        flag = "" if dev.get("product_known", True) else "  (product unknown: default ports only)"
+        gone = "" if dev.get("present", True) else "  (gone, in grace period)"
+        out.append(
+            f"  {dev.get('name') or '-':<16} {dev.get('product', '?'):<16} "
+            f"{dev.get('mac') or '-':<17} {dev.get('ip') or '-':<15} via {dev.get('source', '?')}, "
+            f"seen {_age(dev.get('last_seen'))} ago{flag}{gone}"
+        )
+        for hole in dev.get("pinholes", []):
+            out.append(f"      {hole}")
+    entries = status.get("dns_entries", [])
+    out.append(f"dns entries: {len(entries)}")
+    for entry in entries:
+        out.append(
+            f"  {entry['device']:<15} {entry['name']:<36} {entry['address']:<15} "
+            f"{entry['proto']}/{entry['ports']}  expires in {_age(entry.get('expires_in'))}"
+        )
+    relay = status.get("relay", {})
+    if relay.get("interfaces"):
+        out.append(f"relay:    {', '.join(relay['interfaces'])}")
+        for key, value in sorted(relay.get("counters", {}).items()):
+            out.append(f"  {key:<40} {value}")
+    counters = status.get("counters", {})
+    if counters:
+        out.append("counters:")
+        for key in sorted(counters):
+            out.append(f"  {key:<32} {counters[key]}")
+    if status.get("last_error"):
+        out.append(f"last error: {status['last_error']}")
+    return "\n".join(out)

@@ -1,0 +1,131 @@
+"""Which DNS packets loxgw copies or holds, the hold chain, and reading NFLOG copies."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from loxgw.core import ruleset
+from loxgw.core.config import parse_config
+from loxgw.edges.nflog import NFULA_PAYLOAD, NFULA_PREFIX, ULOG_MSG_TYPE, payloads
+
+CONFIG = """
+config loxgw 'main'
+	option queue_num '100'
+	list trusted_resolver '198.51.100.53'
+config zone 'iot'
+	option role 'devices'
+	list interface 'br-iot'
+	option cloud '1'
+config zone 'lan'
+	option role 'clients'
+	list interface 'br-lan'
+	option cloud '1'
+"""
+
+
+def rules_by(config_text: str = CONFIG, copies: bool = True) -> dict[tuple[str, str, bool], ruleset.QueueRule]:
+    rules = ruleset.dns_queue_rules(parse_config(config_text, "t"), copies)
+    return {(r.hook, r.interfaces[0], r.incoming): r for r in rules if r.family in (None, 4)}
+
+
+def test_with_nflog_devices_dns_is_copied_and_clients_answers_are_held() -> None:
+    rules = rules_by()
+    for hook in ("input", "forward"):
+        query = rules[(hook, "br-iot", True)]
+        assert (query.copy, query.qnum, query.prefix) == (True, 100, "loxgw-devices")
+        assert rules[(hook, "br-lan", True)].copy  # every query is only copied
+    for hook in ("output", "forward"):
+        answer = rules[(hook, "br-iot", False)]
+        assert (answer.copy, answer.qnum) == (True, 100)
+        held = rules[(hook, "br-lan", False)]
+        assert (held.copy, held.qnum) == (False, 101)
+    assert rules[("output", "br-iot", False)].nft().endswith(
+        'log prefix "loxgw-devices" group 100 queue-threshold 1')
+    assert rules[("output", "br-lan", False)].nft().endswith("queue num 101 bypass")
+
+
+def test_without_nflog_everything_is_held_per_role() -> None:
+    rules = rules_by(copies=False)
+    assert not any(r.copy for r in rules.values())
+    assert {r.qnum for k, r in rules.items() if k[1] == "br-iot"} == {100}
+    assert {r.qnum for k, r in rules.items() if k[1] == "br-lan"} == {101}
+
+
+def test_xtables_copy_rule_keeps_the_prefilter_and_names_the_role() -> None:
+    rule = rules_by()[("output", "br-iot", False)]
+    args = rule.xtables("br-iot")
+    assert all(a[-8:] == ["-j", "NFLOG", "--nflog-group", "100", "--nflog-threshold", "1",
+                          "--nflog-prefix", "loxgw-devices"] for a in args)
+    assert all("--hex-string" in a for a in args)
+    assert {a[a.index("-p") + 1] for a in args} == {"udp", "tcp"}
+
+
+def test_hold_chain_holds_new_flows_of_devices_zones_without_a_grant() -> None:
+    config = parse_config(CONFIG, "t")
+    profiles = ruleset.all_profiles(ruleset.catalog.load())
+    native = ruleset.hold_rules(config, "nft", profiles)
+    assert len(native) == 2  # IPv4 and IPv6
+    v4 = native[0]
+    assert v4.startswith('iifname { "br-iot" } ct state new meta nfproto ipv4 ip daddr != { 0.0.0.0/8, 10.0.0.0/8,')
+    assert v4.count("ip saddr . ip daddr != @cloud4_") == len(profiles)
+    assert v4.endswith("queue num 100 bypass")
+    assert "br-lan" not in v4  # clients zones' flows are not held
+    marked = ruleset.hold_rules(config, "xtables", profiles)[1]
+    assert marked.endswith("meta mark set meta mark | 0x20000000")
+    assert ruleset.hold_xtables_rule(config) == ["-m", "mark", "--mark", "0x20000000/0x20000000", "-j", "NFQUEUE",
+                                                 "--queue-num", "100", "--queue-bypass"]
+
+
+def test_hold_chain_rendered_only_with_copies_and_a_queue() -> None:
+    config = parse_config(CONFIG, "t")
+    assert "chain hold {" in ruleset.render(config, "standalone", "xtables").script
+    assert "chain hold {" not in ruleset.render(config, "standalone", "xtables", copies=False).script
+    assert "chain hold {" not in ruleset.render(config, "standalone", "passive").script
+    passive = parse_config(CONFIG.replace("option queue_num '100'", "option dns_mode 'passive'"), "t")
+    assert ruleset.hold_rules(passive, "xtables", ()) == []
+    assert ruleset.hold_xtables_rule(passive) is None
+
+
+def test_allowed_targets_are_held_too() -> None:
+    config = parse_config(CONFIG, "t")
+    allowed = parse_config(CONFIG.replace("list trusted_resolver", "list allowed_target '10.20.0.0/16'\n"
+                                          "\tlist trusted_resolver"), "t")
+    assert allowed.main.allowed_targets == (ipaddress.ip_network("10.20.0.0/16"),)
+    profiles = ruleset.all_profiles(ruleset.catalog.load())
+    assert "daddr != { 0.0.0.0/8" in ruleset.hold_rules(config, "nft", profiles)[0]
+    assert "daddr != {" not in ruleset.hold_rules(allowed, "nft", profiles)[0]
+
+
+def nflog_message(*attrs: tuple[int, bytes]) -> bytes:
+    body = b"".join(struct.pack("=HH", 4 + len(v), t) + v + b"\0" * (-len(v) % 4) for t, v in attrs)
+    nfgen = struct.pack("=BBH", 2, 0, 0)
+    return struct.pack("=IHHII", 16 + 4 + len(body), ULOG_MSG_TYPE, 0, 0, 0) + nfgen + body
+
+
+def test_nflog_copies_are_read_with_their_prefix() -> None:
+    packet = bytes(range(45))
+    data = nflog_message((1, b"\x08\x00\x03\x00"), (NFULA_PREFIX, b"loxgw-clients\0"), (NFULA_PAYLOAD, packet))
+    data += nflog_message((NFULA_PAYLOAD, b"\x45abc"))  # no prefix: devices by default downstream
+    assert payloads(data) == ([("loxgw-clients", packet), ("", b"\x45abc")], 0)
+
+
+def test_torn_nflog_messages_are_counted_not_read() -> None:
+    good = nflog_message((NFULA_PREFIX, b"p\0"), (NFULA_PAYLOAD, b"\x45xyz"))
+    no_payload = nflog_message((NFULA_PREFIX, b"p\0"))
+    torn_attribute = good[:20] + struct.pack("=HH", 200, NFULA_PAYLOAD) + good[24:]
+    assert payloads(no_payload + good) == ([("p", b"\x45xyz")], 1)
+    assert payloads(torn_attribute) == ([], 1)
+    assert payloads(good + good[:-3]) == ([("p", b"\x45xyz")], 1)  # message cut short
+
+
+def test_dns_hold_answer_holds_devices_answers_and_nothing_else() -> None:
+    text = CONFIG.replace("option queue_num '100'", "option queue_num '100'\n\toption dns_hold 'answer'")
+    config = parse_config(text, "t")
+    rules = rules_by(text)
+    assert rules[("input", "br-iot", True)].copy  # queries are still only copied
+    answer = rules[("output", "br-iot", False)]
+    assert (answer.copy, answer.qnum) == (False, 100)
+    assert ruleset.hold_rules(config, "nft", ruleset.all_profiles(ruleset.catalog.load())) == []
+    assert ruleset.hold_xtables_rule(config) is None
+    assert "chain hold" not in ruleset.render(config, "standalone", "xtables").script

@@ -1,0 +1,197 @@
+"""The daemon with its kernel side replaced by a recorder: apply, reload, restore, status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from loxgw.core import ruleset
+from loxgw.core.config import load_config
+from loxgw.core.errors import KernelError
+from loxgw.daemon import app as daemon
+from loxgw.edges import status
+
+CONFIG = """
+config loxgw 'main'
+\toption firewall 'standalone'
+\toption status_socket '{sock}'
+\toption table '{table}'
+
+config zone 'iot'
+\toption role 'devices'
+\tlist interface 'br-iot'
+"""
+
+
+class FakeKernel:
+    """Records scripts; holds the set of tables a real kernel would have."""
+
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+        self.tables: set[str] = set()
+        self.refuse: str | None = None
+
+    def apply(self, script: str) -> None:
+        if self.refuse and self.refuse in script:
+            raise KernelError("nft -f", 22, "Invalid argument")
+        self.scripts.append(script)
+        for line in script.splitlines():
+            words = line.split()
+            if words[:1] == ["delete"]:
+                self.tables.discard(words[3])
+            elif words[:2] == ["table", "inet"]:
+                self.tables.add(words[2])
+
+    def ports(self) -> daemon.KernelPorts:
+        return daemon.KernelPorts(
+            apply_script=self.apply,
+            table_exists=lambda table: table in self.tables,
+            fw4_present=lambda: False,
+            choose_queue=lambda mode: "off",
+            watch_ruleset=lambda: None,
+            detect=False,
+            list_set_elements=lambda table, prefix: {},
+            probe_set_refresh=lambda: "expiration",
+            lookup_network=lambda network: None,
+        )
+
+
+def write_config(path: Path, sock: Path, table: str = "loxgw") -> None:
+    path.write_text(CONFIG.format(sock=sock, table=table))
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path, FakeKernel]:
+    cfg, sock = tmp_path / "loxgw", tmp_path / "run" / "status.sock"
+    write_config(cfg, sock)
+    return cfg, sock, FakeKernel()
+
+
+def test_resolve_firewall() -> None:
+    assert daemon.resolve_firewall("auto", True) == "fw4"
+    assert daemon.resolve_firewall("auto", False) == "standalone"
+    assert daemon.resolve_firewall("fw4", False) == "fw4"
+
+
+def test_apply_installs_rendered_ruleset(setup: tuple[Path, Path, FakeKernel]) -> None:
+    cfg, _, kernel = setup
+    config = load_config(str(cfg))
+    d = daemon.Daemon(config, kernel.ports())
+    d.apply()
+    assert kernel.scripts == [ruleset.render(config, "standalone").script]
+    assert kernel.tables == {"loxgw"}
+
+
+def test_invalid_reload_keeps_running_config(setup: tuple[Path, Path, FakeKernel]) -> None:
+    cfg, _, kernel = setup
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    d.apply()
+    before = d.config
+    cfg.write_text("config loxgw 'main'\n\toption firewall 'bogus'\n")
+    d.reload()
+    assert d.config is before
+    assert d.counters["reloads_rejected"] == 1
+    assert len(kernel.scripts) == 1
+
+
+def test_reload_with_new_table_moves_everything(setup: tuple[Path, Path, FakeKernel]) -> None:
+    cfg, sock, kernel = setup
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    d.apply()
+    write_config(cfg, sock, table="loxgw2")
+    d.reload()
+    assert kernel.tables == {"loxgw2"}
+    assert d.counters["reloads"] == 1
+
+
+def test_reload_refused_by_kernel_restores_old(setup: tuple[Path, Path, FakeKernel]) -> None:
+    cfg, sock, kernel = setup
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    d.apply()
+    write_config(cfg, sock, table="loxgw2")
+    kernel.refuse = "table inet loxgw2 {"
+    d.reload()
+    assert d.config.main.table == "loxgw"
+    assert kernel.tables == {"loxgw"}
+    assert d.counters["reloads_failed"] == 1
+
+
+def test_vanished_table_is_restored(setup: tuple[Path, Path, FakeKernel]) -> None:
+    cfg, _, kernel = setup
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    d.apply()
+    kernel.tables.clear()
+    d.check_firewall()
+    assert kernel.tables == {"loxgw"}
+    assert d.counters["ruleset_restores"] == 1
+    d.check_firewall()
+    assert d.counters["ruleset_restores"] == 1
+
+
+def test_disabled_config_installs_nothing(tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg"
+    cfg.write_text("config loxgw 'main'\n\toption enabled '0'\n")
+    kernel = FakeKernel()
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    d.apply()
+    assert kernel.scripts == []
+
+
+def test_run_serves_status_and_cleans_up(setup: tuple[Path, Path, FakeKernel]) -> None:
+    cfg, sock, kernel = setup
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+
+    async def scenario() -> dict[str, object]:
+        task = asyncio.create_task(d.run())
+        for _ in range(200):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.01)
+        snapshot = await asyncio.to_thread(status.query, str(sock))
+        d.request_stop()
+        assert await task == 0
+        return snapshot
+
+    snapshot = asyncio.run(scenario())
+    assert (snapshot["firewall"], snapshot["table"], snapshot["installed"]) == (
+        "standalone", "loxgw", True,
+    )
+    assert json.loads(json.dumps(snapshot)) == snapshot
+    assert not sock.exists()
+    assert kernel.tables == set()
+
+
+def test_second_instance_refuses_to_start(setup: tuple[Path, Path, FakeKernel]) -> None:
+    cfg, sock, kernel = setup
+    first = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+
+    async def scenario() -> str:
+        task = asyncio.create_task(first.run())
+        for _ in range(200):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.01)
+        try:
+            await asyncio.to_thread(daemon.prepare_socket_path, str(sock))
+            return "started"
+        except Exception as exc:
+            return str(exc)
+        finally:
+            first.request_stop()
+            await task
+
+    assert "already running" in asyncio.run(scenario())
+
+
+def test_status_human_format_shows_zones() -> None:
+    text = status.format_human(
+        {"version": "x", "pid": 1, "uptime": 5, "config": "/c", "firewall": "standalone",
+         "table": "loxgw", "dns_mode": "inline",
+         "zones": [{"name": "iot", "role": "devices", "interfaces": ["br-iot"], "cloud": True}],
+         "devices": [], "dns_entries": [], "counters": {"ruleset_applies": 1}}
+    )
+    assert "iot          devices  br-iot cloud" in text
+    assert "ruleset_applies" in text

@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="ask the running daemon for its status",
                         description="Ask the running daemon over its Unix socket.")
     st.add_argument("--json", action="store_true", help="print the raw JSON snapshot")
+    st.add_argument("--full", action="store_true",
+                    help="every DNS entry and every pinhole (default: counts per device)")
     st.add_argument("--socket", metavar="PATH",
                     help="status socket (default: the config's status_socket)")
     return parser
@@ -69,6 +71,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
+
     entries = catalog.load()
     if args.json:
         print(json.dumps([e.as_json() for e in entries], indent=2))
@@ -78,9 +81,16 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from loxgw.core import dnspath, pinholes
+    from loxgw.core.devices import Inventory
+    from loxgw.daemon.app import resolve_firewall
+
     config = _load(args.config)
-    firewall = args.firewall or daemon.resolve_firewall(config.main.firewall, nft.fw4_present())
-    sys.stdout.write(ruleset.render(config, firewall, args.queue).script)
+    firewall = args.firewall or resolve_firewall(config.main.firewall, nft.fw4_present())
+    path = dnspath.choose(config.main.dns_mode, args.queue, True, config.main.dns_hold)
+    devices = Inventory(config.devices).devices()
+    elements = pinholes.elements(pinholes.plan(devices, catalog.load()), devices)
+    sys.stdout.write(ruleset.render(config, firewall, args.queue, path, elements=elements).script)
     return 0
 
 
@@ -109,7 +119,7 @@ def _status_socket_of(config_path: str) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     path = args.socket or _status_socket_of(args.config)
     try:
-        snapshot = status.query(path)
+        snapshot = status.query(path, full=args.full)
     except status.NotRunning as exc:
         print(f"loxgw: {exc}", file=sys.stderr)
         return 1
@@ -121,6 +131,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+
     config = _load(args.config)
     daemon.setup_logging(config.main.log_level, split_streams=args.log_streams)
     return asyncio.run(daemon.Daemon(config).run())

@@ -1,22 +1,31 @@
 """The typed configuration: UCI text in, frozen dataclasses out, every error with file:line.
 
 Nothing downstream of this module sees a raw string from the config file.
+Each option is one schema row: a dataclass field holding its attribute name
+and default, with its UCI name, value parser and doc as the field's metadata
+(see configschema). Parsing, defaults and the README's option table read them.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
-from collections.abc import Callable
+import os
+import stat
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from loxgw.core import configschema as cs
 from loxgw.core import uci
 from loxgw.core.catalog import DEVICE_PRODUCTS, PortRange, Product
+from loxgw.core.configschema import option
 from loxgw.core.errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 DEFAULT_PATH = "/etc/config/loxgw"
 DEFAULT_STATUS_SOCKET = "/var/run/loxgw/status.sock"
+MAX_BYTES = 1 << 20  # a config file's size cap; the sample configs are about 1 KB
 
 FirewallMode = Literal["auto", "fw4", "standalone"]
 DnsMode = Literal["inline", "passive", "off"]
@@ -26,30 +35,55 @@ ZoneRole = Literal["devices", "clients"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_WEEK = 7 * 86400
+_DAY = 86400
 
 
 @dataclass(frozen=True)
 class MainConfig:
     """`config loxgw 'main'`: daemon-wide settings."""
 
-    enabled: bool = True
-    log_level: LogLevel = "info"
-    firewall: FirewallMode = "auto"
-    dns_mode: DnsMode = "inline"
-    dns_hold: DnsHold = "connection"
-    min_timeout: int = 60  # seconds; floor for TTL-derived set timeouts
-    max_timeout: int = 86400  # seconds; ceiling for TTL-derived set timeouts
-    trusted_resolvers: tuple[IPAddress, ...] = ()
-    allowed_targets: tuple[IPNetwork, ...] = ()  # private/special ranges answers may open after all
-    redirect_dns: bool = True  # send devices zones' DNS to the router's own resolver
-    queue_num: int = 7053  # NFQUEUE of held first packets and NFLOG group of DNS copies; +1: clients answers
-    status_socket: str = DEFAULT_STATUS_SOCKET
-    table: str = "loxgw"  # nftables table (inet family) loxgw owns
-    device_grace: int = 300  # seconds a detected device keeps its pinholes after it went away
-    probe_interval: int = 60  # seconds between LoxLIVE searches in devices zones; 0: never
-    dhcp_leases: str = "/tmp/dhcp.leases"  # dnsmasq lease file (OpenWrt's default path)
+    enabled: bool = field(default=True, metadata=option(
+        "enabled", cs.boolean, "`0`: loxgw installs no firewall table (and removes the one it installed)"))
+    log_level: LogLevel = field(default="info", metadata=option(
+        "log_level", cs.choice(*get_args(LogLevel)), "`debug`, `info`, `notice`, `warning`, `error`"))
+    firewall: FirewallMode = field(default="auto", metadata=option(
+        "firewall", cs.choice(*get_args(FirewallMode)), "`auto` (fw4 where installed), `fw4`, `standalone`"))
+    dns_mode: DnsMode = field(default="inline", metadata=option(
+        "dns_mode", cs.choice(*get_args(DnsMode)),
+        "`inline` (no first connection can race its grant), `passive`, `off`"))
+    dns_hold: DnsHold = field(default="connection", metadata=option(
+        "dns_hold", cs.choice(*get_args(DnsHold)),
+        "what waits in a devices zone with `inline`: `connection` (the device's first packet to an address it "
+        "has no grant for, until loxgw has read the answer) or `answer` (the DNS answer, until its grants are in)"))
+    min_timeout: int = field(default=60, metadata=option(
+        "min_timeout", cs.int_range(1, _WEEK), "floor of TTL-derived set timeouts, seconds"))
+    max_timeout: int = field(default=86400, metadata=option(
+        "max_timeout", cs.int_range(1, _WEEK), "ceiling of TTL-derived set timeouts, seconds"))
+    trusted_resolvers: tuple[IPAddress, ...] = field(default=(), metadata=option(
+        "trusted_resolver", cs.ip, "extra resolvers whose answers may open the firewall", is_list=True))
+    allowed_targets: tuple[IPNetwork, ...] = field(default=(), metadata=option(
+        "allowed_target", cs.network, "networks answers may open although private or special "
+        "(e.g. `10.20.0.0/16` for a cloud name resolving into a VPN)", is_list=True))
+    redirect_dns: bool = field(default=True, metadata=option(
+        "redirect_dns", cs.boolean, "send DNS from devices zones to the router's own resolver"))
+    queue_num: int = field(default=7053, metadata=option(
+        "queue_num", cs.int_range(0, 65535), "NFQUEUE number of held first packets and NFLOG group of DNS "
+        "copies; `queue_num + 1` holds clients zones' answers"))
+    status_socket: str = field(default=DEFAULT_STATUS_SOCKET, metadata=option(
+        "status_socket", cs.absolute_path, "Unix socket for `loxgw status`"))
+    table: str = field(default="loxgw", metadata=option(
+        "table", cs.table_name, "name of loxgw's `inet` table"))
+    device_grace: int = field(default=300, metadata=option(
+        "device_grace", cs.int_range(0, _WEEK), "seconds a device that went away keeps its pinholes"))
+    probe_interval: int = field(default=60, metadata=option(
+        "probe_interval", cs.int_range(0, _DAY), "seconds between LoxLIVE and SSDP searches in devices zones "
+        "(`0` off)"))
+    dhcp_leases: str = field(default="/tmp/dhcp.leases", metadata=option(
+        "dhcp_leases", cs.absolute_path, "dnsmasq lease file read for devices"))
+    rebind_exception: bool = field(default=True, metadata=option(
+        "rebind_exception", cs.boolean, "on OpenWrt, keep `dyndns.loxonecloud.com` in dnsmasq's rebind_domain "
+        "list, so the App's local TLS names resolve to the Miniserver's private address"))
 
 
 @dataclass(frozen=True)
@@ -57,10 +91,15 @@ class Zone:
     """`config zone NAME`: a set of interfaces holding Loxone devices or their clients."""
 
     name: str
-    role: ZoneRole
-    interfaces: tuple[str, ...]
-    networks: tuple[str, ...] = ()  # OpenWrt network names, resolved to devices at run time
-    cloud: bool = False
+    role: ZoneRole = field(metadata=option(
+        "role", cs.choice(*get_args(ZoneRole)), "`devices` (Loxone gear) or `clients` (App, Config)"))
+    interfaces: tuple[str, ...] = field(default=(), metadata=option(
+        "interface", cs.ifname, "Linux interfaces of the zone (it needs interfaces, networks or both)",
+        is_list=True))
+    networks: tuple[str, ...] = field(default=(), metadata=option(
+        "network", cs.name, "OpenWrt networks of the zone (resolved through netifd)", is_list=True))
+    cloud: bool = field(default=False, metadata=option(
+        "cloud", cs.boolean, "`1`: the zone may reach the catalogue's cloud endpoints"))
 
 
 @dataclass(frozen=True)
@@ -68,12 +107,16 @@ class StaticDevice:
     """`config device NAME`: a Loxone device declared by hand; always wins over detection."""
 
     name: str
-    product: Product
-    mac: str | None
-    ip: IPAddress | None
-    http_port: int = 80
-    label: str = ""
-    zone: str | None = None
+    product: Product = field(metadata=option(
+        "type", cs.choice(*DEVICE_PRODUCTS), ", ".join(f"`{p}`" for p in DEVICE_PRODUCTS)))
+    mac: str | None = field(default=None, metadata=option(
+        "mac", cs.mac, "its MAC address (a device needs a `mac`, an `ip` or both)"))
+    ip: IPAddress | None = field(default=None, metadata=option(
+        "ip", cs.ip, "its IP address"))
+    http_port: int = field(default=80, metadata=option(
+        "http_port", cs.int_range(1, 65535), "the Miniserver's HTTP port"))
+    label: str = field(default="", metadata=option("name", cs.text, "a label"))
+    zone: str | None = field(default=None, metadata=option("zone", cs.name, "its `config zone`"))
 
 
 @dataclass(frozen=True)
@@ -81,13 +124,19 @@ class Relay:
     """`config relay`: which discovery broadcasts to carry between which interfaces."""
 
     name: str
-    enabled: bool = True
-    ports: tuple[PortRange, ...] = (PortRange(7070, 7077), PortRange(7079, 7079))
-    interfaces: tuple[str, ...] = ()
-    zones: tuple[str, ...] = ()
-    rate_limit: int = 20  # packets per second per source
-    global_rate: int = 2000  # packets per second over all sources
-    allow_upstream: bool = False  # relay to/from the interface holding the default route
+    enabled: bool = field(default=True, metadata=option("enabled", cs.boolean, "`0`: this relay is off"))
+    ports: tuple[PortRange, ...] = field(default=(PortRange(7070, 7077), PortRange(7079, 7079)), metadata=option(
+        "port", cs.port_range, "discovery ports it relays", is_list=True))
+    interfaces: tuple[str, ...] = field(default=(), metadata=option(
+        "interface", cs.ifname, "interfaces it relays between", is_list=True))
+    zones: tuple[str, ...] = field(default=(), metadata=option(
+        "zone", cs.name, "zones whose interfaces it relays between", is_list=True))
+    rate_limit: int = field(default=20, metadata=option(
+        "rate_limit", cs.int_range(1, 100000), "packets/s per source"))
+    global_rate: int = field(default=2000, metadata=option(
+        "global_rate", cs.int_range(1, 1000000), "packets/s for all sources"))
+    allow_upstream: bool = field(default=False, metadata=option(
+        "allow_upstream", cs.boolean, "also relay to/from the interface with the default route"))
 
 
 @dataclass(frozen=True)
@@ -95,13 +144,26 @@ class Upnp:
     """`config upnp`: one upstream port mapping for a device's remote access."""
 
     name: str
-    enabled: bool = False
-    device: str | None = None
-    internal_port: int = 443
-    external_port: int | None = None
-    lease: int = 3600  # seconds
-    proto: Literal["tcp", "udp"] = "tcp"
-    check_interval: int = 60  # seconds between checks that the upstream still holds the mapping
+    enabled: bool = field(default=False, metadata=option(
+        "enabled", cs.boolean, "`1`: map a port on the upstream IGD"))
+    device: str | None = field(default=None, metadata=option(
+        "device", cs.name, "the `config device` it maps to (needed when enabled)"))
+    internal_port: int = field(default=443, metadata=option(
+        "internal_port", cs.int_range(1, 65535), "the device's port"))
+    external_port: int | None = field(default=None, metadata=option(
+        "external_port", cs.int_range(1, 65535), "upstream (and this router's WAN) port (needed when enabled)"))
+    lease: int = field(default=3600, metadata=option(
+        "lease", cs.int_range(0, _WEEK), "lease asked for, seconds"))
+    proto: Literal["tcp", "udp"] = field(default="tcp", metadata=option(
+        "proto", cs.choice("tcp", "udp"), "`tcp` or `udp`"))
+    check_interval: int = field(default=60, metadata=option(
+        "check_interval", cs.int_range(1, _DAY), "seconds between checks that the upstream still holds the mapping"))
+
+
+# Section type -> its dataclass, in the order the README lists them.
+SECTIONS: dict[str, type[DataclassInstance]] = {
+    "loxgw": MainConfig, "zone": Zone, "device": StaticDevice, "relay": Relay, "upnp": Upnp,
+}
 
 
 @dataclass(frozen=True)
@@ -140,212 +202,67 @@ class Config:
         return tuple(seen)
 
 
-# --- value parsers: text -> value, ValueError with a message for the user ---
-
-T = TypeVar("T")
-
-
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "yes", "on", "true", "enabled"):
-        return True
-    if lowered in ("0", "no", "off", "false", "disabled"):
-        return False
-    raise ValueError(f"expected a boolean (1/0, yes/no, on/off, true/false), got {text!r}")
+def _main(check: cs.Checker, section: uci.RawSection, values: dict[str, Any]) -> MainConfig:
+    main = MainConfig(**values)
+    if main.min_timeout > main.max_timeout:
+        culprit = section.options.get("min_timeout", section.options.get("max_timeout"))
+        check.problem(
+            culprit.line if culprit else section.line,
+            f"min_timeout ({main.min_timeout}) is larger than max_timeout ({main.max_timeout})",
+        )
+    return main
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in allowed:
-            raise ValueError(f"expected one of {', '.join(allowed)}, got {text!r}")
-        return text
-
-    return parse
+def _zone(check: cs.Checker, section: uci.RawSection, name: str, values: dict[str, Any]) -> Zone:
+    zone = Zone(name=name, **values)
+    if not {"interface", "network"} & section.options.keys():
+        check.problem(section.line, f"zone {uci.quote(name)} names no interface or network")
+    return zone
 
 
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        if not re.fullmatch(r"\d+", text):
-            raise ValueError(f"expected a whole number, got {text!r}")
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(f"expected a number from {low} to {high}, got {value}")
-        return value
-
-    return parse
+def _device(check: cs.Checker, section: uci.RawSection, name: str, values: dict[str, Any]) -> StaticDevice:
+    device = StaticDevice(name=name, **values)
+    if not {"mac", "ip"} & section.options.keys():
+        check.problem(section.line, f"{section.label} needs a mac or an ip")
+    if device.zone is not None:
+        check.refs.append((section.options["zone"].line, "zone", device.zone))
+    return device
 
 
-def _ip(text: str) -> IPAddress:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        raise ValueError(f"not an IP address: {text!r}") from None
+def _relay(check: cs.Checker, section: uci.RawSection, name: str, values: dict[str, Any]) -> Relay:
+    relay = Relay(name=name, **values)
+    if "zone" in section.options:
+        check.refs.extend((section.options["zone"].line, "zone", z) for z in relay.zones)
+    return relay
 
 
-def _network(text: str) -> IPNetwork:
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ValueError(f"not an IP network: {text!r}") from None
-
-
-def _ifname(text: str) -> str:
-    if not _IFNAME.match(text):
-        raise ValueError(f"not a Linux interface name: {text!r}")
-    return text
-
-
-def _mac(text: str) -> str:
-    lowered = text.lower().replace("-", ":")
-    if not _MAC.match(lowered):
-        raise ValueError(f"not a MAC address: {text!r}")
-    return lowered
-
-
-def _ident(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_]+", text):
-        raise ValueError(f"not a name (letters, digits, _): {text!r}")
-    return text
-
-
-def _text(text: str) -> str:
-    return text
-
-
-def _port_range(text: str) -> PortRange:
-    return PortRange.parse(text)
-
-
-def _absolute_path(text: str) -> str:
-    if not text.startswith("/"):
-        raise ValueError(f"expected an absolute path, got {text!r}")
-    return text
-
-
-def _table_name(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", text):
-        raise ValueError(f"not an nftables table name: {text!r}")
-    return text
-
-
-@dataclass(frozen=True)
-class _Opt:
-    parse: Callable[[str], object]
-    is_list: bool = False
-    required: bool = False
-
-
-_SCHEMA: dict[str, dict[str, _Opt]] = {
-    "loxgw": {
-        "enabled": _Opt(_bool),
-        "log_level": _Opt(_choice("debug", "info", "notice", "warning", "error")),
-        "firewall": _Opt(_choice("auto", "fw4", "standalone")),
-        "dns_mode": _Opt(_choice("inline", "passive", "off")),
-        "dns_hold": _Opt(_choice("connection", "answer")),
-        "min_timeout": _Opt(_int_range(1, 7 * 86400)),
-        "max_timeout": _Opt(_int_range(1, 7 * 86400)),
-        "trusted_resolver": _Opt(_ip, is_list=True),
-        "allowed_target": _Opt(_network, is_list=True),
-        "redirect_dns": _Opt(_bool),
-        "queue_num": _Opt(_int_range(0, 65535)),
-        "status_socket": _Opt(_absolute_path),
-        "table": _Opt(_table_name),
-        "device_grace": _Opt(_int_range(0, 7 * 86400)),
-        "probe_interval": _Opt(_int_range(0, 86400)),
-        "dhcp_leases": _Opt(_absolute_path),
-    },
-    "zone": {
-        "role": _Opt(_choice("devices", "clients"), required=True),
-        "interface": _Opt(_ifname, is_list=True),
-        "network": _Opt(_ident, is_list=True),
-        "cloud": _Opt(_bool),
-    },
-    "device": {
-        "type": _Opt(_choice(*DEVICE_PRODUCTS), required=True),
-        "mac": _Opt(_mac),
-        "ip": _Opt(_ip),
-        "http_port": _Opt(_int_range(1, 65535)),
-        "name": _Opt(_text),
-        "zone": _Opt(_ident),
-    },
-    "relay": {
-        "enabled": _Opt(_bool),
-        "port": _Opt(_port_range, is_list=True),
-        "interface": _Opt(_ifname, is_list=True),
-        "zone": _Opt(_ident, is_list=True),
-        "rate_limit": _Opt(_int_range(1, 100000)),
-        "global_rate": _Opt(_int_range(1, 1000000)),
-        "allow_upstream": _Opt(_bool),
-    },
-    "upnp": {
-        "enabled": _Opt(_bool),
-        "device": _Opt(_ident),
-        "internal_port": _Opt(_int_range(1, 65535)),
-        "external_port": _Opt(_int_range(1, 65535)),
-        "lease": _Opt(_int_range(0, 604800)),
-        "proto": _Opt(_choice("tcp", "udp")),
-        "check_interval": _Opt(_int_range(1, 86400)),
-    },
-}
-
-
-class _Checker:
-    """Collects problems while typing raw sections; never stops at the first."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.problems: list[ConfigProblem] = []
-
-    def problem(self, line: int, message: str) -> None:
-        self.problems.append(ConfigProblem(self.path, line, message))
-
-    def values(self, section: uci.RawSection) -> dict[str, object]:
-        """Typed option values of a section; unknown or bad options are reported."""
-        schema = _SCHEMA[section.type]
-        typed: dict[str, object] = {}
-        for name, raw in section.options.items():
-            spec = schema.get(name)
-            if spec is None:
-                self.problem(raw.line, f"unknown option {name!r} in {section.label}")
-                continue
-            if raw.is_list and not spec.is_list:
-                self.problem(raw.line, f"{name!r} takes one value: use 'option', not 'list'")
-                continue
-            parsed: list[object] = []
-            for value in raw.values:
-                try:
-                    parsed.append(spec.parse(value))
-                except ValueError as exc:
-                    self.problem(raw.line, f"{name}: {exc}")
-            if len(parsed) == len(raw.values):
-                typed[name] = tuple(parsed) if spec.is_list else parsed[-1]
-        for name, spec in schema.items():
-            if spec.required and name not in section.options:
-                self.problem(section.line, f"{section.label} needs option {name!r}")
-        return typed
-
-
-def _get(values: dict[str, object], key: str, default: T) -> T:
-    return cast(T, values.get(key, default))
+def _upnp(check: cs.Checker, section: uci.RawSection, name: str, values: dict[str, Any]) -> Upnp:
+    upnp = Upnp(name=name, **values)
+    for needed in ("device", "external_port"):
+        if upnp.enabled and needed not in section.options:
+            check.problem(section.line, f"enabled {section.label} needs option {needed!r}")
+    if upnp.device is not None:
+        check.refs.append((section.options["device"].line, "device", upnp.device))
+    return upnp
 
 
 def parse_config(text: str, path: str) -> Config:
     """Parse and validate UCI text; raises ConfigError listing every problem."""
     _package, sections = uci.parse(text, path)
-    check = _Checker(path)
+    check = cs.Checker(path)
     main: MainConfig | None = None
-    zones: list[Zone] = []
+    main_seen = False
+    zones: list[tuple[Zone, uci.RawSection]] = []
     devices: list[StaticDevice] = []
     relays: list[Relay] = []
     upnps: list[Upnp] = []
     names: dict[tuple[str, str], int] = {}
-    refs: list[tuple[int, str, str]] = []  # (line, kind, name) to resolve once all are read
 
     for index, section in enumerate(sections):
-        if section.type not in _SCHEMA:
+        if section.type not in SECTIONS:
             check.problem(
                 section.line,
-                f"unknown section type {section.type!r} (expected one of {', '.join(_SCHEMA)})",
+                f"unknown section type {uci.quote(section.type)} (expected one of {', '.join(SECTIONS)})",
             )
             continue
         if section.name is not None:
@@ -353,139 +270,111 @@ def parse_config(text: str, path: str) -> Config:
             if key in names:
                 check.problem(
                     section.line,
-                    f"duplicate {section.type} name {section.name!r} (first at line {names[key]})",
+                    f"duplicate {section.type} name {uci.quote(section.name)} (first at line {names[key]})",
                 )
                 continue
             names[key] = section.line
-        values = check.values(section)
+        values = check.values(section, cs.rows(SECTIONS[section.type]))
+        if section.type == "loxgw" and main_seen:
+            check.problem(section.line, "only one 'config loxgw' section is allowed")
+            continue
+        main_seen = main_seen or section.type == "loxgw"
+        if section.type == "zone" and section.name is None:
+            check.problem(section.line, "a zone needs a name: config zone 'NAME'")
+            continue
+        if values is None:
+            continue
         name = section.name or f"{section.type}{index}"
-
         if section.type == "loxgw":
-            if main is not None:
-                check.problem(section.line, "only one 'config loxgw' section is allowed")
-                continue
-            main = MainConfig(
-                enabled=_get(values, "enabled", True),
-                log_level=_get(values, "log_level", "info"),
-                firewall=_get(values, "firewall", "auto"),
-                dns_mode=_get(values, "dns_mode", "inline"),
-                dns_hold=_get(values, "dns_hold", "connection"),
-                min_timeout=_get(values, "min_timeout", 60),
-                max_timeout=_get(values, "max_timeout", 86400),
-                trusted_resolvers=_get(values, "trusted_resolver", ()),
-                allowed_targets=_get(values, "allowed_target", ()),
-                redirect_dns=_get(values, "redirect_dns", True),
-                queue_num=_get(values, "queue_num", 7053),
-                status_socket=_get(values, "status_socket", DEFAULT_STATUS_SOCKET),
-                table=_get(values, "table", "loxgw"),
-                device_grace=_get(values, "device_grace", 300),
-                probe_interval=_get(values, "probe_interval", 60),
-                dhcp_leases=_get(values, "dhcp_leases", "/tmp/dhcp.leases"),
-            )
-            if main.min_timeout > main.max_timeout:
-                culprit = section.options.get("min_timeout", section.options.get("max_timeout"))
-                check.problem(
-                    culprit.line if culprit else section.line,
-                    f"min_timeout ({main.min_timeout}) is larger than max_timeout "
-                    f"({main.max_timeout})",
-                )
+            main = _main(check, section, values)
         elif section.type == "zone":
-            if section.name is None:
-                check.problem(section.line, "a zone needs a name: config zone 'NAME'")
-                continue
-            zone = Zone(
-                name=section.name,
-                role=_get(values, "role", "devices"),
-                interfaces=_get(values, "interface", ()),
-                networks=_get(values, "network", ()),
-                cloud=_get(values, "cloud", False),
-            )
-            if not {"interface", "network"} & section.options.keys() and "role" in values:
-                check.problem(section.line, f"zone '{zone.name}' names no interface or network")
-            zones.append(zone)
+            zones.append((_zone(check, section, name, values), section))
         elif section.type == "device":
-            device = StaticDevice(
-                name=name,
-                product=_get(values, "type", "miniserver"),
-                mac=_get(values, "mac", None),
-                ip=_get(values, "ip", None),
-                http_port=_get(values, "http_port", 80),
-                label=_get(values, "name", ""),
-                zone=_get(values, "zone", None),
-            )
-            if not {"mac", "ip"} & section.options.keys() and "type" in values:
-                check.problem(section.line, f"{section.label} needs a mac or an ip")
-            if device.zone is not None:
-                refs.append((section.options["zone"].line, "zone", device.zone))
-            devices.append(device)
+            devices.append(_device(check, section, name, values))
         elif section.type == "relay":
-            relay = Relay(
-                name=name,
-                enabled=_get(values, "enabled", True),
-                ports=_get(values, "port", Relay.ports),
-                interfaces=_get(values, "interface", ()),
-                zones=_get(values, "zone", ()),
-                rate_limit=_get(values, "rate_limit", 20),
-                global_rate=_get(values, "global_rate", 2000),
-                allow_upstream=_get(values, "allow_upstream", False),
-            )
-            if "zone" in section.options:
-                refs.extend((section.options["zone"].line, "zone", z) for z in relay.zones)
-            relays.append(relay)
-        elif section.type == "upnp":
-            upnp = Upnp(
-                name=name,
-                enabled=_get(values, "enabled", False),
-                device=_get(values, "device", None),
-                internal_port=_get(values, "internal_port", 443),
-                external_port=_get(values, "external_port", None),
-                lease=_get(values, "lease", 3600),
-                proto=_get(values, "proto", "tcp"),
-                check_interval=_get(values, "check_interval", 60),
-            )
-            if upnp.enabled and upnp.device is None and "device" not in section.options:
-                check.problem(section.line, f"enabled {section.label} needs option 'device'")
-            if upnp.enabled and upnp.external_port is None and "external_port" not in section.options:
-                check.problem(section.line, f"enabled {section.label} needs option 'external_port'")
-            if upnp.device is not None:
-                refs.append((section.options["device"].line, "device", upnp.device))
-            upnps.append(upnp)
+            relays.append(_relay(check, section, name, values))
+        else:
+            upnps.append(_upnp(check, section, name, values))
 
-    zone_names = {z.name for z in zones}
-    device_names = {d.name for d in devices}
-    for line, kind, ref in refs:
-        known = zone_names if kind == "zone" else device_names
-        if ref not in known:
-            check.problem(line, f"{kind} {ref!r} is not defined (no config {kind} '{ref}')")
+    known = {kind: {n for (t, n) in names if t == kind} for kind in ("zone", "device")}
+    known["device"].update(d.name for d in devices)
+    for line, kind, ref in check.refs:
+        if ref not in known[kind]:
+            check.problem(line, f"{kind} {uci.quote(ref)} is not defined (no config {kind} {uci.quote(ref)})")
     claimed: dict[str, str] = {}
-    for zone in zones:
-        for ifname in zone.interfaces:
-            if ifname in claimed and claimed[ifname] != zone.name:
-                line = next(s.options["interface"].line for s in sections
-                            if s.type == "zone" and s.name == zone.name)
+    for zone, section in zones:
+        for interface in zone.interfaces:
+            if claimed.get(interface, zone.name) != zone.name:
                 check.problem(
-                    line, f"interface {ifname!r} is in both zone '{claimed[ifname]}' and '{zone.name}'"
+                    section.options["interface"].line,
+                    f"interface {interface!r} is in both zone {uci.quote(claimed[interface])} "
+                    f"and {uci.quote(zone.name)}",
                 )
-            claimed[ifname] = zone.name
+            claimed[interface] = zone.name
     if check.problems:
-        raise ConfigError(check.problems)
+        raise uci.config_error(check.problems)
     return Config(
         path=path,
         main=main or MainConfig(),
-        zones=tuple(zones),
+        zones=tuple(zone for zone, _ in zones),
         devices=tuple(devices),
         relays=tuple(relays),
         upnp=tuple(upnps),
     )
 
 
-def load_config(path: str) -> Config:
-    """Read and parse a config file; an unreadable file is a ConfigError too."""
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def read_config_text(path: str) -> str:
+    """A config file's text: a regular file of at most MAX_BYTES of UTF-8, else a one-line ConfigError.
+
+    Opened with O_NONBLOCK and checked with fstat before any read: a FIFO
+    would block `check`, `run` and `status` for good, and /dev/zero would grow
+    memory without end.
+    """
+
+    def fail(message: str, line: int = 0) -> ConfigError:
+        return ConfigError([ConfigProblem(path, line, message)])
+
+    chunks: list[bytes] = []
+    total = 0
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError([ConfigProblem(path, 0, f"cannot read: {exc.strerror}")]) from exc
+        raise fail(f"cannot read: {exc.strerror}") from exc
+    except ValueError as exc:  # a NUL in the path
+        raise fail(f"cannot read: {exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((kind for test, kind in _FILE_TYPES if test(info.st_mode)), "a special file")
+            raise fail(f"not a regular file but {kind}; loxgw reads its config only from a regular file")
+        if info.st_size > MAX_BYTES:
+            raise fail(f"{info.st_size} bytes, more than the {MAX_BYTES}-byte limit of a config file")
+        while total <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > MAX_BYTES:  # it grew after fstat
+        raise fail(f"more than the {MAX_BYTES}-byte limit of a config file")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigProblem(path, 0, f"not UTF-8 text: {exc.reason}")]) from exc
-    return parse_config(text, path)
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise fail(f"not UTF-8 text: {exc.reason} at byte {exc.start}", line) from exc
+
+
+def load_config(path: str) -> Config:
+    """Read and parse a config file; an unreadable or unsuitable file is a ConfigError too."""
+    return parse_config(read_config_text(path), path)

@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from loxgw.core import firewall
 from loxgw.core.catalog import Entry, PortRange, Product, Proto
 from loxgw.core.devices import Device
 
@@ -38,7 +39,8 @@ HTTP_PORT_ENTRIES = frozenset({"ms-http"})
 
 @dataclass(frozen=True)
 class Pinhole:
-    """One allowed flow. `src` None: any host of the clients zones; `dst` None: any client host."""
+    """One allowed flow. `src` None: any host of the clients zones, or (device flows) any
+    detected device of product `source`; `dst` None: any client host."""
 
     kind: str  # "inbound", "device", "client", "router"
     src: IPv4 | None
@@ -46,10 +48,11 @@ class Pinhole:
     proto: Proto
     ports: PortRange | None  # None for ICMP
     entry: str  # catalogue id (or "default" for unknown products)
+    source: Product | None = None  # device flows: the product that opens them
 
     def describe(self) -> str:
         ports = f"/{self.ports}" if self.ports else ""
-        src = str(self.src) if self.src else "clients"
+        src = str(self.src) if self.src else (f"{self.source} devices" if self.source else "clients")
         dst = str(self.dst) if self.dst else ("router" if self.kind == "router" else "clients")
         return f"{self.kind}: {src} -> {dst} {self.proto}{ports} ({self.entry})"
 
@@ -80,14 +83,69 @@ def plan(devices: Iterable[Device], entries: Iterable[Entry]) -> list[Pinhole]:
                              for p in _ports(entry, device))
             elif entry.direction == "device" and entry.proto in ("tcp", "udp"):
                 source_product = DEVICE_FLOW_SOURCE.get(entry.id, device.product)
-                for source in live:
-                    if source.product == source_product and source.key != device.key:
-                        assert source.ip is not None
-                        holes.update(Pinhole("device", source.ip, device.ip, entry.proto, p, entry.id)
-                                     for p in entry.ports)
+                holes.update(Pinhole("device", None, device.ip, entry.proto, p, entry.id, source_product)
+                             for p in entry.ports)
             elif entry.direction == "client" and entry.proto in ("tcp", "udp"):
                 holes.update(Pinhole("client", device.ip, None, entry.proto, p, entry.id)
                              for p in entry.ports)
             elif entry.direction == "router" and entry.proto == "icmp":
                 holes.add(Pinhole("router", device.ip, None, "icmp", None, entry.id))
-    return sorted(holes, key=lambda h: (h.kind, str(h.src), str(h.dst), h.proto, str(h.ports), h.entry))
+    return sorted(holes, key=lambda h: (h.kind, str(h.src), str(h.dst), h.proto, str(h.ports), h.entry,
+                                        str(h.source)))
+
+
+def merge_ranges(ranges: Iterable[PortRange]) -> list[PortRange]:
+    """Overlapping or adjacent ranges joined: concatenated interval sets refuse overlaps."""
+    merged: list[PortRange] = []
+    for r in sorted(ranges):
+        if merged and r.first <= merged[-1].last + 1:
+            merged[-1] = PortRange(merged[-1].first, max(merged[-1].last, r.last))
+        else:
+            merged.append(r)
+    return merged
+
+
+Elements = dict[str, frozenset[str]]  # set name -> elements in nft syntax
+
+
+def elements(holes: Iterable[Pinhole], devices: Iterable[Device]) -> Elements:
+    """What every pinhole and address set must hold (core.firewall.DESIRED_SETS), in nft syntax.
+
+    Ranges of one key are merged: an interval set refuses overlapping elements.
+    """
+    ranges: dict[tuple[str, str], list[PortRange]] = {}
+    out: dict[str, set[str]] = {name: set() for name in firewall.DESIRED_SETS}
+    for hole in holes:
+        if hole.kind == "router":
+            out[firewall.ROUTER_PING].add(str(hole.src))
+            continue
+        if hole.ports is None:
+            continue
+        if hole.kind == "inbound":
+            key = (firewall.PIN_INBOUND, f"{hole.dst} . {hole.proto}")
+        elif hole.kind == "device" and hole.source is not None:
+            key = (firewall.pin_device_set(hole.source), f"{hole.dst} . {hole.proto}")
+        elif hole.kind == "client":
+            key = (firewall.PIN_CLIENT, f"{hole.src} . {hole.proto}")
+        else:
+            continue
+        ranges.setdefault(key, []).append(hole.ports)
+    for (name, prefix), port_ranges in ranges.items():
+        out[name].update(f"{prefix} . {r.nft()}" for r in merge_ranges(port_ranges))
+    for device in devices:
+        if device.ip is not None and device.product is not None:
+            out[firewall.products_set(device.product)].add(str(device.ip))
+    return {name: frozenset(found) for name, found in out.items()}
+
+
+def changes(applied: Elements, desired: Elements) -> tuple[Elements, Elements]:
+    """(to delete, to add) per set, so that `applied` becomes `desired`; unchanged sets are left out."""
+    delete: Elements = {}
+    add: Elements = {}
+    for name in sorted({*applied, *desired}):
+        before, after = applied.get(name, frozenset()), desired.get(name, frozenset())
+        if before - after:
+            delete[name] = before - after
+        if after - before:
+            add[name] = after - before
+    return delete, add

@@ -5,7 +5,10 @@ also run on plain Linux routers without libuci. The grammar is small: lines of
 `package`, `config TYPE [NAME]`, `option NAME VALUE`, `list NAME VALUE`;
 `#` comments; single quotes are literal, double quotes and bare words take
 backslash escapes; a quoted value may span lines; adjacent quoted and bare
-parts join into one word (as in libuci's file.c).
+parts join into one word (as in libuci's file.c). Only `\\n` ends a line, as
+libuci reads lines with fgets: `str.splitlines` would also split at VT, FF,
+FS, GS, RS, NEL, LS and PS and so shift every later line number. Between
+words, C's isspace() characters (space, TAB, VT, FF, CR) are whitespace.
 """
 
 from __future__ import annotations
@@ -15,7 +18,40 @@ from dataclasses import dataclass, field
 
 from loxgw.core.errors import ConfigError, ConfigProblem
 
-_IDENT = re.compile(r"^[A-Za-z0-9_]+$")
+_IDENT = re.compile(r"[A-Za-z0-9_]+")
+_SPACE = " \t\v\f\r\n"
+# A run of characters that are neither whitespace nor special to the tokenizer.
+_PLAIN = re.compile(r"[^ \t\v\f\r\n'\"\\]+")
+SHOWN = 40  # characters of a value a message repeats
+MAX_PROBLEMS = 100  # problems one ConfigError lists; a 1 MiB file of bad lines would list 500,000
+
+
+def quote(text: str) -> str:
+    """A value as a message shows it: repr, cut to SHOWN characters (with its length) if longer.
+
+    A config value is the user's text of any length; a 10 MB value must not
+    make a 10 MB message (in `check` output and in the reload log alike).
+    """
+    if len(text) <= SHOWN:
+        return repr(text)
+    return f"{text[:SHOWN] + '…'!r} ({len(text)} characters)"
+
+
+def config_error(problems: list[ConfigProblem]) -> ConfigError:
+    """A ConfigError with the first MAX_PROBLEMS problems and, past them, one whole-file line counting the rest."""
+    if len(problems) <= MAX_PROBLEMS:
+        return ConfigError(problems)
+    more = len(problems) - MAX_PROBLEMS
+    return ConfigError([*problems[:MAX_PROBLEMS], ConfigProblem(problems[0].path, 0, f"and {more} more problems")])
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines as libuci counts them: each ends at `\\n` (kept), and only there."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    if not lines[-1]:
+        lines.pop()
+    return lines
 
 
 @dataclass
@@ -40,13 +76,18 @@ class RawSection:
     @property
     def label(self) -> str:
         """How messages name this section."""
-        return f"{self.type} '{self.name}'" if self.name else f"anonymous {self.type}"
+        return f"{self.type} {quote(self.name)}" if self.name else f"anonymous {self.type}"
 
 
 @dataclass(frozen=True)
 class _Word:
     text: str
     line: int
+
+
+def _at_line_end(text: str, pos: int) -> bool:
+    """Whether only the line's end (`\\n`, or `\\r\\n` as libuci allows) is left at pos."""
+    return text[pos:] in ("", "\n", "\r\n")
 
 
 def _words(lines: list[str], index: int, path: str) -> tuple[list[_Word], int]:
@@ -76,7 +117,7 @@ def _words(lines: list[str], index: int, path: str) -> tuple[list[_Word], int]:
         if pos >= len(text):
             break
         ch = text[pos]
-        if ch in " \t\r\n":
+        if ch in _SPACE:
             if current is not None:
                 words.append(_Word("".join(current), start_line))
                 current = None
@@ -111,7 +152,7 @@ def _words(lines: list[str], index: int, path: str) -> tuple[list[_Word], int]:
                     break
                 if c == "\\":
                     pos += 1
-                    if pos >= len(text) or text[pos] == "\n":
+                    if _at_line_end(text, pos):
                         # Backslash at end of line joins the next line.
                         if not next_line():
                             raise ConfigError(
@@ -125,15 +166,17 @@ def _words(lines: list[str], index: int, path: str) -> tuple[list[_Word], int]:
                 pos += 1
         elif ch == "\\":
             pos += 1
-            if pos >= len(text) or text[pos] == "\n":
+            if _at_line_end(text, pos):
                 if not next_line():
                     break
                 continue
             current.append(text[pos])
             pos += 1
         else:
-            current.append(ch)
-            pos += 1
+            plain = _PLAIN.match(text, pos)
+            end = plain.end() if plain else pos + 1
+            current.append(text[pos:end])
+            pos = end
     if current is not None:
         words.append(_Word("".join(current), start_line))
     return words, index
@@ -144,7 +187,7 @@ def parse(text: str, path: str) -> tuple[str | None, list[RawSection]]:
 
     Raises ConfigError listing every syntax problem (file:line each).
     """
-    lines = text.splitlines(keepends=True)
+    lines = split_lines(text)
     problems: list[ConfigProblem] = []
     sections: list[RawSection] = []
     package: str | None = None
@@ -170,10 +213,10 @@ def parse(text: str, path: str) -> tuple[str | None, list[RawSection]]:
                 continue
             section_type = args[0].text
             name = args[1].text if len(args) == 2 else None
-            if not _IDENT.match(section_type):
-                problems.append(ConfigProblem(path, line_no, f"invalid section type {section_type!r}"))
-            if name is not None and not _IDENT.match(name):
-                problems.append(ConfigProblem(path, line_no, f"invalid section name {name!r}"))
+            if not _IDENT.fullmatch(section_type):
+                problems.append(ConfigProblem(path, line_no, f"invalid section type {quote(section_type)}"))
+            if name is not None and not _IDENT.fullmatch(name):
+                problems.append(ConfigProblem(path, line_no, f"invalid section name {quote(name)}"))
             sections.append(RawSection(section_type, name, line_no))
         elif keyword in ("option", "list"):
             if not sections:
@@ -185,8 +228,8 @@ def parse(text: str, path: str) -> tuple[str | None, list[RawSection]]:
                 )
                 continue
             name, value = args[0].text, args[1].text
-            if not _IDENT.match(name):
-                problems.append(ConfigProblem(path, line_no, f"invalid option name {name!r}"))
+            if not _IDENT.fullmatch(name):
+                problems.append(ConfigProblem(path, line_no, f"invalid option name {quote(name)}"))
                 continue
             options = sections[-1].options
             existing = options.get(name)
@@ -198,7 +241,7 @@ def parse(text: str, path: str) -> tuple[str | None, list[RawSection]]:
                 existing.line = line_no
                 existing.is_list = True
         else:
-            problems.append(ConfigProblem(path, line_no, f"unknown keyword {keyword!r}"))
+            problems.append(ConfigProblem(path, line_no, f"unknown keyword {quote(keyword)}"))
     if problems:
-        raise ConfigError(problems)
+        raise config_error(problems)
     return package, sections

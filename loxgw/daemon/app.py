@@ -1,119 +1,117 @@
-"""The daemon loop: apply the desired firewall, serve status, reload on SIGHUP, clean up on SIGTERM.
+"""The daemon: wiring of one service per feature, the status socket, signals.
 
-Features (DNS sets, pinholes, relay, UPnP) plug in here; each change of input
-(config, devices, firewall reload) takes the same path: render the desired
-state, apply it in one transaction.
+Services (each with start, close, reconfigure and status):
+- firewall (daemon.firewall): desired state to kernel diffs, on its own thread;
+- dns (daemon.dns): DNS answers to per-device set elements, on its own thread;
+- devices (daemon.devices): the inventory and its detection sources;
+- relay (daemon.relay): discovery broadcasts across VLANs;
+- upnp (daemon.upnp): remote-access mappings upstream.
+
+A change of devices or forwards hands the firewall a new desired state and
+returns; SIGHUP re-reads the config and applies it whole, rolling back to
+the running config if the kernel refuses it; SIGTERM saves the DNS entries,
+removes everything and exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
 import signal
 import stat
-import struct
-import sys
-import threading
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from loxgw import __version__
-from loxgw.core import catalog, devices, dns, pinholes, ruleset, upnp
 from loxgw.core.config import Config, DnsMode, FirewallMode, load_config
-from loxgw.core.errors import ConfigError, KernelError, LoxgwError, RemoteDataError
+from loxgw.core.errors import ConfigError, KernelError, LoxgwError
+from loxgw.core.firewall import QueueMode, ResolvedFirewall
+from loxgw.daemon import logs
+from loxgw.daemon.devices import DeviceService
+from loxgw.daemon.dns import DnsPorts, DnsService, SetWriter, _open_dns_copies, _open_writer, _probe_set_refresh
+from loxgw.daemon.firewall import Desired, FirewallService, QueueRules
+from loxgw.daemon.loopguard import LoopGuard
+from loxgw.daemon.relay import RelayService
+from loxgw.daemon.upnp import UpnpService
 from loxgw.edges import clock, netifd, nft, queue, status
 
 log = logging.getLogger("loxgw")
 
-# The daemon checks its firewall when the kernel reports an nftables deletion
-# (fw4 restart, `nft flush ruleset`, iptables -D), after a short pause that
-# lets a burst of changes finish, and in any case every SAFETY_INTERVAL.
+# Re-exported for the CLI: logging set-up lives with the daemon.
+setup_logging = logs.setup_logging
+set_log_level = logs.set_log_level
+
+# The firewall is checked when the kernel reports an nftables deletion (fw4 restart,
+# `nft flush ruleset`, iptables -D), after a short pause that lets a burst of changes finish.
 CHANGE_SETTLE = 0.02
-SAFETY_INTERVAL = 10.0
+STATUS_READ_TIMEOUT = 2.0
+MAX_STATUS_REQUEST = 64  # bytes: "status\n" or "status full\n"
 
 
-def resolve_firewall(mode: FirewallMode, fw4_present: bool) -> ruleset.ResolvedFirewall:
+def resolve_firewall(mode: FirewallMode, fw4_present: bool) -> ResolvedFirewall:
     """`auto` means fw4 where firewall4 is installed, standalone elsewhere."""
     if mode == "auto":
         return "fw4" if fw4_present else "standalone"
     return mode
 
 
-def _open_dns_copies(group: int) -> Any:
-    from loxgw.edges import nflog
-
-    return nflog.CopyLog(group)
-
-
-def _probe_set_refresh() -> str:
-    from loxgw.edges import nftset
-
-    return nftset.probe_refresh()
-
-
-def _dns_settings(config: Config) -> tuple[object, ...]:
-    """What the DNS path's queues, copies and threads are built from: a change needs a new path."""
-    return (config.main.dns_mode, config.main.dns_hold, config.main.queue_num)
-
-
 @dataclass
 class KernelPorts:
-    """The daemon's side effects on the kernel, injectable for tests."""
+    """The daemon's side effects on the kernel and the OS, injectable for tests."""
 
     apply_script: Callable[[str], None] = nft.run_script
     table_exists: Callable[[str], bool] = nft.table_exists
     fw4_present: Callable[[], bool] = nft.fw4_present
-    choose_queue: Callable[[DnsMode], ruleset.QueueMode] = queue.choose_mode
+    choose_queue: Callable[[DnsMode], QueueMode] = queue.choose_mode
     watch_ruleset: Callable[[], nft.RulesetWatch | None] = nft.RulesetWatch
     detect: bool = True  # run the device detection sources (neighbours, leases, LoxLIVE)
     lookup_network: netifd.NetworkLookup = netifd.ubus_status
-    upnp_client: Any = None  # loxgw.edges.upnpc or a test double; None: import loxgw.edges.upnpc when needed
+    upnp_client: Any = None  # edges.upnpc or a test double; None: imported when needed
     list_set_elements: Callable[[str, str], dict[str, list[tuple[list[str], int]]]] = nft.list_set_elements
-    open_dns_copies: Callable[[int], Any] = lambda group: _open_dns_copies(group)
-    probe_set_refresh: Callable[[], str] = lambda: _probe_set_refresh()
+    open_dns_copies: Callable[[int], Any] = _open_dns_copies
+    probe_set_refresh: Callable[[], str] = _probe_set_refresh
+    open_writer: Callable[..., SetWriter] = _open_writer
+    open_xtables: Callable[[], QueueRules] = queue.XtablesQueue
+
+
+class _Kernel:
+    """The firewall service's view of KernelPorts."""
+
+    def __init__(self, ports: KernelPorts) -> None:
+        self.ports = ports
+
+    def apply_script(self, script: str) -> None:
+        self.ports.apply_script(script)
+
+    def table_exists(self, table: str) -> bool:
+        return self.ports.table_exists(table)
 
 
 class Daemon:
-    """One running loxgw instance."""
+    """One running loxgw instance: the services and what connects them."""
 
     def __init__(self, config: Config, ports: KernelPorts | None = None) -> None:
         self.ports = ports or KernelPorts()
         self.config = self._with_networks(config)
+        self.mode: ResolvedFirewall = resolve_firewall(config.main.firewall, self.ports.fw4_present())
         self.counters: Counter[str] = Counter()
         self.started = clock.now()
-        self.firewall: ruleset.ResolvedFirewall = resolve_firewall(
-            config.main.firewall, self.ports.fw4_present()
-        )
-        self.installed_table: str | None = None
         self.last_error: str | None = None
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.queue_mode: ruleset.QueueMode = "off"
-        self.xtables: queue.XtablesQueue | None = None
-        self.profiles = dns.all_profiles(catalog.load())
-        self.inspector = dns.DnsInspector(
-            {role: dns.build_policy(catalog.load(), role) for role in ("devices", "clients")},
-            self._limits(),
-        )
-        self.ledger = dns.GrantLedger()
-        self.dns_queue: Any = None  # dnsqueue.DnsQueue (inline) or dnssniff.DnsSniffer (passive)
-        self.dns_copies: Any = None  # nflog.CopyLog: inline mode's DNS copies, if the kernel has NFLOG
-        # Inspector, ledger and set writer are shared with the DNS thread: touch them under this lock.
-        self.dns_lock = threading.Lock()
-        self.writer: Any = None  # nftset.SetWriter, see set_writer()
-        self.set_refresh = "-"  # how a later answer extends an entry (nftset.RefreshMode), once probed
-        self.relays: list[Any] = []  # relaynet.RelaySockets, one per enabled relay section
-        self.inventory = devices.Inventory(config.devices, grace=config.main.device_grace)
-        self.pinholes: list[pinholes.Pinhole] = pinholes.plan(self.inventory.devices(), catalog.load())
-        self.detector: Any = None  # detect.Detector while running
-        self.mappings: dict[str, upnp.Mapping] = {}
-        self.forwards: dict[str, ruleset.UpnpForward] = {}
+        self._reloading = asyncio.Lock()
+        self.dns = DnsService(self.config, DnsPorts(self.ports.choose_queue, self.ports.list_set_elements,
+                                                    self.ports.open_dns_copies, self.ports.probe_set_refresh,
+                                                    self.ports.open_writer))
+        self.firewall = FirewallService(_Kernel(self.ports), self.ports.open_xtables, self.dns.reinsert_live)
+        self.devices = DeviceService(self.config, self.reconcile, detect=self.ports.detect)
+        self.relay = RelayService(self.config, self._open_relay_writer, self.devices.submit_loxlive)
+        self.upnp = UpnpService(self.config, self.devices.inventory, self.reconcile, self.ports.upnp_client)
 
     def _with_networks(self, config: Config) -> Config:
         """Zones' OpenWrt networks resolved to their Linux devices (netifd)."""
@@ -122,587 +120,121 @@ class Daemon:
             log.warning("network %r has no device now (not up, or no netifd); its zone skips it", network)
         return resolved
 
-    def _limits(self) -> dns.Limits:
-        return dns.Limits(self.config.main.min_timeout, self.config.main.max_timeout,
-                          self.config.main.allowed_targets)
+    def _open_relay_writer(self) -> SetWriter:
+        return self.ports.open_writer(self.config.main.table, self.dns.profiles, self.dns.set_refresh)
 
-    # --- DNS ----------------------------------------------------------------
+    # --- desired state ---------------------------------------------------------------
 
-    def choose_dns(self) -> None:
-        """Decide how DNS answers reach loxgw (the ruleset depends on it); nothing is bound yet."""
-        self.queue_mode = self.ports.choose_queue(self.config.main.dns_mode)
-        if self.queue_mode == "xtables":
-            self.xtables = queue.XtablesQueue()
-        if self.queue_mode in ("nft", "xtables"):
-            try:
-                self.dns_copies = self.ports.open_dns_copies(self.config.main.queue_num)
-            except (KernelError, OSError) as exc:
-                log.warning("no NFLOG for DNS copies (%s): DNS queries and answers are queued, and each "
-                            "DNS round trip of a cloud zone waits for loxgw twice", exc)
+    def desired(self) -> Desired:
+        """What the firewall should hold now: O(devices) to build, the rest happens in the worker."""
+        return Desired(self.config, self.mode, self.dns.queue_mode, self.dns.path,
+                       tuple(self.devices.inventory.devices()), tuple(self.upnp.forwards.values()))
 
-    @property
-    def dns_path(self) -> str:
-        """How DNS reaches loxgw: NFLOG copies (devices zones' first packets held), queued, sniffed, or not at all."""
-        if self.queue_mode in ("nft", "xtables"):
-            if self.dns_copies is None:
-                return "queued"
-            return "copies" if self.config.main.dns_hold == "connection" else "copies, answers held"
-        return "passive" if self.queue_mode == "passive" else "off"
+    def reconcile(self) -> None:
+        """Devices or forwards changed: hand the firewall the new desired state (never blocks)."""
+        self.firewall.request(self.desired())
 
-    def start_dns(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Bind the queues (or sniffers) once the loop is free to serve them.
+    async def apply(self) -> None:
+        """Declare and fill the table for the current state, and wait for it (KernelError if refused)."""
+        await self.firewall.apply(self.desired())
 
-        Until then the queue rules' bypass lets DNS through untouched: a queue
-        bound during start-up work would hold answers until that work is done.
-        """
-        if self.queue_mode == "passive":
-            self._start_sniffing(loop)
-            return
-        if self.queue_mode not in ("nft", "xtables"):
-            return
-        from loxgw.edges import dnsqueue  # needs libnetfilter_queue: import late
+    def check_firewall(self) -> None:
+        """Something was deleted in nftables: the firewall worker checks that loxgw's table is intact."""
+        self.firewall.verify()
 
-        # Copies wait to be read in batches only when nothing of a devices zone is held on the
-        # answer: with dns_hold 'answer' a held answer would otherwise read its query's copy first.
-        delay = dnsqueue.COPY_DELAY if self.config.main.dns_hold == "connection" else 0.0
-        self.dns_queue = dnsqueue.DnsQueue(self.inspector, self.set_writer(), self.ledger, clock.now,
-                                           self.dns_copies, self.dns_lock, delay)
-        qnum = self.config.main.queue_num
-        if self.dns_copies is not None and self.config.main.dns_hold == "connection":
-            self.dns_queue.bind_hold(qnum)
-            self.dns_queue.bind(qnum + 1, "clients")
-            log.info("DNS inline (%s): NFLOG copies in group %d; devices zones' first packets held in "
-                     "NFQUEUE %d, clients zones' answers in %d", self.queue_mode, qnum, qnum, qnum + 1)
-        elif self.dns_copies is not None:
-            self.dns_queue.bind(qnum, "devices")
-            self.dns_queue.bind(qnum + 1, "clients")
-            log.info("DNS inline (%s): NFLOG copies of queries in group %d; answers held in NFQUEUE %d/%d",
-                     self.queue_mode, qnum, qnum, qnum + 1)
-        else:
-            self.dns_queue.bind(qnum, "devices")
-            self.dns_queue.bind(qnum + 1, "clients")
-            log.info("DNS inline (%s): queries and answers held in NFQUEUE %d/%d", self.queue_mode, qnum, qnum + 1)
-        self.dns_queue.start()
-
-    def _start_sniffing(self, loop: asyncio.AbstractEventLoop) -> None:
-        from loxgw.edges import dnssniff
-
-        if self.config.main.dns_mode == "inline":
-            log.warning("no NFQUEUE support (neither nft queue nor iptables NFQUEUE): DNS answers are read "
-                        "passively, and a device's first connection can race the firewall")
-        self.dns_queue = dnssniff.DnsSniffer(self.inspector, self.set_writer(), self.ledger, clock.now,
-                                             self.dns_lock)
-        for zone in self.config.zones:
-            if zone.cloud:
-                for ifname in zone.interfaces:
-                    try:
-                        self.dns_queue.bind(ifname, zone.role, loop)
-                    except OSError as exc:
-                        log.error("passive DNS on %s: %s", ifname, exc)
-
-    def stop_dns(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close the DNS queues or sniffers."""
-        if self.dns_queue is not None:
-            self.dns_queue.close(loop)  # closes the copy log too
-            self.dns_queue = None
-        elif self.dns_copies is not None:
-            self.dns_copies.close()
-        self.dns_copies = None
-
-    def set_writer(self) -> Any:
-        """The netlink set writer (nftset.SetWriter), opened on first use: it needs CAP_NET_ADMIN."""
-        if self.writer is None:
-            from loxgw.edges import nftset
-
-            try:
-                self.set_refresh = self.ports.probe_set_refresh()
-            except (KernelError, OSError) as exc:
-                log.warning("could not probe how set elements are refreshed (%s)", exc)
-                self.set_refresh = "none"
-            if self.set_refresh == "none":
-                log.warning("this kernel can neither update a set element's expiry nor replace it in one "
-                            "batch (Linux 6.3 or later can): a DNS entry keeps the expiry of the answer "
-                            "that created it, and a later answer re-creates it only once it has expired")
-            self.writer = nftset.SetWriter(self.config.main.table, self.profiles, self.set_refresh)  # type: ignore[arg-type]
-        return self.writer
-
-    # --- devices ----------------------------------------------------------------
-
-    def _devices_changed(self, changed: bool) -> None:
-        if changed:
-            self.counters["device_changes"] += 1
-            self._apply_logged()
-
-    def on_neighbours(self, neighbours: list[tuple[str, Any]]) -> None:
-        self._devices_changed(self.inventory.sync_neighbours(neighbours, clock.now()))
-
-    def on_lease(self, mac: str, ip: Any, name: str) -> None:
-        self._devices_changed(self.inventory.observe("dhcp", clock.now(), mac=mac, ip=ip, name=name))
-
-    def on_loxlive(self, src: Any, payload: bytes) -> None:
-        """A LoxLIVE answer; it must come from the address it claims, or a spoofer could move a device."""
-        try:
-            found = devices.parse_loxlive(payload)
-        except RemoteDataError as exc:
-            self.counters[f"loxlive_bad_{exc.reason}"] += 1
-            return
-        if found.ip != src:
-            self.counters["loxlive_refused_spoofed"] += 1
-            return
-        self.counters["loxlive_answers"] += 1
-        self._devices_changed(self.inventory.observe(
-            "loxlive", clock.now(), ip=found.ip, product="miniserver", name=found.name,
-            http_port=found.port, serial=found.serial, firmware=found.firmware))
-
-    def on_ssdp(self, src: Any, description: Any) -> None:
-        """A UPnP root device answered an SSDP search; Loxone ones name their product."""
-        from loxgw.core import ssdp
-
-        if not ssdp.is_loxone(description):
-            self.counters["ssdp_not_loxone"] += 1
-            return
-        self.counters["ssdp_loxone"] += 1
-        serial = description.serial.replace(":", "").upper()
-        self._devices_changed(self.inventory.observe(
-            "ssdp", clock.now(), ip=src, product=ssdp.product_of(description), name=description.model,
-            serial=serial if len(serial) == 12 else ""))
-
-    async def start_detection(self, loop: asyncio.AbstractEventLoop) -> None:
-        from loxgw.edges import detect
-
-        if not self.ports.detect:
-            return
-        relayed_7071 = any(any(detect.ANSWER_PORT in r for r in s.policy.ports) for s in self.relays)
-        self.detector = detect.Detector(
-            self.config.interfaces_with_role("devices"), self.config.main.dhcp_leases,
-            self.config.main.probe_interval, self.on_neighbours, self.on_lease, self.on_loxlive, self.on_ssdp)
-        await self.detector.start(loop, own_answer_socket=not relayed_7071)
-
-    def stop_detection(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.detector is not None:
-            self.detector.close(loop)
-            self.detector = None
-
-    async def _expire_devices(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            self._devices_changed(self.inventory.expire(clock.now()))
-
-    # --- UPnP upstream mappings ------------------------------------------------
-
-    def _upnp_client(self) -> Any:
-        if self.ports.upnp_client is None:
-            from loxgw.edges import upnpc
-
-            self.ports.upnp_client = upnpc
-        return self.ports.upnp_client
-
-    def _upnp_device_ip(self, section: Any) -> str | None:
-        static = next((d for d in self.config.devices if d.name == section.device), None)
-        if static is None:
-            return None
-        key = static.mac or f"ip:{static.ip}"
-        found = next((d for d in self.inventory.devices() if d.key == key), None)
-        return str(found.ip) if found is not None and found.ip is not None else None
-
-    async def upnp_step(self) -> None:
-        """Advance every enabled mapping whose time has come (blocking calls in a thread)."""
-        client = self._upnp_client()
-        for section in self.config.upnp:
-            if not section.enabled or section.external_port is None:
-                continue
-            mapping = self.mappings.setdefault(section.name, upnp.Mapping())
-            now = clock.now()
-            action = upnp.next_action(mapping, now)
-            if action == "wait":
-                continue
-            device_ip = self._upnp_device_ip(section)
-            upnp.begin(mapping, action, now)
-            if device_ip is None:
-                upnp.failed(mapping, clock.now(), f"device '{section.device}' has no address yet")
-                continue
-            try:
-                gateway = await asyncio.to_thread(client.ensure, section.external_port, section.proto, section.lease)
-            except LoxgwError as exc:
-                conflict = str(getattr(exc, "conflict", ""))
-                upnp.failed(mapping, clock.now(), str(exc), conflict)
-                level = logging.WARNING if mapping.failures == 1 or conflict else logging.DEBUG
-                log.log(level, "upnp %s: %s (retry in %.0fs)", section.name, exc, mapping.next_at - clock.now())
-                continue
-            was = mapping.external_ip
-            upnp.succeeded(mapping, clock.now(), gateway.external_ip, section.lease, section.check_interval)
-            forward = ruleset.UpnpForward(gateway.our_address, section.proto, section.external_port, device_ip,
-                                          section.internal_port)
-            if self.forwards.get(section.name) != forward:
-                self.forwards[section.name] = forward
-                self._apply_logged()
-            if was != gateway.external_ip or action == "map":
-                log.info("upnp %s: %s:%d -> %s:%d (%s)", section.name, gateway.external_ip,
-                         section.external_port, device_ip, section.internal_port, section.proto)
-
-    async def _upnp_forever(self) -> None:
-        while True:
-            try:
-                await self.upnp_step()
-            except Exception as exc:  # the loop must outlive any one failure
-                log.error("upnp: %s", exc)
-            await asyncio.sleep(1.0)
-
-    async def remove_mappings(self, sections: Any) -> None:
-        """Delete our upstream mappings for `sections` (stop, or a config change)."""
-        client = self._upnp_client() if self.mappings else None
-        for section in sections:
-            mapping = self.mappings.pop(section.name, None)
-            self.forwards.pop(section.name, None)
-            if mapping is None or section.external_port is None or client is None:
-                continue
-            if mapping.state in ("active", "renewing", "failed", "requested"):
-                try:
-                    await asyncio.wait_for(asyncio.to_thread(client.remove, section.external_port, section.proto), 10)
-                    log.info("upnp %s: mapping removed", section.name)
-                except (LoxgwError, TimeoutError) as exc:
-                    log.warning("upnp %s: could not remove the mapping: %s", section.name, exc)
-            upnp.removed(mapping, clock.now())
-
-    async def _reconfigure_upnp(self, old: Any) -> None:
-        await self.remove_mappings(old)
-        self._apply_logged()
-
-    # --- discovery relay ------------------------------------------------------
-
-    async def start_relays(self, loop: asyncio.AbstractEventLoop) -> None:
-        """One RelaySockets per enabled relay section."""
-        from loxgw.core import relay
-        from loxgw.edges import relaynet
-
-        roles = self.config.interface_roles()
-        for section in self.config.relays:
-            names = self.config.relay_interfaces(section)
-            if not section.enabled:
-                continue
-            if len(names) < 2:
-                log.warning("relay %s has fewer than two interfaces; nothing to relay", section.name)
-                continue
-            sockets = relaynet.RelaySockets(
-                relay.RelayPolicy(section.ports, frozenset(names), section.allow_upstream),
-                relay.RateLimiter(section.rate_limit, section.global_rate),
-                roles, self._allow_relay_answers, clock.now, self.on_loxlive,
-            )
-            try:
-                await sockets.start(loop)
-            except OSError as exc:
-                sockets.close(loop)
-                raise KernelError(f"relay {section.name}: opening sockets", exc.errno,
-                                  exc.strerror or "") from exc
-            self.relays.append(sockets)
-            log.info("relay %s: ports %s between %s", section.name,
-                     ",".join(str(p) for p in section.ports), ", ".join(names))
-
-    def stop_relays(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sockets in self.relays:
-            sockets.close(loop)
-        self.relays.clear()
-
-    async def _restart_relays(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.stop_relays(loop)
-        try:
-            await self.start_relays(loop)
-        except KernelError as exc:
-            self.last_error = str(exc)
-            log.error("%s", exc)
-
-    def _allow_relay_answers(self, pairs: list[tuple[Any, int]]) -> None:
-        """Let the devices zone answer a relayed request: (asker . port) for a short window."""
-        from loxgw.core import relay
-
-        elements = [(ruleset.RELAY_ANSWERS, ip.packed + struct.pack("!H2x", port), relay.ANSWER_WINDOW)
-                    for ip, port in pairs]
-        try:
-            with self.dns_lock:
-                self.set_writer().add_elements(elements)
-        except KernelError as exc:
-            self.counters["relay_answer_errors"] += 1
-            log.debug("relay answer pinhole failed: %s", exc)
-
-    # --- firewall ---------------------------------------------------------
-
-    def apply(self) -> None:
-        """Install the desired ruleset for the current config in one transaction."""
-        if self.installed_table and self.installed_table != self.config.main.table:
-            self.remove()
-        if not self.config.main.enabled:
-            self.remove()
-            return
-        self.pinholes = pinholes.plan(self.inventory.devices(), catalog.load())
-        desired = ruleset.render(self.config, self.firewall, self.queue_mode, self.pinholes,
-                                 list(self.forwards.values()), copies=self.dns_copies is not None)
-        self.ports.apply_script(desired.script)
-        self.installed_table = desired.table
-        if self.xtables is not None:
-            copies = self.dns_copies is not None
-            self.xtables.install(ruleset.dns_queue_rules(self.config, copies),
-                                 ruleset.hold_xtables_rule(self.config) if copies else None)
-        self.counters["ruleset_applies"] += 1
-
-    def remove(self) -> None:
-        """Remove loxgw's table; nothing of loxgw stays in the kernel."""
-        if self.xtables is not None:
-            self.xtables.remove()
-        if self.installed_table is None:
-            return
-        try:
-            self.ports.apply_script(ruleset.render_removal(self.installed_table))
-        except KernelError as exc:
-            log.error("could not remove table inet %s: %s", self.installed_table, exc)
-        self.installed_table = None
-
-    def reload(self) -> None:
+    async def reload(self) -> None:
         """SIGHUP: re-read the config; an invalid one is logged and the running one kept."""
-        try:
-            new = load_config(self.config.path)
-        except ConfigError as exc:
-            self.counters["reloads_rejected"] += 1
-            for problem in exc.problems:
-                log.error("reload rejected: %s", problem)
-            log.error("keeping the running configuration")
-            return
-        old = self.config
-        new = self._with_networks(new)
-        self.config = new
-        self.firewall = resolve_firewall(new.main.firewall, self.ports.fw4_present())
-        set_log_level(new.main.log_level)
-        self.inspector.limits = self._limits()
-        self.inventory.grace = new.main.device_grace
-        self.inventory.set_static(new.devices, clock.now())
-        dns_changed = _dns_settings(old) != _dns_settings(new)
-        if dns_changed:
-            self._reset_dns()
-        try:
-            self.apply()
-        except KernelError as exc:
-            self.counters["reloads_failed"] += 1
-            log.error("new configuration refused by the kernel, restoring the old one: %s", exc)
-            self.config = old
-            self.firewall = resolve_firewall(old.main.firewall, self.ports.fw4_present())
-            if dns_changed:
-                self._reset_dns()
-            self._apply_logged()
-            if dns_changed:
-                self.start_dns(asyncio.get_running_loop())
-            return
-        if dns_changed:
-            self.start_dns(asyncio.get_running_loop())
-        self.counters["reloads"] += 1
-        log.info("configuration reloaded from %s", new.path)
-        if (old.relays, old.zones) != (new.relays, new.zones):
-            self._background(self._restart_relays())
-        if old.upnp != new.upnp:
-            self._background(self._reconfigure_upnp(old.upnp))
-
-    def _reset_dns(self) -> None:
-        """Take the DNS path down and choose it again for the current config (apply, then start_dns)."""
-        self.stop_dns(asyncio.get_running_loop())
-        if self.xtables is not None:
-            self.xtables.remove()
-            self.xtables = None
-        self.choose_dns()
-
-    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _apply_logged(self) -> None:
-        try:
-            self.apply()
-            self.last_error = None
-        except KernelError as exc:
-            self.last_error = str(exc)
-            self.counters["apply_errors"] += 1
-            log.error("applying the ruleset failed: %s", exc)
-
-    def firewall_intact(self) -> bool:
-        """Whether loxgw's table (and xtables queue chains) are still in the kernel.
-
-        Only reads, so the watchdog runs it in a thread: its subprocesses must
-        not stall the event loop, which carries the DNS path.
-        """
-        table = self.installed_table
-        if table is None or not self.config.main.enabled:
-            return True
-        queue_gone = self.xtables is not None and not self.xtables.present()
-        return not queue_gone and self.ports.table_exists(table)
-
-    # --- DNS entries across restarts ---------------------------------------------
-
-    @property
-    def state_path(self) -> str:
-        return os.path.splitext(self.config.main.status_socket)[0] + "-dns-entries.json"
-
-    def adopt_kernel_entries(self) -> int:
-        """Put what the kernel already holds (left by a loxgw that was killed) into the ledger."""
-        now = clock.now()
-        adopted = 0
-        for name, elements in self.ports.list_set_elements(self.config.main.table, "cloud").items():
+        async with self._reloading:
             try:
-                index = int(name.split("_", 1)[1])
-                profile = self.profiles[index]
-            except (IndexError, ValueError):
-                continue
-            for fields, expires in elements:
-                try:
-                    device, address = (ipaddress.ip_address(f) for f in fields)
-                except ValueError:
-                    continue
-                with self.dns_lock:
-                    self.ledger.record([dns.Grant(device, address, profile, expires, "(adopted)")], now)
-                adopted += 1
-        return adopted
-
-    def restore_saved_entries(self) -> int:
-        """Entries saved at the last SIGTERM go back into the kernel with their remaining time."""
-        try:
-            with open(self.state_path, encoding="utf-8") as handle:
-                records = json.load(handle)
-        except FileNotFoundError:
-            return 0
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.state_path, exc)
-            return 0
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(self.state_path)
-        grants = dns.GrantLedger.parse_dump(records, self.profiles)
-        return self._reinsert(grants)
-
-    def _reinsert(self, grants: list[dns.Grant]) -> int:
-        if not grants:
-            return 0
-        with self.dns_lock:
+                new = load_config(self.config.path)
+            except ConfigError as exc:
+                self.counters["reloads_rejected"] += 1
+                for problem in exc.problems:
+                    log.error("reload rejected: %s", problem)
+                log.error("keeping the running configuration")
+                return
+            old = self.config
             try:
-                self.set_writer().add(grants)
+                await self._switch(self._with_networks(new))
             except KernelError as exc:
-                log.error("could not restore %d DNS entries: %s", len(grants), exc)
-                return 0
-            self.ledger.record(grants, clock.now())
-        return len(grants)
+                self.counters["reloads_failed"] += 1
+                log.error("new configuration refused by the kernel, restoring the old one: %s", exc)
+                try:
+                    await self._switch(old)
+                except KernelError as again:
+                    self.last_error = str(again)
+                    log.error("the old configuration was refused too: %s", again)
+                return
+            self.counters["reloads"] += 1
+            log.info("configuration reloaded from %s", new.path)
+            await self.relay.reconfigure(self.config)
+            await self.upnp.reconfigure(self.config)
 
-    def save_entries(self) -> None:
-        """Write the live entries beside the status socket, for the next start (SIGTERM path)."""
-        with self.dns_lock:
-            records = self.ledger.dump(clock.now())
-        if not records:
-            return
-        tmp = self.state_path + ".tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(records, handle)
-            os.replace(tmp, self.state_path)
-        except OSError as exc:
-            log.error("could not save DNS entries to %s: %s", self.state_path, exc)
+    async def _switch(self, config: Config) -> None:
+        """Make `config` the running one: every service takes it, the firewall is applied whole."""
+        loop = asyncio.get_running_loop()
+        self.config = config
+        self.mode = resolve_firewall(config.main.firewall, self.ports.fw4_present())
+        logs.set_log_level(config.main.log_level)
+        rebuild = self.dns.reconfigure(config)
+        if rebuild:
+            self.dns.close(loop)
+            self.dns.choose()
+        self.devices.reconfigure(config)
+        await self.apply()
+        if rebuild:
+            self.dns.start(loop)
 
-    def check_firewall(self, intact: bool | None = None) -> None:
-        """Re-install the table if something (a firewall restart, a flush) removed it."""
-        if intact is None:
-            intact = self.firewall_intact()
-        if not intact and self.installed_table is not None and self.config.main.enabled:
-            self.counters["ruleset_restores"] += 1
-            log.warning("table inet %s vanished; restoring it", self.installed_table)
-            self._apply_logged()
-            with self.dns_lock:
-                live = self.ledger.grants(clock.now())
-            restored = self._reinsert(live)
-            if restored:
-                log.info("put back %d DNS entries", restored)
+    # --- status ------------------------------------------------------------------
 
-    # --- status -----------------------------------------------------------
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything `loxgw status` shows, as plain JSON-able data."""
-        with self.dns_lock:
-            return self._snapshot()
-
-    def _snapshot(self) -> dict[str, Any]:
+    def snapshot(self, full: bool = False) -> dict[str, Any]:
+        """Everything `loxgw status` shows, as JSON-able data, in O(devices + names); `full` adds the lists."""
         cfg = self.config
+        applied = self.firewall.applied
+        dns = self.dns.status(full)
+        counters: Counter[str] = Counter(self.counters)
+        counters.update(self.devices.counters)
+        counters.update(self.firewall.counters)
+        counters["ruleset_applies"] = self.firewall.counters["declares"] + self.firewall.counters["diffs"]
+        devices = self.devices.status(applied.holes_per_device, dns.pop("dns_entries_per_device"))
+        if full:
+            holes: dict[str, list[str]] = {}
+            for hole in applied.holes:
+                for end in {hole.src, hole.dst}:
+                    if end is not None:
+                        holes.setdefault(str(end), []).append(hole.describe())
+            for device in devices:
+                device["pinholes"] = holes.get(device["ip"] or "", [])
         return {
             "version": __version__,
             "pid": os.getpid(),
             "uptime": round(clock.now() - self.started, 1),
             "config": cfg.path,
             "enabled": cfg.main.enabled,
-            "firewall": self.firewall,
-            "table": self.installed_table or cfg.main.table,
-            "installed": self.installed_table is not None,
-            "dns_mode": cfg.main.dns_mode,
-            "queue_mode": self.queue_mode,
-            "dns_path": self.dns_path,
-            "set_refresh": self.set_refresh,
-            "ruleset_applies": self.counters["ruleset_applies"],
-            "zones": [
-                {
-                    "name": z.name,
-                    "role": z.role,
-                    "interfaces": list(z.interfaces),
-                    "networks": list(z.networks),
-                    "cloud": z.cloud,
-                }
-                for z in cfg.zones
-            ],
-            "devices": self._device_status(),
-            "dns_entries": self.ledger.live(clock.now()),
+            "firewall": self.mode,
+            "table": applied.table or cfg.main.table,
+            "installed": applied.table is not None,
+            **{k: v for k, v in dns.items() if k != "counters"},
+            "ruleset_applies": counters["ruleset_applies"],
+            "zones": [{"name": z.name, "role": z.role, "interfaces": list(z.interfaces),
+                       "networks": list(z.networks), "cloud": z.cloud} for z in cfg.zones],
+            "devices": devices,
             "relays": [asdict(r) | {"ports": [str(p) for p in r.ports]} for r in cfg.relays],
-            "upnp": self._upnp_status(),
-            "relay": {
-                "interfaces": sorted({i.name for r in self.relays for i in r.interfaces}),
-                "counters": dict(sum((r.counters for r in self.relays), Counter())),
-            },
-            "devices_refused_cap": self.inventory.refused,
-            "counters": dict(self.counters) | {f"dns_{k}": v for k, v in self.inspector.counters.items()}
-            | ({"dns_inserted": self.dns_queue.inserted, "dns_handler_errors": self.dns_queue.handler_errors,
-                "dns_refused_device_cap": self.dns_queue.refused_device_cap,
-                "dns_held_packets": self.dns_queue.held,
-                "dns_netlink_errors": self.dns_queue.writer.errors} if self.dns_queue else {})
-            | ({"dns_copies_lost": self.dns_copies.overruns,
-                "dns_copies_malformed": self.dns_copies.malformed} if self.dns_copies else {}),
-            "last_error": self.last_error,
+            "upnp": self.upnp.status(),
+            "relay": self.relay.status(),
+            "devices_refused_cap": self.devices.inventory.refused,
+            "counters": dict(counters) | dns["counters"],
+            "failures": logs.failures(),
+            "last_error": self.last_error or self.firewall.last_error or self.relay.last_error,
         }
 
-    def _upnp_status(self) -> list[dict[str, Any]]:
-        now = clock.now()
-        out = []
-        for section in self.config.upnp:
-            mapping = self.mappings.get(section.name, upnp.Mapping())
-            out.append(asdict(section) | {
-                "state": mapping.state if section.enabled else "disabled",
-                "external_ip": mapping.external_ip or None,
-                "last_error": mapping.last_error or None,
-                "conflict": mapping.conflict or None,
-                "failures": mapping.failures,
-                "next_in": round(max(0.0, mapping.next_at - now), 1) if mapping.next_at != float("inf") else None,
-            })
-        return out
-
-    def _device_status(self) -> list[dict[str, Any]]:
-        now = clock.now()
-        out = []
-        for dev in self.inventory.devices():
-            holes = [h.describe() for h in self.pinholes if dev.ip is not None and dev.ip in (h.src, h.dst)]
-            out.append({
-                "name": dev.name, "product": dev.product or "unknown", "product_known": dev.product is not None,
-                "mac": dev.mac, "ip": str(dev.ip) if dev.ip else None, "source": ",".join(sorted(dev.sources)),
-                "last_seen": round(now - dev.last_seen, 1), "present": dev.present,
-                "serial": dev.serial, "firmware": dev.firmware, "pinholes": holes,
-            })
-        return out
-
-    async def _serve_status(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _serve_status(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            request = b""
             with contextlib.suppress(asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
-                await asyncio.wait_for(reader.readline(), timeout=2.0)
-            writer.write(json.dumps(self.snapshot()).encode() + b"\n")
+                request = await asyncio.wait_for(reader.readline(), timeout=STATUS_READ_TIMEOUT)
+            full = request[:MAX_STATUS_REQUEST].split()[1:2] == [b"full"]
+            writer.write(json.dumps(self.snapshot(full)).encode() + b"\n")
             await writer.drain()
         except (ConnectionError, OSError):
             self.counters["status_client_errors"] += 1
@@ -711,48 +243,50 @@ class Daemon:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
-    # --- lifecycle ----------------------------------------------------------
+    # --- lifecycle ----------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Ask the loop to stop (signal handlers call this)."""
         self._stop.set()
 
-    async def _watchdog(self, changed: asyncio.Event) -> None:
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_changes(self, changed: asyncio.Event) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), SAFETY_INTERVAL)
-                await asyncio.sleep(CHANGE_SETTLE)
+            await changed.wait()
+            await asyncio.sleep(CHANGE_SETTLE)
             changed.clear()
-            try:
-                self.check_firewall(await asyncio.to_thread(self.firewall_intact))
-            except LoxgwError as exc:  # never let the watchdog die
-                log.error("firewall check failed: %s", exc)
+            self.check_firewall()
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
         loop = asyncio.get_running_loop()
+        guard = LoopGuard.from_environment(loop)
         socket_path = self.config.main.status_socket
         prepare_socket_path(socket_path)
-        self.choose_dns()
-        self.apply()
+        self.dns.choose()
+        await self.apply()
         # Open the set writer now: its first use probes the kernel with nft runs, which must not
         # stall the event loop later (the relay's first answer pinhole used to pay for it).
-        self.set_writer()
-        adopted = self.adopt_kernel_entries()
-        restored = self.restore_saved_entries()
+        self.dns.open_writer()
+        adopted = self.dns.adopt_kernel_entries()
+        restored = self.dns.restore_saved_entries()
         if adopted or restored:
             log.info("DNS entries: %d adopted from the kernel, %d restored from %s", adopted, restored,
-                     self.state_path)
-        await self.start_relays(loop)
-        await self.start_detection(loop)
-        expiry = asyncio.create_task(self._expire_devices())
-        upnp_task = asyncio.create_task(self._upnp_forever())
-        self.start_dns(loop)
+                     self.dns.state_path)
+        self.firewall.start()
+        await self.relay.start(loop)
+        await self.devices.start(loop, own_answer_socket=not self.relay.owns_answer_port(7071))
+        self.upnp.start(loop)
+        self.dns.start(loop)
         server = await asyncio.start_unix_server(self._serve_status, path=socket_path)
         os.chmod(socket_path, 0o660)
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
         changed = asyncio.Event()
         watch = self.ports.watch_ruleset()
         if watch is not None:
@@ -761,23 +295,21 @@ class Daemon:
                     changed.set()
 
             loop.add_reader(watch.fileno(), on_ruleset_event)
-        watchdog = asyncio.create_task(self._watchdog(changed))
-        log.info(
-            "running: firewall %s, table inet %s, dns %s (%s), status on %s",
-            self.firewall,
-            self.config.main.table,
-            self.config.main.dns_mode,
-            self.queue_mode,
-            socket_path,
-        )
+        watcher = loop.create_task(self._watch_changes(changed))
+        if guard is not None:
+            guard.start()
+        log.info("running: firewall %s, table inet %s, dns %s (%s), status on %s", self.mode,
+                 self.config.main.table, self.config.main.dns_mode, self.dns.queue_mode, socket_path)
         try:
             await self._stop.wait()
         finally:
-            watchdog.cancel()
-            expiry.cancel()
-            upnp_task.cancel()
-            await self.remove_mappings(self.config.upnp)
-            self.stop_detection(loop)
+            if guard is not None:
+                guard.close()
+            watcher.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await self.upnp.close()
+            self.devices.close(loop)
             if watch is not None:
                 loop.remove_reader(watch.fileno())
                 watch.close()
@@ -786,12 +318,10 @@ class Daemon:
                 await server.wait_closed()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(socket_path)
-            self.stop_relays(loop)
-            self.save_entries()
-            self.remove()
-            self.stop_dns(loop)
-            if self.writer is not None:
-                self.writer.close()
+            self.relay.close(loop)
+            self.dns.save_entries()
+            self.firewall.close()
+            self.dns.close(loop)
             log.info("stopped")
         return 0
 
@@ -813,44 +343,3 @@ def prepare_socket_path(path: str) -> None:
     except LoxgwError:
         pass
     raise LoxgwError(f"another loxgw is already running (it answers on {path})")
-
-
-NOTICE = 25
-logging.addLevelName(NOTICE, "NOTICE")
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": NOTICE,
-           "warning": logging.WARNING, "error": logging.ERROR}
-
-
-def set_log_level(name: str) -> None:
-    """Apply a config log level to the loxgw logger."""
-    log.setLevel(_LEVELS.get(name, logging.INFO))
-
-
-class _Below(logging.Filter):
-    def __init__(self, level: int) -> None:
-        super().__init__()
-        self.level = level
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < self.level
-
-
-def setup_logging(level: str, split_streams: bool = False) -> None:
-    """Log lines with their level; with split_streams, info/debug to stdout, the rest to stderr.
-
-    procd logs a service's stdout at daemon.info and its stderr at daemon.err,
-    so splitting keeps syslog priorities right on OpenWrt.
-    """
-    formatter = logging.Formatter("loxgw: %(levelname)s: %(message)s")
-    errors = logging.StreamHandler(sys.stderr)
-    errors.setFormatter(formatter)
-    handlers: list[logging.Handler] = [errors]
-    if split_streams:
-        errors.setLevel(logging.WARNING)
-        info = logging.StreamHandler(sys.stdout)
-        info.setFormatter(formatter)
-        info.addFilter(_Below(logging.WARNING))
-        handlers.append(info)
-    log.handlers[:] = handlers
-    log.propagate = False
-    set_log_level(level)

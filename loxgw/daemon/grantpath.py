@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from loxgw.core.config import ZoneRole
-from loxgw.core.dns import DnsInspector, Grant, GrantLedger
+from loxgw.core.dns import DnsInspector, Grant
+from loxgw.core.dnsledger import GrantLedger
 
 log = logging.getLogger("loxgw")
 

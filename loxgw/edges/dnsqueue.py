@@ -36,9 +36,10 @@ from pyroute2.netlink import NLM_F_REQUEST
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_QUEUE, nfgen_msg
 
 from loxgw.core.config import ZoneRole
-from loxgw.core.dns import DnsInspector, GrantLedger
+from loxgw.core.dns import DnsInspector
+from loxgw.core.dnsledger import GrantLedger
 from loxgw.core.errors import KernelError
-from loxgw.core.ruleset import COPY_PREFIX, HOLD_MARK
+from loxgw.core.firewall import COPY_PREFIX, HOLD_MARK
 from loxgw.daemon.grantpath import GrantPath
 from loxgw.edges.nflog import CopyLog
 from loxgw.edges.nft import NETLINK_NETFILTER

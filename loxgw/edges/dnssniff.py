@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from loxgw.core.config import ZoneRole
-from loxgw.core.dns import DnsInspector, GrantLedger
+from loxgw.core.dns import DnsInspector
+from loxgw.core.dnsledger import GrantLedger
 from loxgw.daemon.grantpath import GrantPath
 
 log = logging.getLogger("loxgw")

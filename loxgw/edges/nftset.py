@@ -21,7 +21,7 @@ from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_NEWSETELEM, nft_set_ele
 
 from loxgw.core.dns import Grant, Profile
 from loxgw.core.errors import KernelError
-from loxgw.core.ruleset import cloud_set_name
+from loxgw.core.firewall import cloud_set_name
 from loxgw.edges import nft
 from loxgw.edges.nft import NETLINK_NETFILTER
 

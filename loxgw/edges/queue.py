@@ -11,8 +11,9 @@ import shutil
 import subprocess
 
 from loxgw.core.config import DnsMode
+from loxgw.core.dnsrules import QueueRule
 from loxgw.core.errors import KernelError
-from loxgw.core.ruleset import QueueMode, QueueRule
+from loxgw.core.firewall import QueueMode
 from loxgw.edges import nft
 
 XT_CHAIN = {"input": "LOXGW_DNS_IN", "output": "LOXGW_DNS_OUT", "forward": "LOXGW_DNS_FWD"}

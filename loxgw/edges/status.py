@@ -19,8 +19,8 @@ class NotRunning(LoxgwError):
     """No daemon answers on the status socket."""
 
 
-def query(path: str, timeout: float = 5.0) -> dict[str, Any]:
-    """Ask the daemon at `path` for its status."""
+def query(path: str, timeout: float = 5.0, full: bool = False) -> dict[str, Any]:
+    """Ask the daemon at `path` for its status (`full`: every DNS entry and pinhole, not counts)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -28,7 +28,7 @@ def query(path: str, timeout: float = 5.0) -> dict[str, Any]:
             sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NotRunning(f"loxgw is not running (no daemon at {path}: {exc.strerror})") from exc
-        sock.sendall(b"status\n")
+        sock.sendall(b"status full\n" if full else b"status\n")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -89,10 +89,12 @@ def format_human(status: dict[str, Any]) -> str:
             f"{dev.get('mac') or '-':<17} {dev.get('ip') or '-':<15} via {dev.get('source', '?')}, "
             f"seen {_age(dev.get('last_seen'))} ago{flag}{gone}"
         )
+        out.append(f"      {dev.get('pinhole_count', 0)} pinholes, {dev.get('dns_entry_count', 0)} DNS entries")
         for hole in dev.get("pinholes", []):
             out.append(f"      {hole}")
     entries = status.get("dns_entries", [])
-    out.append(f"dns entries: {len(entries)}")
+    out.append(f"dns entries: {status.get('dns_entries_total', len(entries))}"
+               + ("" if "dns_entries" in status else " (every entry: loxgw status --full)"))
     for entry in entries:
         out.append(
             f"  {entry['device']:<15} {entry['name']:<36} {entry['address']:<15} "

@@ -75,7 +75,7 @@ class Loxgw:
         return os.path.exists(self.socket)
 
     def status(self) -> dict[str, Any]:
-        out = self.cli("status", "--json").stdout
+        out = self.cli("status", "--json", "--full").stdout
         result: dict[str, Any] = json.loads(out)
         return result
 

@@ -141,6 +141,15 @@ def test_audioserver_router_ping_and_device_flows() -> None:
     inv.observe("neighbour", 0.0, mac=MS_MAC, ip=IP("192.168.20.10"), product="miniserver")
     inv.observe("neighbour", 0.0, mac="50:4f:94:00:00:02", ip=IP("192.168.30.11"), product="audioserver")
     holes = pinholes.plan(inv.devices(), catalog.load())
-    device = {(str(h.src), str(h.dst), h.proto, str(h.ports)) for h in holes if h.kind == "device"}
-    assert device == {("192.168.20.10", "192.168.30.11", "tcp", p) for p in ("7095", "80", "443")}
+    device = {(h.source, str(h.dst), h.proto, str(h.ports)) for h in holes if h.kind == "device"}
+    assert device == {("miniserver", "192.168.30.11", "tcp", p) for p in ("7095", "80", "443")} | {
+        ("audioserver", "192.168.30.11", proto, p)
+        for proto, p in (("udp", "7788"), ("udp", "14000-14999"), ("tcp", "111"), ("tcp", "2049"),
+                         ("udp", "111"), ("udp", "2049"))} | {("miniserver", "192.168.20.10", "tcp", "443")}
     assert [str(h.src) for h in holes if h.kind == "router"] == ["192.168.30.11"]
+    elements = pinholes.elements(holes, inv.devices())
+    # Device flows are keyed by their target; the source is matched through its product's address set.
+    assert elements["dev_miniserver4"] == {"192.168.20.10"}
+    assert elements["dev_audioserver4"] == {"192.168.30.11"}
+    assert elements["pin_dev_miniserver4"] == {"192.168.30.11 . tcp . 80", "192.168.30.11 . tcp . 443",
+                                               "192.168.30.11 . tcp . 7095", "192.168.20.10 . tcp . 443"}

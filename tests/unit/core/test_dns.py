@@ -10,7 +10,7 @@ from dnslib import AAAA, CNAME, QTYPE, RR, A, DNSRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loxgw.core import catalog, dns
+from loxgw.core import catalog, dns, dnsledger
 from loxgw.core.catalog import PortRange
 from loxgw.core.dns import DnsInspector, Limits, Profile, QueryTracker
 
@@ -185,7 +185,7 @@ def test_tracker_is_bounded() -> None:
 
 
 def test_entries_per_device_are_capped_but_refreshes_pass() -> None:
-    ledger = dns.GrantLedger(per_device=3)
+    ledger = dnsledger.GrantLedger(per_device=3)
     other = ipaddress.ip_address("192.168.20.11")
 
     def grant(device: dns.IPAddress, last_octet: int, timeout: int = 60) -> dns.Grant:
@@ -204,7 +204,7 @@ def test_entries_per_device_are_capped_but_refreshes_pass() -> None:
 
 
 def test_ledger_capacity_keeps_device_counts_right() -> None:
-    ledger = dns.GrantLedger(capacity=2, per_device=2)
+    ledger = dnsledger.GrantLedger(capacity=2, per_device=2)
     grants = [dns.Grant(DEVICE, ipaddress.ip_address(f"203.0.113.{i}"), TCP22, 60, "x") for i in range(3)]
     ledger.record(grants, 0.0)  # the oldest is evicted, and no longer counts for the device
     assert len(ledger.live(0.0)) == 2

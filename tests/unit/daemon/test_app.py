@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loxgw.core import ruleset
+from loxgw.core import catalog, pinholes, ruleset
 from loxgw.core.config import load_config
 from loxgw.core.errors import KernelError
 from loxgw.daemon import app as daemon
@@ -56,6 +56,7 @@ class FakeKernel:
             list_set_elements=lambda table, prefix: {},
             probe_set_refresh=lambda: "expiration",
             lookup_network=lambda network: None,
+            open_xtables=lambda: None,  # type: ignore[arg-type, return-value]
         )
 
 
@@ -80,18 +81,20 @@ def test_apply_installs_rendered_ruleset(setup: tuple[Path, Path, FakeKernel]) -
     cfg, _, kernel = setup
     config = load_config(str(cfg))
     d = daemon.Daemon(config, kernel.ports())
-    d.apply()
-    assert kernel.scripts == [ruleset.render(config, "standalone").script]
+    asyncio.run(d.apply())
+    devices = d.devices.inventory.devices()
+    elements = pinholes.elements(pinholes.plan(devices, catalog.load()), devices)
+    assert kernel.scripts == [ruleset.render(config, "standalone", elements=elements).script]
     assert kernel.tables == {"loxgw"}
 
 
 def test_invalid_reload_keeps_running_config(setup: tuple[Path, Path, FakeKernel]) -> None:
     cfg, _, kernel = setup
     d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
-    d.apply()
+    asyncio.run(d.apply())
     before = d.config
     cfg.write_text("config loxgw 'main'\n\toption firewall 'bogus'\n")
-    d.reload()
+    asyncio.run(d.reload())
     assert d.config is before
     assert d.counters["reloads_rejected"] == 1
     assert len(kernel.scripts) == 1
@@ -100,9 +103,9 @@ def test_invalid_reload_keeps_running_config(setup: tuple[Path, Path, FakeKernel
 def test_reload_with_new_table_moves_everything(setup: tuple[Path, Path, FakeKernel]) -> None:
     cfg, sock, kernel = setup
     d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
-    d.apply()
+    asyncio.run(d.apply())
     write_config(cfg, sock, table="loxgw2")
-    d.reload()
+    asyncio.run(d.reload())
     assert kernel.tables == {"loxgw2"}
     assert d.counters["reloads"] == 1
 
@@ -110,10 +113,10 @@ def test_reload_with_new_table_moves_everything(setup: tuple[Path, Path, FakeKer
 def test_reload_refused_by_kernel_restores_old(setup: tuple[Path, Path, FakeKernel]) -> None:
     cfg, sock, kernel = setup
     d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
-    d.apply()
+    asyncio.run(d.apply())
     write_config(cfg, sock, table="loxgw2")
     kernel.refuse = "table inet loxgw2 {"
-    d.reload()
+    asyncio.run(d.reload())
     assert d.config.main.table == "loxgw"
     assert kernel.tables == {"loxgw"}
     assert d.counters["reloads_failed"] == 1
@@ -122,13 +125,15 @@ def test_reload_refused_by_kernel_restores_old(setup: tuple[Path, Path, FakeKern
 def test_vanished_table_is_restored(setup: tuple[Path, Path, FakeKernel]) -> None:
     cfg, _, kernel = setup
     d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
-    d.apply()
+    asyncio.run(d.apply())
     kernel.tables.clear()
     d.check_firewall()
+    d.firewall._pass()  # what the worker thread does next
     assert kernel.tables == {"loxgw"}
-    assert d.counters["ruleset_restores"] == 1
+    assert d.firewall.counters["restores"] == 1
     d.check_firewall()
-    assert d.counters["ruleset_restores"] == 1
+    d.firewall._pass()
+    assert d.firewall.counters["restores"] == 1
 
 
 def test_disabled_config_installs_nothing(tmp_path: Path) -> None:
@@ -136,7 +141,7 @@ def test_disabled_config_installs_nothing(tmp_path: Path) -> None:
     cfg.write_text("config loxgw 'main'\n\toption enabled '0'\n")
     kernel = FakeKernel()
     d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
-    d.apply()
+    asyncio.run(d.apply())
     assert kernel.scripts == []
 
 

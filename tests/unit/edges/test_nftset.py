@@ -11,7 +11,7 @@ from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_NEWSETELEM, nft_set_ele
 from loxgw.core import catalog
 from loxgw.core.catalog import PortRange
 from loxgw.core.dns import Grant, Profile, all_profiles
-from loxgw.core.ruleset import cloud_set_name
+from loxgw.core.firewall import cloud_set_name
 from loxgw.edges.nftset import NFT_MSG_DESTROYSETELEM, SetWriter
 
 PROFILES = all_profiles(catalog.load())

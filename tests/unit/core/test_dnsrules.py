@@ -1,13 +1,12 @@
-"""Which DNS packets loxgw copies or holds, the hold chain, and reading NFLOG copies."""
+"""Which DNS packets loxgw copies or holds, and the hold chain (core.dnsrules), per row of core.dnspath."""
 
 from __future__ import annotations
 
 import ipaddress
-import struct
 
-from loxgw.core import ruleset
-from loxgw.core.config import parse_config
-from loxgw.edges.nflog import NFULA_PAYLOAD, NFULA_PREFIX, ULOG_MSG_TYPE, payloads
+from loxgw.core import catalog, dnspath, dnsrules, ruleset
+from loxgw.core.config import Config, parse_config
+from loxgw.core.dns import all_profiles
 
 CONFIG = """
 config loxgw 'main'
@@ -24,8 +23,16 @@ config zone 'lan'
 """
 
 
-def rules_by(config_text: str = CONFIG, copies: bool = True) -> dict[tuple[str, str, bool], ruleset.QueueRule]:
-    rules = ruleset.dns_queue_rules(parse_config(config_text, "t"), copies)
+PROFILES = all_profiles(catalog.load())
+
+
+def path_of(config: Config, queue: str = "xtables", nflog: bool = True) -> dnspath.DnsPath:
+    return dnspath.choose(config.main.dns_mode, queue, nflog, config.main.dns_hold)  # type: ignore[arg-type]
+
+
+def rules_by(config_text: str = CONFIG, copies: bool = True) -> dict[tuple[str, str, bool], dnsrules.QueueRule]:
+    config = parse_config(config_text, "t")
+    rules = dnsrules.dns_queue_rules(config, path_of(config, nflog=copies))
     return {(r.hook, r.interfaces[0], r.incoming): r for r in rules if r.family in (None, 4)}
 
 
@@ -63,28 +70,28 @@ def test_xtables_copy_rule_keeps_the_prefilter_and_names_the_role() -> None:
 
 def test_hold_chain_holds_new_flows_of_devices_zones_without_a_grant() -> None:
     config = parse_config(CONFIG, "t")
-    profiles = ruleset.all_profiles(ruleset.catalog.load())
-    native = ruleset.hold_rules(config, "nft", profiles)
+    profiles = PROFILES
+    native = dnsrules.hold_rules(config, path_of(config), "nft", profiles)
     assert len(native) == 2  # IPv4 and IPv6
     v4 = native[0]
     assert v4.startswith('iifname { "br-iot" } ct state new meta nfproto ipv4 ip daddr != { 0.0.0.0/8, 10.0.0.0/8,')
     assert v4.count("ip saddr . ip daddr != @cloud4_") == len(profiles)
     assert v4.endswith("queue num 100 bypass")
     assert "br-lan" not in v4  # clients zones' flows are not held
-    marked = ruleset.hold_rules(config, "xtables", profiles)[1]
+    marked = dnsrules.hold_rules(config, path_of(config), "xtables", profiles)[1]
     assert marked.endswith("meta mark set meta mark | 0x20000000")
-    assert ruleset.hold_xtables_rule(config) == ["-m", "mark", "--mark", "0x20000000/0x20000000", "-j", "NFQUEUE",
-                                                 "--queue-num", "100", "--queue-bypass"]
+    assert dnsrules.hold_xtables_rule(config, path_of(config)) == [
+        "-m", "mark", "--mark", "0x20000000/0x20000000", "-j", "NFQUEUE", "--queue-num", "100", "--queue-bypass"]
 
 
 def test_hold_chain_rendered_only_with_copies_and_a_queue() -> None:
     config = parse_config(CONFIG, "t")
-    assert "chain hold {" in ruleset.render(config, "standalone", "xtables").script
-    assert "chain hold {" not in ruleset.render(config, "standalone", "xtables", copies=False).script
-    assert "chain hold {" not in ruleset.render(config, "standalone", "passive").script
+    assert "chain hold {" in ruleset.render(config, "standalone", "xtables", path_of(config)).script
+    assert "chain hold {" not in ruleset.render(config, "standalone", "xtables", path_of(config, nflog=False)).script
+    assert "chain hold {" not in ruleset.render(config, "standalone", "passive", path_of(config, "passive")).script
     passive = parse_config(CONFIG.replace("option queue_num '100'", "option dns_mode 'passive'"), "t")
-    assert ruleset.hold_rules(passive, "xtables", ()) == []
-    assert ruleset.hold_xtables_rule(passive) is None
+    assert dnsrules.hold_rules(passive, path_of(passive), "xtables", ()) == []
+    assert dnsrules.hold_xtables_rule(passive, path_of(passive)) is None
 
 
 def test_allowed_targets_are_held_too() -> None:
@@ -92,31 +99,9 @@ def test_allowed_targets_are_held_too() -> None:
     allowed = parse_config(CONFIG.replace("list trusted_resolver", "list allowed_target '10.20.0.0/16'\n"
                                           "\tlist trusted_resolver"), "t")
     assert allowed.main.allowed_targets == (ipaddress.ip_network("10.20.0.0/16"),)
-    profiles = ruleset.all_profiles(ruleset.catalog.load())
-    assert "daddr != { 0.0.0.0/8" in ruleset.hold_rules(config, "nft", profiles)[0]
-    assert "daddr != {" not in ruleset.hold_rules(allowed, "nft", profiles)[0]
-
-
-def nflog_message(*attrs: tuple[int, bytes]) -> bytes:
-    body = b"".join(struct.pack("=HH", 4 + len(v), t) + v + b"\0" * (-len(v) % 4) for t, v in attrs)
-    nfgen = struct.pack("=BBH", 2, 0, 0)
-    return struct.pack("=IHHII", 16 + 4 + len(body), ULOG_MSG_TYPE, 0, 0, 0) + nfgen + body
-
-
-def test_nflog_copies_are_read_with_their_prefix() -> None:
-    packet = bytes(range(45))
-    data = nflog_message((1, b"\x08\x00\x03\x00"), (NFULA_PREFIX, b"loxgw-clients\0"), (NFULA_PAYLOAD, packet))
-    data += nflog_message((NFULA_PAYLOAD, b"\x45abc"))  # no prefix: devices by default downstream
-    assert payloads(data) == ([("loxgw-clients", packet), ("", b"\x45abc")], 0)
-
-
-def test_torn_nflog_messages_are_counted_not_read() -> None:
-    good = nflog_message((NFULA_PREFIX, b"p\0"), (NFULA_PAYLOAD, b"\x45xyz"))
-    no_payload = nflog_message((NFULA_PREFIX, b"p\0"))
-    torn_attribute = good[:20] + struct.pack("=HH", 200, NFULA_PAYLOAD) + good[24:]
-    assert payloads(no_payload + good) == ([("p", b"\x45xyz")], 1)
-    assert payloads(torn_attribute) == ([], 1)
-    assert payloads(good + good[:-3]) == ([("p", b"\x45xyz")], 1)  # message cut short
+    profiles = PROFILES
+    assert "daddr != { 0.0.0.0/8" in dnsrules.hold_rules(config, path_of(config), "nft", profiles)[0]
+    assert "daddr != {" not in dnsrules.hold_rules(allowed, path_of(allowed), "nft", profiles)[0]
 
 
 def test_dns_hold_answer_holds_devices_answers_and_nothing_else() -> None:
@@ -126,6 +111,6 @@ def test_dns_hold_answer_holds_devices_answers_and_nothing_else() -> None:
     assert rules[("input", "br-iot", True)].copy  # queries are still only copied
     answer = rules[("output", "br-iot", False)]
     assert (answer.copy, answer.qnum) == (False, 100)
-    assert ruleset.hold_rules(config, "nft", ruleset.all_profiles(ruleset.catalog.load())) == []
-    assert ruleset.hold_xtables_rule(config) is None
-    assert "chain hold" not in ruleset.render(config, "standalone", "xtables").script
+    assert dnsrules.hold_rules(config, path_of(config), "nft", PROFILES) == []
+    assert dnsrules.hold_xtables_rule(config, path_of(config)) is None
+    assert "chain hold" not in ruleset.render(config, "standalone", "xtables", path_of(config)).script

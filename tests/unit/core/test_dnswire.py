@@ -16,7 +16,7 @@ from dnslib import AAAA, CNAME, MX, QTYPE, RR, TXT, A, DNSHeader, DNSQuestion, D
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loxgw.core import dns
+from loxgw.core import dnswire as dns
 from loxgw.core.errors import RemoteDataError
 
 

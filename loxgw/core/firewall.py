@@ -1,0 +1,72 @@
+"""The firewall's names, marks, prefixes and key layouts, in one place every layer reads.
+
+The renderer (core.ruleset), the set writers (edges.nftset), the DNS queue
+(edges.dnsqueue), the reconciler (daemon.firewall) and the OpenWrt include
+files all spell these; a change here is a change everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from loxgw.core.catalog import DEVICE_PRODUCTS, Product
+from loxgw.core.config import ZoneRole
+
+ResolvedFirewall = Literal["fw4", "standalone"]
+QueueMode = Literal["nft", "xtables", "passive", "off"]
+
+DNS_PORT = 53
+# The packet mark bit loxgw sets on what it allows, for firewall4 to accept (fw4 mode).
+# The include files under openwrt/net/loxgw/files/ spell the same value.
+FW4_MARK = 0x10000000
+# Set by the hold chain on a first packet that must wait for loxgw (xtables mode, where the
+# queue itself is an iptables rule); loxgw clears it again in its verdict.
+HOLD_MARK = 0x20000000
+# Beyond this rate first packets are not held: they go straight to the allow rules (and may
+# race a grant, a TCP retransmission later finding it), so a flood cannot stall loxgw.
+HOLD_RATE = "2000/second burst 500 packets"
+# NFLOG prefixes of DNS copies: the asker's zone role.
+COPY_PREFIX: dict[ZoneRole, str] = {"devices": "loxgw-devices", "clients": "loxgw-clients"}
+
+# Sets whose elements loxgw writes at run time.
+RELAY_ANSWERS = "relay_answers4"  # asker . port, timeout: a relayed request's answer may come back
+PIN_INBOUND = "pin_in4"  # device . proto . ports, interval: open from clients zones
+PIN_CLIENT = "pin_client4"  # device . proto . ports, interval: device to clients-zone hosts
+ROUTER_PING = "router_ping4"  # device: its gateway ping is answered
+
+
+def products_set(product: Product) -> str:
+    """Addresses of the detected devices of one product (sources of device-to-device flows)."""
+    return f"dev_{product}4"
+
+
+def pin_device_set(source: Product) -> str:
+    """target device . proto . ports that devices of product `source` may open.
+
+    Keyed by the target only, with the source matched through products_set:
+    a pair-keyed set grows with the square of the devices (35,000 elements
+    for 250 Miniservers), and every change of a pipapo set costs in
+    proportion to its size.
+    """
+    return f"pin_dev_{source}4"
+
+
+def cloud_set_name(index: int, family: int) -> str:
+    """Set of (device . address) pairs granted one catalogue profile (see core.dns)."""
+    return f"cloud{family}_{index}"
+
+
+# Interval sets of pinholes: name, key type, comment. Their elements are desired state only
+# (computed from devices), unlike the DNS sets, whose elements the kernel times out.
+PIN_SETS: tuple[tuple[str, str, str], ...] = (
+    (PIN_INBOUND, "ipv4_addr . inet_proto . inet_service", "device . proto . ports open from clients zones"),
+    (PIN_CLIENT, "ipv4_addr . inet_proto . inet_service", "device . proto . ports to clients-zone hosts"),
+    *((pin_device_set(p), "ipv4_addr . inet_proto . inet_service",
+       f"device . proto . ports that {p} devices may open") for p in DEVICE_PRODUCTS),
+)
+# Plain address sets written from devices.
+ADDRESS_SETS: tuple[tuple[str, str], ...] = (
+    (ROUTER_PING, "devices whose gateway ping the router must answer"),
+    *((products_set(p), f"detected {p} devices") for p in DEVICE_PRODUCTS),
+)
+DESIRED_SETS: tuple[str, ...] = (*(s[0] for s in PIN_SETS), *(s[0] for s in ADDRESS_SETS))

@@ -1,0 +1,308 @@
+"""The DNS service: DNS answers become per-device set elements, on a thread of its own.
+
+It chooses its row of the DNS path table (core.dnspath) from what the kernel
+offers, binds the queues and NFLOG copies that row names, and keeps the
+ledger of live entries: adopted from the kernel after a kill, saved at stop
+and restored at start (in batches the socket takes, verified), put back when
+the firewall rebuilt the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from loxgw.core import catalog, dns, dnsledger, dnspath
+from loxgw.core.config import Config, DnsMode
+from loxgw.core.dnspath import DnsPath
+from loxgw.core.errors import KernelError
+from loxgw.core.firewall import QueueMode
+from loxgw.edges import clock
+
+log = logging.getLogger("loxgw")
+
+RESTORE_BATCH = 256  # grants per netlink batch when restoring: one batch of thousands exceeds the socket
+
+
+class SetWriter(Protocol):
+    """edges.nftset.SetWriter, as the DNS service uses it."""
+
+    errors: int
+
+    def add(self, grants: list[dns.Grant], drain: bool = True) -> int: ...
+    def add_elements(self, elements: Iterable[tuple[str, bytes, int]], drain: bool = True,
+                     expires: int | None = None) -> int: ...
+    def close(self) -> None: ...
+
+
+def _open_dns_copies(group: int) -> Any:
+    from loxgw.edges import nflog
+
+    return nflog.CopyLog(group)
+
+
+def _probe_set_refresh() -> str:
+    from loxgw.edges import nftset
+
+    return nftset.probe_refresh()
+
+
+def _open_writer(table: str, profiles: tuple[dns.Profile, ...], refresh: str) -> SetWriter:
+    from loxgw.edges import nftset
+
+    return nftset.SetWriter(table, profiles, refresh)  # type: ignore[arg-type]
+
+
+@dataclass
+class DnsPorts:
+    """The DNS service's kernel side, injectable for tests."""
+
+    choose_queue: Callable[[DnsMode], QueueMode]
+    list_set_elements: Callable[[str, str], dict[str, list[tuple[list[str], int]]]]
+    open_dns_copies: Callable[[int], Any] = _open_dns_copies
+    probe_set_refresh: Callable[[], str] = _probe_set_refresh
+    open_writer: Callable[[str, tuple[dns.Profile, ...], str], SetWriter] = _open_writer
+
+
+def dns_settings(config: Config) -> tuple[object, ...]:
+    """What the DNS path's queues, copies and threads are built from: a change needs a new path."""
+    return (config.main.dns_mode, config.main.dns_hold, config.main.queue_num, config.main.table)
+
+
+class DnsService:
+    """Owns the DNS path: its queues or sniffers, the set writer, the ledger."""
+
+    def __init__(self, config: Config, ports: DnsPorts) -> None:
+        self.config = config
+        self.ports = ports
+        self.profiles = dns.all_profiles(catalog.load())
+        self.inspector = dns.DnsInspector(
+            {role: dns.build_policy(catalog.load(), role) for role in ("devices", "clients")}, self._limits())
+        self.ledger = dnsledger.GrantLedger()
+        # Inspector, ledger and writer are shared with the DNS thread: touch them under this lock.
+        self.lock = threading.Lock()
+        self.queue_mode: QueueMode = "off"
+        self.path: DnsPath = dnspath.OFF
+        self.runner: Any = None  # edges.dnsqueue.DnsQueue (inline) or edges.dnssniff.DnsSniffer (passive)
+        self.copies: Any = None  # edges.nflog.CopyLog while the path uses copies
+        self.writer: SetWriter | None = None
+        self.set_refresh = "-"
+
+    def _limits(self) -> dns.Limits:
+        main = self.config.main
+        return dns.Limits(main.min_timeout, main.max_timeout, main.allowed_targets)
+
+    @property
+    def state_path(self) -> str:
+        return os.path.splitext(self.config.main.status_socket)[0] + "-dns-entries.json"
+
+    # --- choosing and running the path -----------------------------------------
+
+    def choose(self) -> DnsPath:
+        """Decide the row of the DNS path table (the ruleset depends on it); nothing is bound yet."""
+        self.queue_mode = self.ports.choose_queue(self.config.main.dns_mode)
+        nflog = False
+        if self.queue_mode in ("nft", "xtables"):
+            try:
+                self.copies = self.ports.open_dns_copies(self.config.main.queue_num)
+                nflog = True
+            except (KernelError, OSError) as exc:
+                log.warning("no NFLOG for DNS copies (%s): DNS queries and answers are queued, and each "
+                            "DNS round trip of a cloud zone waits for loxgw twice", exc)
+        self.path = dnspath.choose(self.config.main.dns_mode, self.queue_mode, nflog, self.config.main.dns_hold)
+        return self.path
+
+    def open_writer(self) -> SetWriter:
+        """The netlink set writer; opened at start-up, because its kernel probe runs nft."""
+        if self.writer is None:
+            try:
+                self.set_refresh = self.ports.probe_set_refresh()
+            except (KernelError, OSError) as exc:
+                log.warning("could not probe how set elements are refreshed (%s)", exc)
+                self.set_refresh = "none"
+            if self.set_refresh == "none":
+                log.warning("this kernel can neither update a set element's expiry nor replace it in one "
+                            "batch (Linux 6.3 or later can): a DNS entry keeps the expiry of the answer "
+                            "that created it, and a later answer re-creates it only once it has expired")
+            self.writer = self.ports.open_writer(self.config.main.table, self.profiles, self.set_refresh)
+        return self.writer
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind the queues (or sniffers) of the chosen row, once the loop is free to serve them.
+
+        Until then the queue rules' bypass lets DNS through untouched: a queue
+        bound during start-up work would hold answers until that work is done.
+        """
+        if self.path.sniff:
+            self._start_sniffing(loop)
+            return
+        if not self.path.queues:
+            return
+        from loxgw.edges import dnsqueue  # needs libnetfilter_queue: import late
+
+        delay = dnsqueue.COPY_DELAY if self.path.copy_delay else 0.0
+        self.runner = dnsqueue.DnsQueue(self.inspector, self.open_writer(), self.ledger, clock.now,  # type: ignore[arg-type]
+                                        self.copies, self.lock, delay)
+        first = self.config.main.queue_num
+        for offset, use in self.path.queues:
+            if use == "hold":
+                self.runner.bind_hold(first + offset)
+            else:
+                self.runner.bind(first + offset, use)
+        log.info("DNS inline (%s, %s): queues %s%s", self.queue_mode, self.path.label,
+                 ", ".join(f"{first + o} {u}" for o, u in self.path.queues),
+                 f"; NFLOG copies in group {first}" if self.path.copies else "")
+        self.runner.start()
+
+    def _start_sniffing(self, loop: asyncio.AbstractEventLoop) -> None:
+        from loxgw.edges import dnssniff
+
+        if self.config.main.dns_mode == "inline":
+            log.warning("no NFQUEUE support (neither nft queue nor iptables NFQUEUE): DNS answers are read "
+                        "passively, and a device's first connection can race the firewall")
+        self.runner = dnssniff.DnsSniffer(self.inspector, self.open_writer(), self.ledger, clock.now, self.lock)
+        for zone in self.config.zones:
+            if zone.cloud:
+                for ifname in zone.interfaces:
+                    try:
+                        self.runner.bind(ifname, zone.role, loop)
+                    except OSError as exc:
+                        log.error("passive DNS on %s: %s", ifname, exc)
+
+    def stop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the queues or sniffers and the copy log."""
+        if self.runner is not None:
+            self.runner.close(loop)  # closes the copy log too
+            self.runner = None
+        elif self.copies is not None:
+            self.copies.close()
+        self.copies = None
+
+    def reconfigure(self, config: Config) -> bool:
+        """Take a new config; True if the path must be rebuilt (stop, choose, apply, start)."""
+        rebuild = dns_settings(config) != dns_settings(self.config)
+        self.config = config
+        self.inspector.limits = self._limits()
+        return rebuild
+
+    def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.stop(loop)
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    # --- entries across restarts ------------------------------------------------
+
+    def adopt_kernel_entries(self) -> int:
+        """Put what the kernel already holds (left by a loxgw that was killed) into the ledger."""
+        now = clock.now()
+        grants = []
+        for name, elements in self.ports.list_set_elements(self.config.main.table, "cloud").items():
+            try:
+                profile = self.profiles[int(name.split("_", 1)[1])]
+            except (IndexError, ValueError):
+                continue
+            for fields, expires in elements:
+                try:
+                    device, address = (ipaddress.ip_address(f) for f in fields)
+                except ValueError:
+                    continue
+                grants.append(dns.Grant(device, address, profile, expires, "(adopted)"))
+        with self.lock:
+            self.ledger.record(grants, now)
+        return len(grants)
+
+    def restore_saved_entries(self) -> int:
+        """Entries saved at the last stop go back into the kernel with their remaining time.
+
+        The state file is removed only once every entry is back in.
+        """
+        try:
+            with open(self.state_path, encoding="utf-8") as handle:
+                records = json.load(handle)
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.state_path, exc)
+            return 0
+        grants = dnsledger.GrantLedger.parse_dump(records, self.profiles)
+        restored = self.reinsert(grants)
+        if restored == len(grants):
+            with contextlib.suppress(OSError):
+                os.unlink(self.state_path)
+        return restored
+
+    def reinsert(self, grants: list[dns.Grant]) -> int:
+        """Put grants back into the kernel in batches the netlink socket takes; returns how many went in."""
+        done = 0
+        if not grants:
+            return done
+        writer = self.open_writer()
+        for start in range(0, len(grants), RESTORE_BATCH):
+            batch = grants[start:start + RESTORE_BATCH]
+            with self.lock:
+                try:
+                    writer.add(batch)
+                except KernelError as exc:
+                    log.error("could not restore %d DNS entries: %s", len(grants) - done, exc)
+                    return done
+                self.ledger.record(batch, clock.now())
+            done += len(batch)
+        return done
+
+    def reinsert_live(self) -> None:
+        """The firewall rebuilt the table: put the live entries back (called from its worker)."""
+        with self.lock:
+            live = self.ledger.grants(clock.now())
+        restored = self.reinsert(live)
+        if restored:
+            log.info("put back %d DNS entries", restored)
+
+    def save_entries(self) -> None:
+        """Write the live entries beside the status socket (mode 0600), for the next start."""
+        with self.lock:
+            records = self.ledger.dump(clock.now())
+        if not records:
+            return
+        tmp = self.state_path + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(records, handle)
+            os.replace(tmp, self.state_path)
+        except OSError as exc:
+            log.error("could not save DNS entries to %s: %s", self.state_path, exc)
+
+    # --- status ------------------------------------------------------------------
+
+    def status(self, full: bool = False) -> dict[str, Any]:
+        """The path, counters and entry counts; every entry only with `full` (taken under the lock)."""
+        runner = self.runner
+        counters: dict[str, int] = {f"dns_{k}": v for k, v in dict(self.inspector.counters).items()}
+        if runner is not None:
+            counters |= {"dns_inserted": runner.inserted, "dns_handler_errors": runner.handler_errors,
+                         "dns_refused_device_cap": runner.refused_device_cap, "dns_held_packets": runner.held,
+                         "dns_netlink_errors": runner.writer.errors}
+        if self.copies is not None:
+            counters |= {"dns_copies_lost": self.copies.overruns, "dns_copies_malformed": self.copies.malformed}
+        out: dict[str, Any] = {
+            "dns_mode": self.config.main.dns_mode,
+            "queue_mode": self.queue_mode,
+            "dns_path": self.path.label,
+            "set_refresh": self.set_refresh,
+            "dns_entries_per_device": self.ledger.counts_per_device(),
+            "dns_entries_total": len(self.ledger),
+            "counters": counters,
+        }
+        if full:
+            with self.lock:
+                out["dns_entries"] = self.ledger.live(clock.now())
+        return out

@@ -1,0 +1,284 @@
+"""The firewall reconciler: desired state in, small diffs to the kernel out, on a worker thread.
+
+Desired state is a function of (config, devices, UPnP forwards). Callers on
+the event loop hand in a new Desired and return at once; the worker takes
+the latest one (requests in between coalesce) and:
+
+- declares the table (chains and set declarations, one `nft -f`) only at
+  start, on a config change, and when the table vanished;
+- otherwise turns a change of devices or forwards into set-element deletes
+  and adds in one transaction, never a flush and re-add (250 devices: a
+  flush and re-add took the kernel 32 s; a diff takes milliseconds).
+
+The event loop never waits on nft: with a full apply on the loop, one
+SIGHUP stopped status, the relay and detection for 34 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from loxgw.core import catalog, pinholes, ruleset
+from loxgw.core.config import Config
+from loxgw.core.devices import Device
+from loxgw.core.dnspath import DnsPath
+from loxgw.core.dnsrules import dns_queue_rules, hold_xtables_rule
+from loxgw.core.errors import KernelError
+from loxgw.core.firewall import QueueMode, ResolvedFirewall
+from loxgw.core.ruleset import UpnpForward
+from loxgw.daemon.logs import log_failure
+
+log = logging.getLogger("loxgw")
+
+# Seconds the worker waits after a request for more to coalesce with it: a burst of
+# neighbour events becomes one diff.
+COALESCE = 0.005
+
+
+class FirewallKernel(Protocol):
+    """What the reconciler needs from the kernel (edges.nft, or a recorder in tests)."""
+
+    def apply_script(self, script: str) -> None: ...
+    def table_exists(self, table: str) -> bool: ...
+
+
+class QueueRules(Protocol):
+    """The iptables-nft DNS rules (edges.queue.XtablesQueue), where the kernel lacks nft `queue`."""
+
+    def install(self, rules: list[Any], hold: list[str] | None = None) -> None: ...
+    def remove(self) -> None: ...
+    def present(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Desired:
+    """Everything the firewall is a function of."""
+
+    config: Config
+    mode: ResolvedFirewall
+    queue: QueueMode
+    path: DnsPath
+    devices: tuple[Device, ...] = ()
+    forwards: tuple[UpnpForward, ...] = ()
+
+    def declaration_inputs(self) -> tuple[object, ...]:
+        """What the chains and set declarations depend on; a change needs a full declare."""
+        return (self.config, self.mode, self.queue, self.path, self.forwards)
+
+
+@dataclass
+class Applied:
+    """What the reconciler believes the kernel holds (read by status, written by the worker)."""
+
+    table: str | None = None
+    declared: tuple[object, ...] | None = None
+    elements: pinholes.Elements = field(default_factory=dict)
+    holes: tuple[pinholes.Pinhole, ...] = ()
+    holes_per_device: dict[str, int] = field(default_factory=dict)
+
+
+class FirewallService:
+    """Owns loxgw's table (and its xtables queue rules) for the daemon's lifetime."""
+
+    def __init__(self, kernel: FirewallKernel, xtables: Callable[[], QueueRules] | None = None,
+                 on_recreated: Callable[[], None] | None = None) -> None:
+        self.kernel = kernel
+        self.make_xtables = xtables
+        self.xtables: QueueRules | None = None
+        self.on_recreated = on_recreated or (lambda: None)
+        self.applied = Applied()
+        self.counters: Counter[str] = Counter()
+        self.last_error: str | None = None
+        self._cond = threading.Condition()
+        self._desired: Desired | None = None
+        self._full = False  # the next pass declares the table
+        self._verify = False  # the next pass checks that the table is still there
+        self._waiters: list[concurrent.futures.Future[None]] = []
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._last: Desired | None = None  # the last desired state applied, to rebuild from
+
+    # --- the event loop's side: never blocks -----------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._serve, name="loxgw-firewall", daemon=True)
+        self._thread.start()
+
+    def request(self, desired: Desired) -> None:
+        """Make the kernel match `desired` soon (a diff unless the declarations changed)."""
+        with self._cond:
+            self._desired = desired
+            self._cond.notify()
+
+    def verify(self) -> None:
+        """Check (in the worker) that the table is still there, and rebuild it if not."""
+        with self._cond:
+            self._verify = True
+            self._cond.notify()
+
+    async def apply(self, desired: Desired) -> None:
+        """Declare and fill the table for `desired` and wait for it; KernelError if the kernel refused."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._cond:
+            self._desired = desired
+            self._full = True
+            self._waiters.append(future)
+            self._cond.notify()
+        if self._thread is None:  # not started (tests, one-shot use): run the pass here
+            self._pass()
+        await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        """Stop the worker and remove everything loxgw installed."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.remove()
+
+    def status(self) -> dict[str, object]:
+        return {"table": self.applied.table, "installed": self.applied.table is not None,
+                "pinholes": len(self.applied.holes), "last_error": self.last_error,
+                "counters": dict(self.counters)}
+
+    # --- the worker --------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and self._desired is None and not self._verify:
+                    self._cond.wait()
+                if self._stopping:
+                    self._fail_waiters(KernelError("loxgw is stopping", None, ""))
+                    return
+            time.sleep(COALESCE)
+            self._pass()
+
+    def _pass(self) -> None:
+        with self._cond:
+            desired, self._desired = self._desired, None
+            full, self._full = self._full, False
+            verify, self._verify = self._verify, False
+            waiters, self._waiters = self._waiters, []
+        try:
+            if verify and self._vanished():
+                self.counters["restores"] += 1
+                log.warning("table inet %s vanished; restoring it", self.applied.table)
+                self.applied = Applied()
+                desired = desired or self._last
+                full = True
+            if desired is not None:
+                self._reconcile(desired, full)
+            self.last_error = None
+            for waiter in waiters:
+                waiter.set_result(None)
+        except KernelError as exc:
+            self.last_error = str(exc)
+            self.counters["apply_errors"] += 1
+            if waiters:
+                for waiter in waiters:
+                    waiter.set_exception(exc)
+            else:
+                log_failure(log, "firewall", exc)
+        except Exception as exc:  # the worker must live on; the caller learns of it
+            self.last_error = str(exc)
+            self.counters["apply_errors"] += 1
+            log_failure(log, "firewall", exc)
+            for waiter in waiters:
+                waiter.set_exception(exc)
+
+    def _vanished(self) -> bool:
+        table = self.applied.table
+        if table is None:
+            return False
+        xt_gone = self.xtables is not None and not self.xtables.present()
+        return xt_gone or not self.kernel.table_exists(table)
+
+    def _reconcile(self, desired: Desired, full: bool) -> None:
+        config = desired.config
+        table = config.main.table
+        if self.applied.table is not None and (self.applied.table != table or not config.main.enabled):
+            self.remove()
+        self._last = desired
+        if not config.main.enabled:
+            return
+        holes = tuple(pinholes.plan(desired.devices, catalog.load()))
+        wanted = pinholes.elements(holes, desired.devices)
+        fresh = self.applied.table is None
+        declare = fresh or full or self.applied.declared != desired.declaration_inputs()
+        if declare:
+            script = ruleset.render(config, desired.mode, desired.queue, desired.path, desired.forwards,
+                                    elements=wanted if fresh else None).script
+            if not fresh:
+                script += ruleset.render_element_changes(table, *pinholes.changes(self.applied.elements, wanted))
+            self.kernel.apply_script(script)
+            self.counters["declares"] += 1
+            self._install_queue_rules(desired)
+        else:
+            delete, add = pinholes.changes(self.applied.elements, wanted)
+            if not delete and not add:
+                self._publish(table, desired, wanted, holes)
+                return
+            try:
+                self.kernel.apply_script(ruleset.render_element_changes(table, delete, add))
+            except KernelError:
+                # Whatever the kernel holds is unknown now: start over from a declared table.
+                self.applied = Applied()
+                self._reconcile(desired, True)
+                return
+            self.counters["diffs"] += 1
+        self._publish(table, desired, wanted, holes)
+        if fresh:
+            self.on_recreated()
+
+    def _publish(self, table: str, desired: Desired, wanted: pinholes.Elements,
+                 holes: tuple[pinholes.Pinhole, ...]) -> None:
+        per_device: Counter[str] = Counter()
+        for hole in holes:
+            for end in {hole.src, hole.dst}:
+                if end is not None:
+                    per_device[str(end)] += 1
+        # One assignment: status reads a consistent Applied without a lock.
+        self.applied = Applied(table, desired.declaration_inputs(), wanted, holes, dict(per_device))
+
+    def _install_queue_rules(self, desired: Desired) -> None:
+        if desired.queue != "xtables":
+            if self.xtables is not None:
+                self.xtables.remove()
+                self.xtables = None
+            return
+        if self.xtables is None:
+            if self.make_xtables is None:
+                return
+            self.xtables = self.make_xtables()
+        self.xtables.install(dns_queue_rules(desired.config, desired.path),
+                             hold_xtables_rule(desired.config, desired.path))
+
+    def remove(self) -> None:
+        """Remove loxgw's table and queue rules; nothing of loxgw stays in the kernel."""
+        if self.xtables is not None:
+            self.xtables.remove()
+            self.xtables = None
+        table = self.applied.table
+        self.applied = Applied()
+        if table is None:
+            return
+        try:
+            self.kernel.apply_script(ruleset.render_removal(table))
+        except KernelError as exc:
+            log.error("could not remove table inet %s: %s", table, exc)
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.set_exception(exc)

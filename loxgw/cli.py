@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from loxgw.core import catalog, ruleset, uci
-from loxgw.core.config import DEFAULT_PATH, DEFAULT_STATUS_SOCKET, Config, load_config
+from loxgw.core.config import DEFAULT_PATH, DEFAULT_STATUS_SOCKET, Config, load_config, read_config_text
 from loxgw.core.errors import ConfigError, KernelError, LoxgwError
 from loxgw.daemon import app as daemon
 from loxgw.edges import nft, status
@@ -105,9 +105,8 @@ def _status_socket_of(config_path: str) -> str:
     except ConfigError:
         pass
     try:
-        with open(config_path, encoding="utf-8") as handle:
-            _, sections = uci.parse(handle.read(), config_path)
-    except (OSError, UnicodeDecodeError, ConfigError):
+        _, sections = uci.parse(read_config_text(config_path), config_path)
+    except ConfigError:
         return DEFAULT_STATUS_SOCKET
     for section in sections:
         option = section.options.get("status_socket")

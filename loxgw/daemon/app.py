@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import stat
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
@@ -50,6 +51,9 @@ set_log_level = logs.set_log_level
 # `nft flush ruleset`, iptables -D), after a short pause that lets a burst of changes finish.
 CHANGE_SETTLE = 0.02
 STATUS_READ_TIMEOUT = 2.0
+# The summary is also kept in a file beside the socket, for readers that should not speak the
+# socket protocol or start a process (the LuCI app's rpcd plugin reads it every few seconds).
+STATUS_FILE_EVERY = 5.0
 MAX_STATUS_REQUEST = 64  # bytes: "status\n" or "status full\n"
 
 
@@ -254,6 +258,27 @@ class Daemon:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def status_file(self) -> str:
+        return os.path.splitext(self.config.main.status_socket)[0] + ".json"
+
+    def write_status_file(self) -> None:
+        """The summary as JSON (mode 0640), replaced atomically; `written_at` tells readers its age."""
+        path = self.status_file
+        tmp = path + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.snapshot() | {"written_at": round(time.time())}, handle)
+            os.replace(tmp, path)
+        except OSError as exc:
+            logs.log_failure(log, f"writing {path}", exc)
+
+    async def _keep_status_file(self) -> None:
+        while True:
+            self.write_status_file()
+            await asyncio.sleep(STATUS_FILE_EVERY)
+
     async def _watch_changes(self, changed: asyncio.Event) -> None:
         while True:
             await changed.wait()
@@ -296,6 +321,7 @@ class Daemon:
 
             loop.add_reader(watch.fileno(), on_ruleset_event)
         watcher = loop.create_task(self._watch_changes(changed))
+        status_file = loop.create_task(self._keep_status_file())
         if guard is not None:
             guard.start()
         log.info("running: firewall %s, table inet %s, dns %s (%s), status on %s", self.mode,
@@ -306,6 +332,9 @@ class Daemon:
             if guard is not None:
                 guard.close()
             watcher.cancel()
+            status_file.cancel()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.status_file)
             for task in list(self._tasks):
                 task.cancel()
             await self.upnp.close()

@@ -30,6 +30,7 @@ COPY_PREFIX: dict[ZoneRole, str] = {"devices": "loxgw-devices", "clients": "loxg
 
 # Sets whose elements loxgw writes at run time.
 RELAY_ANSWERS = "relay_answers4"  # asker . port, timeout: a relayed request's answer may come back
+SEARCH_ANSWERS = "search_answers4"  # router address . port, timeout: answers to loxgw's own searches
 PIN_INBOUND = "pin_in4"  # device . proto . ports, interval: open from clients zones
 PIN_CLIENT = "pin_client4"  # device . proto . ports, interval: device to clients-zone hosts
 ROUTER_PING = "router_ping4"  # device: its gateway ping is answered

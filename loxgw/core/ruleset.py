@@ -28,6 +28,7 @@ from loxgw.core.firewall import (
     PIN_SETS,
     RELAY_ANSWERS,
     ROUTER_PING,
+    SEARCH_ANSWERS,
     QueueMode,
     ResolvedFirewall,
     cloud_set_name,
@@ -113,13 +114,19 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         "\t\tflags timeout",
         '\t\tcomment "asker . port a relayed discovery request may be answered on"',
         "\t}",
+        f"\tset {SEARCH_ANSWERS} {{",
+        "\t\ttype ipv4_addr . inet_service",
+        "\t\tflags timeout",
+        '\t\tcomment "router address . port a search loxgw sent may be answered on"',
+        "\t}",
     ]
     for name, key_type, comment in PIN_SETS:
         lines += [f"\tset {name} {{", f"\t\ttype {key_type}", "\t\tflags interval",
                   f'\t\tcomment "{comment}"', "\t}"]
     for name, comment in ADDRESS_SETS:
         lines += [f"\tset {name} {{", "\t\ttype ipv4_addr", f'\t\tcomment "{comment}"', "\t}"]
-    lines += ["", "\tchain allow_from_devices {", f"\t\t{established}"]
+    invalid = ['\t\tct state invalid drop comment "loxgw: conntrack-invalid, never allowed"'] if standalone else []
+    lines += ["", "\tchain allow_from_devices {", f"\t\t{established}", *invalid]
     lines += [f"\t\tip saddr @{firewall.products_set(p)} ip daddr . meta l4proto . th dport "
               f"@{firewall.pin_device_set(p)} {allow}" for p in catalog.DEVICE_PRODUCTS]
     if client_ifs:
@@ -135,6 +142,7 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         "",
         "\tchain allow_into_devices {",
         f"\t\t{established}",
+        *invalid,
         f"\t\tip daddr . meta l4proto . th dport @{PIN_INBOUND} {allow}",
         f"\t\t{final}",
         "\t}",
@@ -170,9 +178,14 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
             "\tchain input {",
             "\t\ttype filter hook input priority filter - 5; policy accept;",
             f"\t\tmeta mark set meta mark & {~FW4_MARK & 0xFFFFFFFF:#010x}",
+            '\t\tct state invalid return comment "loxgw: conntrack-invalid, never marked"',
         ]
         if device_ifs:
-            lines.append(f"\t\tiifname {ifset(device_ifs)} ip saddr @{ROUTER_PING} icmp type echo-request {allow}")
+            lines.append(f"\t\tiifname {ifset(device_ifs)} ip saddr @{ROUTER_PING} icmp type echo-request {allow}"
+                         ' comment "loxgw: the Audioserver\'s gateway ping"')
+            lines.append(f"\t\tiifname {ifset(device_ifs)} ip daddr . udp dport @{SEARCH_ANSWERS} {allow}"
+                         ' comment "loxgw: answers to its own LoxLIVE and SSDP searches"')
+        lines += _relay_input_rules(config, allow)
         lines += ["\t}", ""]
     lines += [
         "\tchain forward {",
@@ -180,6 +193,7 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
     ]
     if not standalone:
         lines.append(f"\t\tmeta mark set meta mark & {~FW4_MARK & 0xFFFFFFFF:#010x}")
+        lines.append('\t\tct state invalid return comment "loxgw: conntrack-invalid, never marked"')
     same_segment = tuple(dict.fromkeys((*device_ifs, *client_ifs)))
     if same_segment:
         # Traffic within one VLAN is bridged, not routed; with br_netfilter loaded the bridge
@@ -197,6 +211,24 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         lines += [f"flush set inet {table} {name}" for name in firewall.DESIRED_SETS]
         lines += render_element_changes(table, {}, elements).splitlines()
     return Ruleset(table=table, script="\n".join(lines) + "\n")
+
+
+def _relay_input_rules(config: Config, allow: str) -> list[str]:
+    """fw4 mode: the relay's sockets must receive the discovery broadcasts of its interfaces.
+
+    A locked-down zone's input policy (REJECT, only DHCP and DNS) would drop
+    them before the relay sees them; only broadcasts to the relayed ports are
+    let through, nothing addressed to the router itself.
+    """
+    rules = []
+    for section in config.relays:
+        names = config.relay_interfaces(section)
+        if not section.enabled or len(names) < 2:
+            continue
+        ports = ", ".join(p.nft() for p in section.ports)
+        rules.append(f"\t\tiifname {ifset(names)} meta pkttype broadcast udp dport {{ {ports} }} {allow}"
+                     f' comment "loxgw: discovery broadcasts for relay {section.name}"')
+    return rules
 
 
 def render_element_changes(table: str, delete: Elements, add: Elements) -> str:

@@ -171,12 +171,17 @@ class FirewallService:
             verify, self._verify = self._verify, False
             waiters, self._waiters = self._waiters, []
         try:
-            if verify and self._vanished():
+            if verify and self.applied.table is not None and not self.kernel.table_exists(self.applied.table):
                 self.counters["restores"] += 1
                 log.warning("table inet %s vanished; restoring it", self.applied.table)
                 self.applied = Applied()
                 desired = desired or self._last
                 full = True
+            elif verify and self.xtables is not None and self._last is not None and not self.xtables.present():
+                # Only the iptables-nft DNS rules were touched: put them back, leave the table alone.
+                self.counters["queue_rule_restores"] += 1
+                log.warning("loxgw's iptables-nft DNS rules were changed; restoring them")
+                self._install_queue_rules(self._last)
             if desired is not None:
                 self._reconcile(desired, full)
             self.last_error = None
@@ -196,13 +201,6 @@ class FirewallService:
             log_failure(log, "firewall", exc)
             for waiter in waiters:
                 waiter.set_exception(exc)
-
-    def _vanished(self) -> bool:
-        table = self.applied.table
-        if table is None:
-            return False
-        xt_gone = self.xtables is not None and not self.xtables.present()
-        return xt_gone or not self.kernel.table_exists(table)
 
     def _reconcile(self, desired: Desired, full: bool) -> None:
         config = desired.config

@@ -1,8 +1,8 @@
 """Glue from a DNS packet to the firewall: inspector, then set writer, then ledger.
 
 Shared by the inline (NFLOG copies, NFQUEUE) and passive (packet socket) paths. This is the
-one boundary where an unexpected error is caught: counted, logged at a bounded
-rate, never allowed to stop DNS.
+one boundary where an unexpected error is caught: counted, each distinct
+failure logged once with its traceback (daemon.logs), never allowed to stop DNS.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 from loxgw.core.config import ZoneRole
 from loxgw.core.dns import DnsInspector, Grant
 from loxgw.core.dnsledger import GrantLedger
+from loxgw.daemon.logs import log_failure
 
 log = logging.getLogger("loxgw")
 
-ERROR_LOG_EVERY = 1000  # log the 1st, 1001st, ... error: attackers choose how many there are
 
 
 class GrantPath:
@@ -98,5 +98,4 @@ class GrantPath:
 
     def _failed(self, exc: Exception) -> None:
         self.handler_errors += 1
-        if self.handler_errors % ERROR_LOG_EVERY == 1:
-            log.error("DNS packet handling failed (%d so far): %s", self.handler_errors, exc)
+        log_failure(log, "DNS packet handling", exc)

@@ -205,15 +205,23 @@ class SetWriter:
                 data = self.sock.recv(65536)
             except BlockingIOError:
                 return last
-            offset = 0
-            while offset + 20 <= len(data):
-                length, kind = struct.unpack_from("=IH", data, offset)
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", data, offset + 16)[0]
-                    if code:
-                        self.errors += 1
-                        last = code
-                offset += max((length + 3) & ~3, 20)
+            for code in netlink_errors(data):
+                self.errors += 1
+                last = code
+
+
+def netlink_errors(data: bytes) -> list[int]:
+    """The errnos of the NLMSG_ERROR messages in one netlink read (acknowledgements, code 0, left out)."""
+    codes = []
+    offset = 0
+    while offset + 20 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        if kind == NLMSG_ERROR:
+            code = -struct.unpack_from("=i", data, offset + 16)[0]
+            if code:
+                codes.append(code)
+        offset += max((length + 3) & ~3, 20)
+    return codes
 
 
 PROBE_TABLE = "loxgw_probe"

@@ -12,6 +12,9 @@ from typing import Any
 from tests.lab.netlab import Lab, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Every lab daemon watches its event loop (loxgw.daemon.loopguard): a callback that holds it
+# longer than this fails the test that stops the daemon.
+LOOP_GUARD_MS = "20"
 
 LAB_CONFIG = """
 config loxgw 'main'
@@ -60,7 +63,7 @@ class Loxgw:
 
     def start(self) -> Loxgw:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1", LOXGW_LOOP_GUARD_MS=LOOP_GUARD_MS)
         self.proc = self.lab.popen(
             self.ns,
             [sys.executable, "-m", "loxgw", "-c", self.config_path, "run"],
@@ -86,7 +89,10 @@ class Loxgw:
     def stop(self, timeout: float = 10) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        code = self.proc.wait(timeout=timeout)
+        blocked = [line for line in self.log().splitlines() if "event loop blocked" in line]
+        assert blocked == [], f"the daemon's event loop was blocked: {blocked[:5]}"
+        return code
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as handle:

@@ -6,13 +6,23 @@ import subprocess
 import sys
 
 from tests.lab.loxgwproc import LAB_CONFIG, REPO, Loxgw
-from tests.lab.netlab import Lab
+from tests.lab.netlab import Lab, wait_for
 from tests.lab.test_dns import listen, resolve_and_connect, try_connect
+from tests.lab.test_relay import listen as listen_udp
+from tests.lab.test_relay import received
+
+# Send one UDP datagram (hex payload) to DST:PORT, broadcast allowed.
+SEND = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.sendto(bytes.fromhex(sys.argv[3]), (sys.argv[1], int(sys.argv[2])))
+"""
 
 FILES = f"{REPO}/openwrt/net/loxgw/files"
 
-# The shape of what fw4 generates for a 'lan' zone (accept, forward to wan) and an 'iot'
-# zone (input only DNS/DHCP/discovery answers, no forwarding), default drop, with the
+# The shape of what fw4 generates for a 'lan' zone (accept, forward to wan) and a locked-down
+# 'iot' zone as real configs have it (input REJECT but DHCP and DNS, forward REJECT), with the
 # chain-pre includes where fw4 puts them.
 FW4 = f"""
 table inet fw4 {{
@@ -29,8 +39,8 @@ table inet fw4 {{
 \t}}
 \tchain input_iot {{
 \t\tmeta l4proto {{ tcp, udp }} th dport 53 accept
-\t\tudp dport {{ 67, 7071 }} accept
-\t\tdrop
+\t\tudp dport 67 accept
+\t\treject
 \t}}
 \tchain forward {{
 \t\ttype filter hook forward priority filter; policy drop;
@@ -44,7 +54,7 @@ table inet fw4 {{
 \t\tdrop
 \t}}
 \tchain forward_iot {{
-\t\tdrop
+\t\treject
 \t}}
 }}
 """
@@ -97,10 +107,29 @@ def test_allowances_survive_fw4_reload_and_restart(lab: Lab) -> None:
     load_fw4(lab)
     assert scenario(lab, ms.ns, audio.ns, plain.ns, phone.ns, ms.ip) == expected
 
-    # fw4 restart / fw4 flush: the table goes away and is created again.
+    # fw4 restart: fw4's table goes away and is created again; loxgw's is never touched.
     lab.run(lab.ns_router, "nft", "delete", "table", "inet", "fw4")
     assert try_connect(lab, ms.ns, "203.0.113.80:80") == ["open"]  # no fw4 at all: everything flows
     load_fw4(lab)
     assert scenario(lab, ms.ns, audio.ns, plain.ns, phone.ns, ms.ip) == expected
-    # loxgw had nothing to repair: its own table was never touched.
-    assert gw.status()["counters"].get("ruleset_restores", 0) == 0
+    assert gw.status()["counters"].get("restores", 0) == 0
+
+    # fw4 flush (and /etc/init.d/firewall stop) deletes every table, loxgw's included; loxgw
+    # rebuilds its table, pinholes and DNS entries, and fw4 start brings its own back.
+    lab.run(lab.ns_router, "nft", "flush", "ruleset")
+    wait_for(lambda: gw.status()["counters"].get("restores", 0) == 1, 5, "loxgw's table rebuilt")
+    load_fw4(lab)
+    assert scenario(lab, ms.ns, audio.ns, plain.ns, phone.ns, ms.ip) == expected
+
+
+def test_discovery_broadcasts_reach_the_relay_through_a_locked_iot_input(lab: Lab) -> None:
+    """fw4's iot input rejects all but DHCP and DNS; loxgw lets its relay's broadcasts in, nothing else."""
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    phone = lab.add_host("phone", "lan", 20)
+    load_fw4(lab)
+    config = LAB_CONFIG.replace("option firewall 'standalone'", "option firewall 'fw4'")
+    relay = "\nconfig relay\n\tlist zone 'iot'\n\tlist zone 'lan'\n"
+    Loxgw(lab, config_text=config.format(socket="{socket}", main_extra="", extra=relay)).start()
+    listener = listen_udp(lab, phone.ns, 7070, 3, settle=0.5)
+    lab.run(ms.ns, sys.executable, "-c", SEND, "192.168.20.255", "7070", "01")
+    assert [line.split(" ")[1] for line in received(listener)] == ["01"]

@@ -17,11 +17,14 @@ from loxgw import cli
 from loxgw.core.config import load_config
 from loxgw.daemon import app as daemon
 from loxgw.edges import netifd
+from tests.unit.openwrt.feed import FEED, LOXGW_MAKEFILE, ROOT, read_makefile, shell_script
 
-FEED = Path(__file__).parents[2] / "openwrt"
-MAKEFILES = sorted([*FEED.glob("lang/*/Makefile"), FEED / "net" / "loxgw" / "Makefile"])
+MAKEFILES = sorted([*FEED.glob("lang/*/Makefile"), LOXGW_MAKEFILE])
 LUCI = FEED / "luci" / "luci-app-loxgw"
 SHELL_SCRIPTS = [p for p in FEED.rglob("*") if p.is_file() and p.read_bytes().startswith(b"#!/bin/sh")]
+# Maintainer scripts the package carries (`define Package/loxgw/postinst` ...).
+PACKAGE_SCRIPTS = [name for name in read_makefile(LOXGW_MAKEFILE).defines
+                   if shell_script(read_makefile(LOXGW_MAKEFILE), name).startswith("#!/bin/sh")]
 
 
 def variables(makefile: Path) -> dict[str, str]:
@@ -38,8 +41,9 @@ def test_feed_has_the_three_packages() -> None:
 def test_makefile_has_what_the_sdk_needs(makefile: Path) -> None:
     v = variables(makefile)
     text = makefile.read_text()
-    for key in ("PKG_NAME", "PKG_VERSION", "PKG_RELEASE", "PKG_LICENSE", "PKG_MAINTAINER"):
+    for key in ("PKG_NAME", "PKG_VERSION", "PKG_RELEASE", "PKG_LICENSE", "PKG_LICENSE_FILES", "PKG_MAINTAINER"):
         assert v.get(key), f"{makefile}: {key} missing"
+    assert v["PKG_MAINTAINER"] == "loxgw developers <loxgw@example.org>"
     assert re.fullmatch(r"\d+(\.\d+)+", v["PKG_VERSION"])
     assert text.startswith("#") and "include $(TOPDIR)/rules.mk" in text
     assert "include $(INCLUDE_DIR)/package.mk" in text
@@ -54,15 +58,36 @@ def test_makefile_has_what_the_sdk_needs(makefile: Path) -> None:
 
 
 def test_loxgw_package_depends_on_what_it_imports_and_runs() -> None:
-    depends = variables(FEED / "net" / "loxgw" / "Makefile")["DEPENDS"].split()
-    for needed in ("+python3-light", "+python3-asyncio", "+python3-logging", "+python3-pyroute2",
-                   "+python3-netfilterqueue", "+python3-miniupnpc", "+nftables-json",
-                   "+libnetfilter-queue", "+kmod-nft-queue", "+kmod-nfnetlink-queue", "+kmod-nfnetlink-log"):
+    depends = read_makefile(LOXGW_MAKEFILE).depends("loxgw")
+    # tests/unit/openwrt/test_stdlib.py holds the python3-* list to loxgw's imports.
+    assert "python3" not in depends
+    for needed in ("python3-light", "python3-asyncio", "python3-logging", "python3-urllib", "python3-xml",
+                   "python3-pyroute2", "python3-netfilterqueue", "python3-miniupnpc", "nftables-json",
+                   "libnetfilter-queue", "kmod-nft-queue", "kmod-nfnetlink-queue", "kmod-nfnetlink-log"):
         assert needed in depends
     # DNS is read by loxgw's own wire walker (dnslib is the tests' reference only).
-    assert "+python3-dnslib" not in depends
-    assert variables(FEED / "net" / "loxgw" / "Makefile")["PKG_VERSION"] == loxgw.__version__
-    assert "/etc/config/loxgw" in (FEED / "net" / "loxgw" / "Makefile").read_text().split("conffiles")[1]
+    assert "python3-dnslib" not in depends
+    assert variables(LOXGW_MAKEFILE)["PKG_VERSION"] == loxgw.__version__
+    assert "/etc/config/loxgw" in LOXGW_MAKEFILE.read_text().split("conffiles")[1]
+
+
+def test_a_change_to_the_sources_rebuilds_the_package() -> None:
+    makefile = read_makefile(LOXGW_MAKEFILE)
+    source = makefile.expand("$(LOXGW_SOURCE)", {"CURDIR": str(LOXGW_MAKEFILE.parent)})
+    assert Path(source).resolve() == ROOT
+    # Build/Prepare copies these; package.mk rebuilds when a file under PKG_FILE_DEPENDS changes.
+    depends = makefile.variables["PKG_FILE_DEPENDS"].split()
+    assert depends == ["$(LOXGW_SOURCE)/loxgw", "$(LOXGW_SOURCE)/pyproject.toml", "$(LOXGW_SOURCE)/README.md"]
+    prepare = makefile.defines["Build/Prepare"]
+    assert all(path in prepare for path in depends)
+
+
+def test_loxgw_ships_sources_and_license_apart() -> None:
+    makefile = read_makefile(LOXGW_MAKEFILE)
+    assert "$(eval $(call BuildPackage,loxgw-src))" in LOXGW_MAKEFILE.read_text()
+    assert "$(CP) ./files/LICENSE $(PKG_BUILD_DIR)/" in makefile.defines["Build/Prepare"]
+    license_text = (LOXGW_MAKEFILE.parent / "files" / "LICENSE").read_text()
+    assert license_text.startswith("MIT License\n") and makefile.variables["PKG_LICENSE"] == "MIT"
 
 
 def test_netfilterqueue_builds_with_cython() -> None:
@@ -77,8 +102,19 @@ def test_shell_scripts_are_shellcheck_clean(script: Path) -> None:
     assert proc.returncode == 0, proc.stdout
 
 
+@pytest.mark.parametrize("name", PACKAGE_SCRIPTS)
+def test_package_scripts_are_shellcheck_clean(name: str) -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (make test installs it)")
+    script = shell_script(read_makefile(LOXGW_MAKEFILE), name)
+    proc = subprocess.run(["shellcheck", "-s", "sh", "-"], input=script, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout
+
+
 def test_there_is_an_init_script() -> None:
-    assert sorted(p.name for p in SHELL_SCRIPTS) == ["loxgw.init", "luci.loxgw"]
+    ours = sorted(p.name for p in SHELL_SCRIPTS if FEED / "net" in p.parents)
+    assert ours == ["loxgw.init", "loxgw.uci-defaults"]
+    assert PACKAGE_SCRIPTS == ["Package/loxgw/postinst", "Package/loxgw/prerm", "Package/loxgw/postrm"]
     text = (FEED / "net" / "loxgw" / "files" / "loxgw.init").read_text()
     assert "USE_PROCD=1" in text and "procd_set_param respawn" in text
     assert "--log-streams run" in text and "PYTHONUNBUFFERED=1" in text
@@ -129,35 +165,25 @@ def test_log_streams_split_by_level(capsys: pytest.CaptureFixture[str]) -> None:
         daemon.log.setLevel(logging.NOTSET)
 
 
-def test_luci_menu_view_acl_and_rpcd_fit_together() -> None:
+def luci_views() -> list[Path]:
     menu = json.loads((LUCI / "root/usr/share/luci/menu.d/luci-app-loxgw.json").read_text())
-    (entry,) = menu.values()
-    view = LUCI / "htdocs/luci-static/resources/view" / (entry["action"]["path"] + ".js")
-    assert view.is_file()
+    return [LUCI / "htdocs/luci-static/resources/view" / (entry["action"]["path"] + ".js")
+            for entry in menu.values() if entry["action"]["type"] == "view"]
+
+
+def test_luci_menu_views_and_acl_fit_together() -> None:
+    menu = json.loads((LUCI / "root/usr/share/luci/menu.d/luci-app-loxgw.json").read_text())
+    views = luci_views()
+    assert views and all(view.is_file() for view in views)
     acl = json.loads((LUCI / "root/usr/share/rpcd/acl.d/luci-app-loxgw.json").read_text())
-    assert entry["depends"]["acl"] == list(acl)
-    assert acl["luci-app-loxgw"]["read"]["ubus"] == {"luci.loxgw": ["status"]}
-    js = view.read_text()
-    assert "object: 'luci.loxgw'" in js and "method: 'status'" in js
-    for field in ("devices", "dns_entries", "relay", "upnp"):
-        assert f"status.{field}" in js
+    assert [entry["depends"]["acl"] for entry in menu.values() if "depends" in entry] == [list(acl)]
     makefile = (LUCI / "Makefile").read_text()
     assert "include $(TOPDIR)/feeds/luci/luci.mk" in makefile and "+loxgw" in makefile
 
 
-def test_rpcd_plugin_answers_json() -> None:
-    plugin = LUCI / "root/usr/libexec/rpcd/luci.loxgw"
-    listed = subprocess.run(["sh", str(plugin), "list"], capture_output=True, text=True, check=True).stdout
-    assert json.loads(listed) == {"status": {}}
-    called = subprocess.run(["sh", str(plugin), "call", "status"], input="{}", capture_output=True, text=True,
-                            check=True).stdout
-    answer = json.loads(called)
-    assert isinstance(answer, dict) and ("error" in answer or "version" in answer)
-
-
-def test_luci_view_is_valid_javascript() -> None:
+@pytest.mark.parametrize("view", luci_views(), ids=lambda p: p.name)
+def test_luci_views_are_valid_javascript(view: Path) -> None:
     if shutil.which("node") is None:
         pytest.skip("node not installed")
-    view = LUCI / "htdocs/luci-static/resources/view/loxgw/status.js"
     proc = subprocess.run(["node", "--check", str(view)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr

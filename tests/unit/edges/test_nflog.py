@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import struct
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from loxgw.edges.nflog import NFULA_PAYLOAD, NFULA_PREFIX, ULOG_MSG_TYPE, payloads
 
 
@@ -27,3 +30,20 @@ def test_torn_nflog_messages_are_counted_not_read() -> None:
     assert payloads(no_payload + good) == ([("p", b"\x45xyz")], 1)
     assert payloads(torn_attribute) == ([], 1)
     assert payloads(good + good[:-3]) == ([("p", b"\x45xyz")], 1)  # message cut short
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=600))
+def test_any_bytes_give_copies_and_a_malformed_count(data: bytes) -> None:
+    copies, malformed = payloads(data)
+    assert malformed >= 0
+    assert all(isinstance(prefix, str) and isinstance(packet, bytes) for prefix, packet in copies)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=64), st.integers(min_value=0, max_value=200), st.binary(max_size=8))
+def test_mutated_messages_never_raise(packet: bytes, cut: int, noise: bytes) -> None:
+    good = nflog_message((NFULA_PREFIX, b"loxgw-devices\0"), (NFULA_PAYLOAD, packet))
+    mutated = good[:cut] + noise + good[cut + len(noise):]
+    copies, malformed = payloads(mutated + good)
+    assert copies[-1:] == [("loxgw-devices", packet)] or malformed >= 1

@@ -7,7 +7,7 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -
 BIN := $(VENV)/bin
 APT_PACKAGES := python3 python3-venv python3-dev gcc make libnetfilter-queue-dev libnfnetlink-dev \
 	procps nftables iptables iproute2 iputils-ping conntrack dnsmasq-base miniupnpd-nftables miniupnpc \
-	tcpdump shellcheck
+	tcpdump shellcheck chromium nodejs
 
 .PHONY: all setup system-packages venv lint typecheck unit lab test demo render clean
 

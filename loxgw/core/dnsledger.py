@@ -15,19 +15,26 @@ from dataclasses import dataclass
 from loxgw.core.catalog import PortRange
 from loxgw.core.config import IPAddress
 from loxgw.core.dns import Grant, Profile
+from loxgw.core.firewall import CLOUD_SET_SIZE
 
 
 @dataclass
 class GrantLedger:
-    """Live grants for `loxgw status` and the per-device cap; the kernel expires the real elements itself.
+    """Live grants for `loxgw status` and the caps; the kernel expires the real elements itself.
 
-    Bounded twice: `capacity` grants in all (the oldest go first) and
-    `per_device` live grants per device. A device that resolves name after
-    name (or is made to) gets nothing new beyond its cap until some expire;
-    its existing grants are still refreshed.
+    Bounded twice: `capacity` live grants in all, the size each kernel set is
+    declared with (core.firewall.CLOUD_SET_SIZE), and `per_device` live grants
+    per device. Beyond either, new grants wait until some expire; existing
+    ones are still refreshed. Nothing is evicted: what the ledger holds is
+    what the kernel holds, so status tells the truth and a restart or a
+    rebuilt table can put back every entry.
+
+    Admission records at once (`admit`): a burst of answers read together
+    is counted grant by grant, so no batch overshoots a cap. A grant the
+    kernel then refused is taken back with `forget`.
     """
 
-    capacity: int = 20000
+    capacity: int = CLOUD_SET_SIZE
     per_device: int = 2048
     prune_every: float = 1.0  # seconds: a device at its cap costs one full pass per second, at most
 
@@ -37,26 +44,39 @@ class GrantLedger:
         self._pruned_at = -math.inf
 
     def admit(self, grants: list[Grant], now: float) -> list[Grant]:
-        """The grants a device may still get: refreshes always, new ones while under its cap."""
+        """Record and return the grants that fit: refreshes always, new ones while under both caps."""
         admitted = []
         for grant in grants:
             key = (grant.device, grant.address, grant.profile)
-            if key not in self._live and self._count.get(grant.device, 0) >= self.per_device:
-                if now - self._pruned_at >= self.prune_every:
-                    self._prune(now)
-                if self._count.get(grant.device, 0) >= self.per_device:
-                    continue
+            if key not in self._live and not self._room(grant.device, now):
+                continue
+            self._put(key, grant, now)
             admitted.append(grant)
         return admitted
 
+    def _room(self, device: IPAddress, now: float) -> bool:
+        if self._count.get(device, 0) < self.per_device and len(self._live) < self.capacity:
+            return True
+        if now - self._pruned_at >= self.prune_every:
+            self._prune(now)
+        return self._count.get(device, 0) < self.per_device and len(self._live) < self.capacity
+
+    def _put(self, key: tuple[IPAddress, IPAddress, Profile], grant: Grant, now: float) -> None:
+        if self._live.pop(key, None) is None:
+            self._count[grant.device] = self._count.get(grant.device, 0) + 1
+        self._live[key] = (grant.name, now + grant.timeout)
+
     def record(self, grants: Iterable[Grant], now: float) -> None:
+        """Grants already in the kernel (adopted, restored): recorded whatever the caps say."""
+        for grant in grants:
+            self._put((grant.device, grant.address, grant.profile), grant, now)
+
+    def forget(self, grants: Iterable[Grant]) -> None:
+        """Take back admitted grants the kernel did not take."""
         for grant in grants:
             key = (grant.device, grant.address, grant.profile)
-            if self._live.pop(key, None) is None:
-                self._count[grant.device] = self._count.get(grant.device, 0) + 1
-            self._live[key] = (grant.name, now + grant.timeout)
-        while len(self._live) > self.capacity:
-            self._forget(self._live.popitem(last=False)[0])
+            if self._live.pop(key, None) is not None:
+                self._forget(key)
 
     def _forget(self, key: tuple[IPAddress, IPAddress, Profile]) -> None:
         left = self._count.get(key[0], 1) - 1

@@ -25,12 +25,18 @@ HOLD_MARK = 0x20000000
 # Beyond this rate first packets are not held: they go straight to the allow rules (and may
 # race a grant, a TCP retransmission later finding it), so a flood cannot stall loxgw.
 HOLD_RATE = "2000/second burst 500 packets"
+# What loxgw's chains did not allow is sampled to user space (NFLOG group queue_num + 2) at
+# most this often, for `loxgw doctor` and the blocked-attempts table; the kernel keeps the rate.
+BLOCKED_SAMPLE_RATE = "20/second burst 20 packets"
+BLOCKED_GROUP_OFFSET = 2
+BLOCKED_PREFIX = {"from_devices": "loxgw-blocked-out", "into_devices": "loxgw-blocked-in"}
 # NFLOG prefixes of DNS copies: the asker's zone role.
 COPY_PREFIX: dict[ZoneRole, str] = {"devices": "loxgw-devices", "clients": "loxgw-clients"}
 
 # Sets whose elements loxgw writes at run time.
 RELAY_ANSWERS = "relay_answers4"  # asker . port, timeout: a relayed request's answer may come back
-SEARCH_ANSWERS = "search_answers4"  # router address . port, timeout: answers to loxgw's own searches
+SEARCH_ANSWERS = "search_answers4"  # interface . port, timeout: answers to loxgw's own searches
+SEARCH_WINDOW = 3  # seconds after a search that its answers are let in (fw4 mode)
 PIN_INBOUND = "pin_in4"  # device . proto . ports, interval: open from clients zones
 PIN_CLIENT = "pin_client4"  # device . proto . ports, interval: device to clients-zone hosts
 ROUTER_PING = "router_ping4"  # device: its gateway ping is answered
@@ -50,6 +56,11 @@ def pin_device_set(source: Product) -> str:
     proportion to its size.
     """
     return f"pin_dev_{source}4"
+
+
+# Elements each DNS set holds at most; the ledger (core.dnsledger) has the same capacity over
+# all of them, so it never holds less than the kernel.
+CLOUD_SET_SIZE = 65536
 
 
 def cloud_set_name(index: int, family: int) -> str:

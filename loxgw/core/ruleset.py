@@ -104,6 +104,7 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
             lines += [
                 f"\tset {cloud_set_name(index, family)} {{",
                 f"\t\ttype {addr} . {addr}",
+                f"\t\tsize {firewall.CLOUD_SET_SIZE}",
                 "\t\tflags timeout",
                 f'\t\tcomment "device . address granted {profile.describe()} by DNS"',
                 "\t}",
@@ -115,9 +116,9 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         '\t\tcomment "asker . port a relayed discovery request may be answered on"',
         "\t}",
         f"\tset {SEARCH_ANSWERS} {{",
-        "\t\ttype ipv4_addr . inet_service",
+        "\t\ttype ifname . inet_service",
         "\t\tflags timeout",
-        '\t\tcomment "router address . port a search loxgw sent may be answered on"',
+        '\t\tcomment "interface . port a search loxgw sent may be answered on, for a few seconds"',
         "\t}",
     ]
     for name, key_type, comment in PIN_SETS:
@@ -137,6 +138,7 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         ports = ", ".join(p.nft() for p in relay_ports)
         lines.append(f"\t\tudp sport {{ {ports} }} ip daddr . udp dport @{RELAY_ANSWERS} {allow}")
     lines += [
+        _sample_blocked(config, "from_devices"),
         f"\t\t{final}",
         "\t}",
         "",
@@ -144,6 +146,7 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         f"\t\t{established}",
         *invalid,
         f"\t\tip daddr . meta l4proto . th dport @{PIN_INBOUND} {allow}",
+        _sample_blocked(config, "into_devices"),
         f"\t\t{final}",
         "\t}",
         "",
@@ -183,7 +186,7 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         if device_ifs:
             lines.append(f"\t\tiifname {ifset(device_ifs)} ip saddr @{ROUTER_PING} icmp type echo-request {allow}"
                          ' comment "loxgw: the Audioserver\'s gateway ping"')
-            lines.append(f"\t\tiifname {ifset(device_ifs)} ip daddr . udp dport @{SEARCH_ANSWERS} {allow}"
+            lines.append(f"\t\tiifname . udp dport @{SEARCH_ANSWERS} {allow}"
                          ' comment "loxgw: answers to its own LoxLIVE and SSDP searches"')
         lines += _relay_input_rules(config, allow)
         lines += ["\t}", ""]
@@ -211,6 +214,13 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         lines += [f"flush set inet {table} {name}" for name in firewall.DESIRED_SETS]
         lines += render_element_changes(table, {}, elements).splitlines()
     return Ruleset(table=table, script="\n".join(lines) + "\n")
+
+
+def _sample_blocked(config: Config, chain: str) -> str:
+    """A rate-limited NFLOG copy of what the chain does not allow (the kernel keeps the rate)."""
+    group = config.main.queue_num + firewall.BLOCKED_GROUP_OFFSET
+    return (f"\t\tlimit rate {firewall.BLOCKED_SAMPLE_RATE} log prefix \"{firewall.BLOCKED_PREFIX[chain]}\" "
+            f'group {group} comment "loxgw: a sample of what is not allowed, for loxgw doctor"')
 
 
 def _relay_input_rules(config: Config, allow: str) -> list[str]:

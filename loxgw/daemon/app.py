@@ -16,19 +16,15 @@ removes everything and exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import os
 import signal
 import stat
-import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from loxgw import __version__
 from loxgw.core.config import Config, DnsMode, FirewallMode, load_config
 from loxgw.core.errors import ConfigError, KernelError, LoxgwError
 from loxgw.core.firewall import QueueMode, ResolvedFirewall
@@ -38,6 +34,7 @@ from loxgw.daemon.dns import DnsPorts, DnsService, SetWriter, _open_dns_copies, 
 from loxgw.daemon.firewall import Desired, FirewallService, QueueRules
 from loxgw.daemon.loopguard import LoopGuard
 from loxgw.daemon.relay import RelayService
+from loxgw.daemon.status import StatusService
 from loxgw.daemon.upnp import UpnpService
 from loxgw.edges import clock, netifd, nft, queue, status
 
@@ -50,11 +47,6 @@ set_log_level = logs.set_log_level
 # The firewall is checked when the kernel reports an nftables deletion (fw4 restart,
 # `nft flush ruleset`, iptables -D), after a short pause that lets a burst of changes finish.
 CHANGE_SETTLE = 0.02
-STATUS_READ_TIMEOUT = 2.0
-# The summary is also kept in a file beside the socket, for readers that should not speak the
-# socket protocol or start a process (the LuCI app's rpcd plugin reads it every few seconds).
-STATUS_FILE_EVERY = 5.0
-MAX_STATUS_REQUEST = 64  # bytes: "status\n" or "status full\n"
 
 
 def resolve_firewall(mode: FirewallMode, fw4_present: bool) -> ResolvedFirewall:
@@ -113,9 +105,12 @@ class Daemon:
                                                     self.ports.open_dns_copies, self.ports.probe_set_refresh,
                                                     self.ports.open_writer))
         self.firewall = FirewallService(_Kernel(self.ports), self.ports.open_xtables, self.dns.reinsert_live)
-        self.devices = DeviceService(self.config, self.reconcile, detect=self.ports.detect)
-        self.relay = RelayService(self.config, self._open_relay_writer, self.devices.submit_loxlive)
+        self.devices = DeviceService(self.config, self.reconcile, detect=self.ports.detect,
+                                     open_writer=self._open_set_writer)
+        self.devices.open_answer_windows = self.mode == "fw4"
+        self.relay = RelayService(self.config, self._open_set_writer, self.devices.submit_loxlive)
         self.upnp = UpnpService(self.config, self.devices.inventory, self.reconcile, self.ports.upnp_client)
+        self.status = StatusService(self)
 
     def _with_networks(self, config: Config) -> Config:
         """Zones' OpenWrt networks resolved to their Linux devices (netifd)."""
@@ -124,7 +119,8 @@ class Daemon:
             log.warning("network %r has no device now (not up, or no netifd); its zone skips it", network)
         return resolved
 
-    def _open_relay_writer(self) -> SetWriter:
+    def _open_set_writer(self) -> SetWriter:
+        """A netlink set writer of its own for a service (the relay's and the searches' windows)."""
         return self.ports.open_writer(self.config.main.table, self.dns.profiles, self.dns.set_refresh)
 
     # --- desired state ---------------------------------------------------------------
@@ -179,6 +175,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self.config = config
         self.mode = resolve_firewall(config.main.firewall, self.ports.fw4_present())
+        self.devices.open_answer_windows = self.mode == "fw4"
         logs.set_log_level(config.main.log_level)
         rebuild = self.dns.reconfigure(config)
         if rebuild:
@@ -192,60 +189,8 @@ class Daemon:
     # --- status ------------------------------------------------------------------
 
     def snapshot(self, full: bool = False) -> dict[str, Any]:
-        """Everything `loxgw status` shows, as JSON-able data, in O(devices + names); `full` adds the lists."""
-        cfg = self.config
-        applied = self.firewall.applied
-        dns = self.dns.status(full)
-        counters: Counter[str] = Counter(self.counters)
-        counters.update(self.devices.counters)
-        counters.update(self.firewall.counters)
-        counters["ruleset_applies"] = self.firewall.counters["declares"] + self.firewall.counters["diffs"]
-        devices = self.devices.status(applied.holes_per_device, dns.pop("dns_entries_per_device"))
-        if full:
-            holes: dict[str, list[str]] = {}
-            for hole in applied.holes:
-                for end in {hole.src, hole.dst}:
-                    if end is not None:
-                        holes.setdefault(str(end), []).append(hole.describe())
-            for device in devices:
-                device["pinholes"] = holes.get(device["ip"] or "", [])
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "uptime": round(clock.now() - self.started, 1),
-            "config": cfg.path,
-            "enabled": cfg.main.enabled,
-            "firewall": self.mode,
-            "table": applied.table or cfg.main.table,
-            "installed": applied.table is not None,
-            **{k: v for k, v in dns.items() if k != "counters"},
-            "ruleset_applies": counters["ruleset_applies"],
-            "zones": [{"name": z.name, "role": z.role, "interfaces": list(z.interfaces),
-                       "networks": list(z.networks), "cloud": z.cloud} for z in cfg.zones],
-            "devices": devices,
-            "relays": [asdict(r) | {"ports": [str(p) for p in r.ports]} for r in cfg.relays],
-            "upnp": self.upnp.status(),
-            "relay": self.relay.status(),
-            "devices_refused_cap": self.devices.inventory.refused,
-            "counters": dict(counters) | dns["counters"],
-            "failures": logs.failures(),
-            "last_error": self.last_error or self.firewall.last_error or self.relay.last_error,
-        }
-
-    async def _serve_status(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = b""
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
-                request = await asyncio.wait_for(reader.readline(), timeout=STATUS_READ_TIMEOUT)
-            full = request[:MAX_STATUS_REQUEST].split()[1:2] == [b"full"]
-            writer.write(json.dumps(self.snapshot(full)).encode() + b"\n")
-            await writer.drain()
-        except (ConnectionError, OSError):
-            self.counters["status_client_errors"] += 1
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+        """Everything `loxgw status` shows (see daemon.status)."""
+        return self.status.snapshot(full)
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -257,27 +202,6 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    @property
-    def status_file(self) -> str:
-        return os.path.splitext(self.config.main.status_socket)[0] + ".json"
-
-    def write_status_file(self) -> None:
-        """The summary as JSON (mode 0640), replaced atomically; `written_at` tells readers its age."""
-        path = self.status_file
-        tmp = path + ".tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.snapshot() | {"written_at": round(time.time())}, handle)
-            os.replace(tmp, path)
-        except OSError as exc:
-            logs.log_failure(log, f"writing {path}", exc)
-
-    async def _keep_status_file(self) -> None:
-        while True:
-            self.write_status_file()
-            await asyncio.sleep(STATUS_FILE_EVERY)
 
     async def _watch_changes(self, changed: asyncio.Event) -> None:
         while True:
@@ -307,8 +231,7 @@ class Daemon:
         await self.devices.start(loop, own_answer_socket=not self.relay.owns_answer_port(7071))
         self.upnp.start(loop)
         self.dns.start(loop)
-        server = await asyncio.start_unix_server(self._serve_status, path=socket_path)
-        os.chmod(socket_path, 0o660)
+        await self.status.start(socket_path)
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
@@ -321,7 +244,6 @@ class Daemon:
 
             loop.add_reader(watch.fileno(), on_ruleset_event)
         watcher = loop.create_task(self._watch_changes(changed))
-        status_file = loop.create_task(self._keep_status_file())
         if guard is not None:
             guard.start()
         log.info("running: firewall %s, table inet %s, dns %s (%s), status on %s", self.mode,
@@ -332,9 +254,6 @@ class Daemon:
             if guard is not None:
                 guard.close()
             watcher.cancel()
-            status_file.cancel()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.status_file)
             for task in list(self._tasks):
                 task.cancel()
             await self.upnp.close()
@@ -342,11 +261,7 @@ class Daemon:
             if watch is not None:
                 loop.remove_reader(watch.fileno())
                 watch.close()
-            server.close()
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(socket_path)
+            await self.status.close()
             self.relay.close(loop)
             self.dns.save_entries()
             self.firewall.close()

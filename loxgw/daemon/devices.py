@@ -2,10 +2,16 @@
 
 Observations (neighbour table, leases, LoxLIVE, SSDP) change the inventory
 on the event loop; a change calls `on_change`, which hands the reconciler a
-new desired state and returns at once. Answers that arrive on another
-service's socket (the relay owns UDP 7071 when it relays it) are queued with
-`submit_loxlive` and handled on the next loop iteration, never inside that
-service's packet handler.
+new desired state and returns at once. Discovery answers count only with
+evidence (core.discovery): solicited by a search loxgw sent on that segment
+moments before, from a sender whose neighbour entry matches. Answers that
+arrive on another service's socket (the relay owns UDP 7071 when it relays
+it) are queued with `submit_loxlive` and handled on the next loop iteration
+by the same checks, never inside that service's packet handler.
+
+In fw4 mode each search opens, for a few seconds, the port its answers come
+back to (set search_answers4): a locked-down zone's input policy would
+otherwise drop them before loxgw's sockets see them.
 """
 
 from __future__ import annotations
@@ -13,28 +19,41 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import struct
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from loxgw.core import devices
+from loxgw.core import devices, discovery
 from loxgw.core.config import Config
-from loxgw.core.errors import RemoteDataError
+from loxgw.core.errors import LoxgwError
+from loxgw.core.firewall import SEARCH_ANSWERS, SEARCH_WINDOW
 from loxgw.edges import clock
 
 log = logging.getLogger("loxgw")
 
 MAX_QUEUED_ANSWERS = 256  # answers handed in by other services, waiting for the next loop turn
+ANSWER_PORT = 7071  # where Miniservers answer a LoxLIVE search, whatever port it came from
+IFNAMSIZ = 16
+# A real device looks up the router's MAC before it answers, which puts its own entry in the
+# router's neighbour table: an answer from a sender with no entry is taken for spoofed.
+NEIGHBOUR_REQUIRED = True
 
 
 class DeviceService:
     """Owns the inventory and the detector."""
 
-    def __init__(self, config: Config, on_change: Callable[[], None], detect: bool = True) -> None:
+    def __init__(self, config: Config, on_change: Callable[[], None], detect: bool = True,
+                 open_writer: Callable[[], Any] | None = None) -> None:
         self.config = config
         self.on_change = on_change
         self.detect = detect
-        self.inventory = devices.Inventory(config.devices, grace=config.main.device_grace)
+        self.open_writer = open_writer  # the search-answer windows' set writer (fw4 mode)
+        self.open_answer_windows = False  # set by the daemon: fw4 mode
+        self.writer: Any = None
+        self.inventory = devices.Inventory(config.devices, grace=config.main.device_grace,
+                                           discovery_ttl=max(900, 3 * config.main.probe_interval))
+        self.solicitations = discovery.Solicitations()
         self.counters: Counter[str] = Counter()
         self.detector: Any = None  # edges.detect.Detector while running
         self._expiry: asyncio.Task[None] | None = None
@@ -53,7 +72,9 @@ class DeviceService:
 
         self.detector = detect.Detector(
             self.config.interfaces_with_role("devices"), self.config.main.dhcp_leases,
-            self.config.main.probe_interval, self.on_neighbours, self.on_lease, self.on_loxlive, self.on_ssdp)
+            self.config.main.probe_interval, self.on_neighbours, self.on_lease, self._unused_loxlive, None,
+            on_answer=self.on_answer, solicitations=self.solicitations, refusals=self.inventory.refusals,
+            on_search=self.on_search)
         await self.detector.start(loop, own_answer_socket=own_answer_socket)
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -63,6 +84,9 @@ class DeviceService:
         if self.detector is not None:
             self.detector.close(loop)
             self.detector = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     def reconfigure(self, config: Config) -> None:
         """A new config: static sections and grace period (detection keeps running)."""
@@ -96,35 +120,31 @@ class DeviceService:
     def _drain_queued(self) -> None:
         queued, self._queued = self._queued, []
         for src, payload in queued:
-            self.on_loxlive(src, payload)
+            if self.detector is not None:
+                self.detector.on_discovery_answer(src, payload)
+            else:
+                self.counters["loxlive_without_detection"] += 1
 
-    def on_loxlive(self, src: Any, payload: bytes) -> None:
-        """A LoxLIVE answer; it must come from the address it claims, or a spoofer could move a device."""
+    def on_answer(self, answer: discovery.Answer) -> None:
+        """A parsed discovery answer with its evidence; the inventory takes it only if the evidence holds."""
+        self._changed(discovery.admit(self.inventory, answer, clock.now(), neighbour_required=NEIGHBOUR_REQUIRED))
+
+    def _unused_loxlive(self, src: Any, payload: bytes) -> None:
+        """Detector's plain LoxLIVE callback: not used, answers come with their evidence (on_answer)."""
+
+    def on_search(self, ifname: str, port: int) -> None:
+        """A search went out of `ifname` from `port`: in fw4 mode, let its answers in for a few seconds."""
+        if not self.open_answer_windows or self.open_writer is None:
+            return
+        name = ifname.encode()[:IFNAMSIZ].ljust(IFNAMSIZ, b"\0")
+        elements = [(SEARCH_ANSWERS, name + struct.pack("!H2x", p), SEARCH_WINDOW) for p in {port, ANSWER_PORT}]
         try:
-            found = devices.parse_loxlive(payload)
-        except RemoteDataError as exc:
-            self.counters[f"loxlive_bad_{exc.reason}"] += 1
-            return
-        if found.ip != src:
-            self.counters["loxlive_refused_spoofed"] += 1
-            return
-        self.counters["loxlive_answers"] += 1
-        self._changed(self.inventory.observe(
-            "loxlive", clock.now(), ip=found.ip, product="miniserver", name=found.name,
-            http_port=found.port, serial=found.serial, firmware=found.firmware))
-
-    def on_ssdp(self, src: Any, description: Any) -> None:
-        """A UPnP root device answered an SSDP search; Loxone ones name their product."""
-        from loxgw.core import ssdp
-
-        if not ssdp.is_loxone(description):
-            self.counters["ssdp_not_loxone"] += 1
-            return
-        self.counters["ssdp_loxone"] += 1
-        serial = description.serial.replace(":", "").upper()
-        self._changed(self.inventory.observe(
-            "ssdp", clock.now(), ip=src, product=ssdp.product_of(description), name=description.model,
-            serial=serial if len(serial) == 12 else ""))
+            if self.writer is None:
+                self.writer = self.open_writer()
+            self.writer.add_elements(elements)
+        except (OSError, LoxgwError) as exc:
+            self.counters["search_window_errors"] += 1
+            log.debug("search answer window on %s failed: %s", ifname, exc)
 
     async def _expire_forever(self) -> None:
         while True:

@@ -85,14 +85,14 @@ class GrantPath:
             self.inserted += self.writer.add(grants, drain=False)
             return grants
         except Exception as exc:
+            self.ledger.forget(grants)  # admitted (and counted) but never in the kernel
             self._failed(exc)
             return []
 
     def settle(self, grants: list[Grant]) -> None:
-        """Bookkeeping that need not delay the answer: netlink errors, the ledger for status."""
+        """Bookkeeping that need not delay the answer: netlink errors (the ledger was written on admission)."""
         try:
             self.writer.drain_errors()
-            self.ledger.record(grants, self.clock())
         except Exception as exc:
             self._failed(exc)
 

@@ -11,7 +11,18 @@ from hypothesis import strategies as st
 from loxgw.core import catalog, pinholes
 from loxgw.core.catalog import PortRange
 from loxgw.core.config import StaticDevice
-from loxgw.core.devices import Inventory, parse_dhcp_leases, parse_loxlive
+from loxgw.core.devices import (
+    DISCOVERY,
+    LOXONE_MAC,
+    MAX_TEXT,
+    STATIC,
+    Inventory,
+    LoxLive,
+    clean_text,
+    evidence_rank,
+    parse_dhcp_leases,
+    parse_loxlive,
+)
 from loxgw.core.errors import RemoteDataError
 from loxgw.edges.detect import pick_current
 
@@ -36,14 +47,123 @@ def test_malformed_loxlive_is_refused(payload: bytes) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=700))
-def test_loxlive_parser_never_crashes(payload: bytes) -> None:
+@given(st.binary(max_size=3000), st.booleans())
+def test_loxlive_parser_never_crashes(payload: bytes, with_source: bool) -> None:
     try:
-        found = parse_loxlive(payload)
+        found = parse_loxlive(payload, IP("192.168.20.10") if with_source else None)
     except RemoteDataError:
         return
     assert 1 <= found.port <= 65535
-    assert found.name and len(found.serial) == 12
+    assert found.name == clean_text(found.name) and len(found.serial) == 12
+
+
+# --- untrusted text ------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw,clean", [
+    ("<img src=x onerror=alert(1)>", "img src=x onerror=alert(1)"),
+    ("Miniserver \"Haus\" & 'Garten' `x`", "Miniserver Haus Garten x"),
+    ("  Wohn\tzimmer \r\n  2  ", "Wohn zimmer 2"),
+    ("Kü\u200bche\u202e\x1b[31mrot\x00", "Küche[31mrot"),  # format, bidi, escape and NUL characters dropped
+    ("\x85\u2028Küche\xa0Nord", "Küche Nord"),  # Unicode whitespace collapses too
+    ("\x00\x01\x02", ""),
+])
+def test_clean_text(raw: str, clean: str) -> None:
+    assert clean_text(raw) == clean
+
+
+def test_clean_text_caps_length_without_a_trailing_space() -> None:
+    assert clean_text("x" * 100) == "x" * MAX_TEXT
+    assert clean_text("x" * 63 + " y") == "x" * 63
+    assert (clean_text("ab cd", 3), clean_text("ab cd", 4)) == ("ab", "ab c")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=300), st.integers(min_value=1, max_value=80))
+def test_clean_text_promise(raw: str, limit: int) -> None:
+    clean = clean_text(raw, limit)
+    assert len(clean) <= limit
+    assert clean.isprintable() and not set(clean) & set("<>&\"'`")
+    assert clean == clean.strip() and "  " not in clean
+    assert clean_text(clean, limit) == clean
+
+
+# --- LoxLIVE answers: long ones, Latin-1 names, Audioserver JSON -------------------------
+
+LONG_IPV6 = b",".join(b"504F94%06X:15.1.10.2/1" % i for i in range(40))
+
+
+def test_long_loxlive_answer_parses_its_prefix() -> None:
+    payload = (b"LoxLIVE: Haus 192.168.20.10:80 504F94A00001 15.1.10.2 Prog:2025-01-01 10:00:00 Type:3 "
+               b"HwId:A0000 IPv6:fd00::10," + LONG_IPV6)
+    assert len(payload) > 1000
+    found = parse_loxlive(payload)
+    assert (found.name, str(found.ip), found.port, found.serial, found.firmware, found.product) == (
+        "Haus", "192.168.20.10", 80, "504F94A00001", "15.1.10.2", "miniserver")
+
+
+@pytest.mark.parametrize("name,decoded", [
+    (b"K\xfcche Nord", "Küche Nord"),  # Latin-1
+    ("Küche Nord".encode(), "Küche Nord"),  # UTF-8
+    (b"Stube\x85\x9b31m", "Stube 31m"),  # C1 controls from Latin-1: NEL is whitespace, CSI dropped
+    (b"<img src=x onerror=alert(1)>", "img src=x onerror=alert(1)"),
+])
+def test_loxlive_names_are_decoded_and_cleaned(name: bytes, decoded: str) -> None:
+    found = parse_loxlive(b"LoxLIVE: " + name + b" 192.168.20.10:80 504F94A00001 15.1.10.2 Prog:x")
+    assert found.name == decoded
+
+
+def test_loxlive_name_of_markup_only_is_refused() -> None:
+    with pytest.raises(RemoteDataError) as info:
+        parse_loxlive(b"LoxLIVE: <>&\x01 192.168.20.10:80 504F94A00001 15.1.10.2")
+    assert (info.value.reason, str(info.value)) == ("malformed", "malformed: bad name")
+
+
+AUDIO_JSON = (b'{"t":"Audioserver","tv":"3","n":"Audio K\\u00fcche","s":"50:4F:94:B0:00:02",'
+              b'"v":"2.5.1","p":"7091","hn":"audio","di":"1"}')
+
+
+def test_audioserver_json_answer() -> None:
+    found = parse_loxlive(AUDIO_JSON, IP("192.168.20.11"))
+    assert found == LoxLive("Audio Küche", IP("192.168.20.11"), 7091, "504F94B00002", "2.5.1", "audioserver")
+
+
+@pytest.mark.parametrize("payload,src,reason", [
+    (AUDIO_JSON, None, "malformed"),  # a JSON answer names no address
+    (AUDIO_JSON.replace(b"Audioserver", b"Toaster"), IP("192.168.20.11"), "unknown_product"),
+    (AUDIO_JSON.replace(b"50:4F:94:B0:00:02", b"nope"), IP("192.168.20.11"), "malformed"),
+    (AUDIO_JSON.replace(b'"7091"', b'"70910"'), IP("192.168.20.11"), "malformed"),
+    (AUDIO_JSON.replace(b'"7091"', b"true"), IP("192.168.20.11"), "malformed"),
+    (AUDIO_JSON.replace(b'"Audio K\\u00fcche"', b'"<>"'), IP("192.168.20.11"), "malformed"),
+    (b'{"t":"Audioserver","n":"' + b"x" * 2000 + b'"}', IP("192.168.20.11"), "oversized"),
+    (b"[" * 600 + b"]" * 600, IP("192.168.20.11"), "malformed"),
+    (b'{"t": "Audio', IP("192.168.20.11"), "malformed"),
+    (b"[1, 2]", IP("192.168.20.11"), "malformed"),
+])
+def test_bad_json_answers(payload: bytes, src: IP | None, reason: str) -> None:
+    with pytest.raises(RemoteDataError) as info:
+        parse_loxlive(payload, src)
+    assert info.value.reason == reason
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.sampled_from(
+        ["Audioserver", "audioserver", "50:4F:94:B0:00:02", "7091", "<script>"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["t", "n", "s", "v", "p", "hn", "x"]), inner, max_size=7),
+    max_leaves=20)
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON_VALUES)
+def test_json_answer_parser_never_crashes(value: object) -> None:
+    import json
+
+    try:
+        found = parse_loxlive(json.dumps(value).encode(), IP("192.168.20.11"))
+    except RemoteDataError:
+        return
+    assert (found.product, str(found.ip), len(found.serial)) == ("audioserver", "192.168.20.11", 12)
+    assert found.name == clean_text(found.name) != ""
 
 
 def test_dhcp_leases() -> None:
@@ -52,6 +172,19 @@ def test_dhcp_leases() -> None:
             "1700000000 50:4f:94:a0:00:02 not-an-ip x y\n")
     assert parse_dhcp_leases(text) == [(MS_MAC, IP("192.168.20.10"), "Miniserver"),
                                        ("02:00:00:00:00:01", IP("192.168.20.99"), "")]
+
+
+def test_dhcp_lease_hostnames_are_cleaned() -> None:
+    text = "1700000000 50:4f:94:a0:00:01 192.168.20.10 <svg/onload=alert(1)>\x1b[2J" + "x" * 100 + " *\n"
+    ((mac, ip, name),) = parse_dhcp_leases(text)
+    assert (mac, str(ip), name) == (MS_MAC, "192.168.20.10", ("svg/onload=alert(1)[2J" + "x" * 100)[:64])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=500))
+def test_lease_parser_never_crashes(text: str) -> None:
+    for mac, _ip, name in parse_dhcp_leases(text):
+        assert len(mac) == 17 and name == clean_text(name)
 
 
 def test_only_loxlive_or_loxone_oui_creates_devices() -> None:
@@ -98,7 +231,62 @@ def test_inventory_is_capped() -> None:
     inv = Inventory(capacity=10)
     for i in range(1000):
         inv.observe("neighbour", 0.0, mac=f"50:4f:94:00:{i // 256:02x}:{i % 256:02x}", ip=IP(0x0A000000 + i))
-    assert (len(inv.devices()), inv.refused) == (10, 990)
+    assert (len(inv.devices()), inv.refused, inv.refusals["refused_cap"]) == (10, 990, 990)
+
+
+def forged(inv: Inventory, count: int, now: float = 1.0) -> None:
+    """Discovery answers with distinct serials from distinct addresses, as a flood would send them."""
+    for i in range(count):
+        inv.observe("loxlive", now, ip=IP(0xC0A81400 + 100 + i), product="miniserver", name=f"fake {i}",
+                    serial=f"504F94F{i:05X}")
+
+
+def test_a_flood_of_discovery_answers_never_pushes_out_a_real_device() -> None:
+    static = StaticDevice("door", "intercom", "50:4f:94:c0:00:03", None)
+    inv = Inventory((static,), capacity=256)
+    inv.observe("neighbour", 0.0, mac=MS_MAC, ip=IP("192.168.20.10"))
+    forged(inv, 300)
+    assert (len(inv.devices()), inv.refused, inv.evicted) == (256, 46, 0)
+    assert [d.mac for d in inv.devices() if evidence_rank(d) > DISCOVERY] == [MS_MAC, "50:4f:94:c0:00:03"]
+    # A real device arriving later (Loxone MAC in the neighbour table) takes a forged one's place.
+    assert inv.observe("neighbour", 2.0, mac="50:4f:94:a0:00:02", ip=IP("192.168.20.11")) is True
+    assert (len(inv.devices()), inv.evicted) == (256, 1)
+    assert {d.mac: evidence_rank(d) for d in inv.devices() if evidence_rank(d) > DISCOVERY} == {
+        "50:4f:94:c0:00:03": STATIC, MS_MAC: LOXONE_MAC, "50:4f:94:a0:00:02": LOXONE_MAC}
+
+
+def test_discovery_never_evicts_better_evidence() -> None:
+    inv = Inventory(capacity=3)
+    for i in range(3):
+        inv.observe("dhcp", 0.0, mac=f"50:4f:94:00:00:{i:02x}", ip=IP(0xC0A81400 + 10 + i))
+    forged(inv, 5)
+    assert ([d.mac for d in inv.devices()], inv.refused, inv.evicted) == (
+        ["50:4f:94:00:00:00", "50:4f:94:00:00:01", "50:4f:94:00:00:02"], 5, 0)
+
+
+def test_the_stalest_discovery_only_device_is_evicted_first() -> None:
+    inv = Inventory(capacity=2)
+    inv.observe("loxlive", 5.0, ip=IP("192.168.20.100"), serial="504F94F00000")
+    inv.observe("loxlive", 1.0, ip=IP("192.168.20.101"), serial="504F94F00001")
+    inv.observe("neighbour", 6.0, mac=MS_MAC, ip=IP("192.168.20.10"))
+    assert [d.serial for d in inv.devices()] == ["", "504F94F00000"]
+
+
+def test_silent_discovery_only_devices_expire() -> None:
+    inv = Inventory(grace=60, discovery_ttl=600)
+    inv.observe("neighbour", 0.0, mac=MS_MAC, ip=IP("192.168.20.10"))
+    forged(inv, 2, now=0.0)
+    assert inv.expire(599.0) is False
+    assert inv.expire(600.0) is True
+    assert [d.mac for d in inv.devices()] == [MS_MAC]
+
+
+def test_observed_fields_are_cleaned() -> None:
+    inv = Inventory()
+    inv.observe("loxlive", 0.0, mac=MS_MAC, ip=IP("192.168.20.10"), name="<b>MS</b>\x00",
+                firmware="1.0<script>", serial="504F94A00001")
+    (dev,) = inv.devices()
+    assert (dev.name, dev.firmware, dev.serial) == ("bMS/b", "1.0script", "504F94A00001")
 
 
 def test_pick_current_prefers_the_newest_entry() -> None:

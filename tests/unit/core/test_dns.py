@@ -192,24 +192,31 @@ def test_entries_per_device_are_capped_but_refreshes_pass() -> None:
         return dns.Grant(device, ipaddress.ip_address(f"203.0.113.{last_octet}"), TCP22, timeout, "x")
 
     first = [grant(DEVICE, i) for i in range(3)]
-    assert ledger.admit(first, 0.0) == first
-    ledger.record(first, 0.0)
+    assert ledger.admit(first, 0.0) == first  # admitted grants are recorded at once
     assert ledger.admit([grant(DEVICE, 9)], 1.0) == []  # a fourth address: refused
     assert ledger.admit([grant(DEVICE, 1, 300)], 1.0) == [grant(DEVICE, 1, 300)]  # a refresh: admitted
     assert ledger.admit([grant(other, 9)], 1.0) == [grant(other, 9)]  # another device has its own cap
-    ledger.record([grant(DEVICE, 1, 300)], 1.0)
     # Once the others expire, the device may have new entries again.
     assert ledger.admit([grant(DEVICE, 9)], 61.0) == [grant(DEVICE, 9)]
-    assert len(ledger.live(61.0)) == 1
+    assert sorted(e["address"] for e in ledger.live(61.0)) == ["203.0.113.1", "203.0.113.9"]
 
 
-def test_ledger_capacity_keeps_device_counts_right() -> None:
-    ledger = dnsledger.GrantLedger(capacity=2, per_device=2)
+def test_a_burst_never_overshoots_the_cap() -> None:
+    """Answers read together are admitted one by one: 20 new names in one batch, cap 8, 8 entries."""
+    ledger = dnsledger.GrantLedger(per_device=8)
+    burst = [dns.Grant(DEVICE, ipaddress.ip_address(f"203.0.113.{i}"), TCP22, 60, "x") for i in range(20)]
+    admitted = [g for grant in burst for g in ledger.admit([grant], 0.0)]
+    assert (len(admitted), len(ledger)) == (8, 8)
+
+
+def test_ledger_capacity_refuses_rather_than_evicts() -> None:
+    ledger = dnsledger.GrantLedger(capacity=2, per_device=5)
     grants = [dns.Grant(DEVICE, ipaddress.ip_address(f"203.0.113.{i}"), TCP22, 60, "x") for i in range(3)]
-    ledger.record(grants, 0.0)  # the oldest is evicted, and no longer counts for the device
-    assert len(ledger.live(0.0)) == 2
-    assert ledger.admit([dns.Grant(DEVICE, ipaddress.ip_address("203.0.113.9"), TCP22, 60, "x")], 0.0) == []
-    assert ledger.admit(grants[:1], 0.0) == []  # evicted: it would be new again, and the device is full
+    assert ledger.admit(grants, 0.0) == grants[:2]  # what the kernel set (same size) could take
+    assert ledger.admit(grants[:1], 0.0) == grants[:1]  # a refresh still passes when full
+    ledger.forget(grants[:1])  # the kernel refused it after all
+    assert ledger.counts_per_device() == {str(DEVICE): 1}
+    assert ledger.admit(grants[2:], 0.0) == grants[2:]
 
 
 # Golden packet: captured from the lab's router dnsmasq (forwarding to the upstream dnsmasq) for

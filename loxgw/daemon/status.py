@@ -1,0 +1,158 @@
+"""The status service: the snapshot, the status socket, and the status file beside it.
+
+The snapshot is built from the services' own state in O(devices + names),
+never under the DNS lock; `full` adds every DNS entry (taken under the lock)
+and every pinhole. Protocol on the Unix socket: one request line (`status`,
+`status full`, or a request another service handles), one JSON answer.
+
+The summary is also kept in a file beside the socket, for readers that should
+not speak the socket protocol or start a process: the LuCI app's rpcd plugin
+reads it every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from loxgw import __version__
+from loxgw.daemon import logs
+from loxgw.edges import clock
+
+if TYPE_CHECKING:
+    from loxgw.daemon.app import Daemon
+
+log = logging.getLogger("loxgw")
+
+READ_TIMEOUT = 2.0
+MAX_REQUEST = 512  # bytes of a request line
+FILE_EVERY = 5.0  # seconds between rewrites of the status file
+
+Handler = Callable[[list[str]], dict[str, Any]]
+
+
+class StatusService:
+    """Serves the snapshot on the socket and keeps the file."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.handlers: dict[str, Handler] = {}  # request word -> handler (e.g. "explain")
+        self.client_errors = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._file_task: asyncio.Task[None] | None = None
+        self._path = ""
+
+    @property
+    def file_path(self) -> str:
+        return os.path.splitext(self._path or self.daemon.config.main.status_socket)[0] + ".json"
+
+    async def start(self, path: str) -> None:
+        self._path = path
+        self._server = await asyncio.start_unix_server(self._serve, path=path)
+        os.chmod(path, 0o660)
+        self._file_task = asyncio.get_running_loop().create_task(self._keep_file())
+
+    async def close(self) -> None:
+        if self._file_task is not None:
+            self._file_task.cancel()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.file_path)
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
+
+    def snapshot(self, full: bool = False) -> dict[str, Any]:
+        """Everything `loxgw status` shows, as JSON-able data."""
+        d = self.daemon
+        cfg = d.config
+        applied = d.firewall.applied
+        dns = d.dns.status(full)
+        counters: Counter[str] = Counter(d.counters)
+        counters.update(d.devices.counters)
+        if d.devices.detector is not None:
+            counters.update(d.devices.detector.counters)
+        counters.update(d.firewall.counters)
+        counters["ruleset_applies"] = d.firewall.counters["declares"] + d.firewall.counters["diffs"]
+        counters["status_client_errors"] = self.client_errors
+        devices = d.devices.status(applied.holes_per_device, dns.pop("dns_entries_per_device"))
+        if full:
+            holes: dict[str, list[str]] = {}
+            for hole in applied.holes:
+                for end in {hole.src, hole.dst}:
+                    if end is not None:
+                        holes.setdefault(str(end), []).append(hole.describe())
+            for device in devices:
+                device["pinholes"] = holes.get(device["ip"] or "", [])
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(clock.now() - d.started, 1),
+            "config": cfg.path,
+            "enabled": cfg.main.enabled,
+            "firewall": d.mode,
+            "table": applied.table or cfg.main.table,
+            "installed": applied.table is not None,
+            **{k: v for k, v in dns.items() if k != "counters"},
+            "ruleset_applies": counters["ruleset_applies"],
+            "zones": [{"name": z.name, "role": z.role, "interfaces": list(z.interfaces),
+                       "networks": list(z.networks), "cloud": z.cloud} for z in cfg.zones],
+            "devices": devices,
+            "relays": [asdict(r) | {"ports": [str(p) for p in r.ports]} for r in cfg.relays],
+            "upnp": d.upnp.status(),
+            "relay": d.relay.status(),
+            "devices_refused_cap": d.devices.inventory.refused,
+            "devices_refused": dict(d.devices.inventory.refusals),
+            "counters": dict(counters) | dns["counters"],
+            "failures": logs.failures(),
+            "last_error": d.last_error or d.firewall.last_error or d.relay.last_error,
+        }
+
+    def answer(self, request: bytes) -> dict[str, Any]:
+        """The answer to one request line."""
+        words = request[:MAX_REQUEST].decode("ascii", "replace").split()
+        handler = self.handlers.get(words[0]) if words else None
+        if handler is not None:
+            return handler(words[1:])
+        return self.snapshot(full=words[1:2] == ["full"])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = b""
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
+                request = await asyncio.wait_for(reader.readline(), timeout=READ_TIMEOUT)
+            writer.write(json.dumps(self.answer(request)).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, OSError):
+            self.client_errors += 1
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    def write_file(self) -> None:
+        """The summary as JSON (mode 0640), replaced atomically; `written_at` tells readers its age."""
+        path = self.file_path
+        tmp = path + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.snapshot() | {"written_at": round(time.time())}, handle)
+            os.replace(tmp, path)
+        except OSError as exc:
+            logs.log_failure(log, f"writing {path}", exc)
+
+    async def _keep_file(self) -> None:
+        while True:
+            self.write_file()
+            await asyncio.sleep(FILE_EVERY)

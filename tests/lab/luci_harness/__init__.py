@@ -1,0 +1,1 @@
+"""A stand-in for LuCI's browser runtime, a ubus endpoint and a DevTools client, for tests/lab/test_luci.py."""

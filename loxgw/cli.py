@@ -89,7 +89,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     firewall = args.firewall or resolve_firewall(config.main.firewall, nft.fw4_present())
     path = dnspath.choose(config.main.dns_mode, args.queue, True, config.main.dns_hold)
     devices = Inventory(config.devices).devices()
-    elements = pinholes.elements(pinholes.plan(devices, catalog.load()), devices)
+    _, elements = pinholes.desired(config, devices)
     sys.stdout.write(ruleset.render(config, firewall, args.queue, path, elements=elements).script)
     return 0
 

@@ -40,7 +40,7 @@ DIRECTIONS: tuple[Direction, ...] = (
 Proto = Literal["tcp", "udp", "icmp", "igmp"]
 PROTOS: tuple[Proto, ...] = ("tcp", "udp", "icmp", "igmp")
 
-FIELDS = ("id", "product", "service", "direction", "proto", "ports", "hosts", "since", "until", "note")
+FIELDS = ("id", "product", "service", "direction", "proto", "ports", "hosts", "since", "until", "note", "seed")
 
 
 class CatalogDataError(ValueError):
@@ -91,6 +91,7 @@ class Entry:
     since: str | None
     until: str | None
     note: str
+    seed: bool = True  # False: beyond Loxone's document, from the source named in `note`
 
     def as_json(self) -> dict[str, object]:
         """The entry with the public field names, ports and hosts as strings."""
@@ -105,6 +106,7 @@ class Entry:
             "since": self.since,
             "until": self.until,
             "note": self.note,
+            "seed": self.seed,
         }
 
 
@@ -176,6 +178,7 @@ def parse_entries(raw: object) -> tuple[Entry, ...]:
                 since=item.get("since"),
                 until=item.get("until"),
                 note=str(item.get("note", "")),
+                seed=bool(item.get("seed", True)),
             )
         )
     return tuple(entries)
@@ -215,7 +218,7 @@ def render_table(entries: Iterable[Entry]) -> str:
                 ",".join(str(p) for p in e.ports) or "-",
                 ",".join(e.hosts) or "-",
                 version or "-",
-                e.service,
+                e.service + ("" if e.seed else "  [not in the seed: " + e.note + "]"),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]

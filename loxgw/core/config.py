@@ -32,6 +32,10 @@ DnsMode = Literal["inline", "passive", "off"]
 DnsHold = Literal["connection", "answer"]  # what waits for loxgw in a devices zone (inline mode)
 LogLevel = Literal["debug", "info", "notice", "warning", "error"]
 ZoneRole = Literal["devices", "clients"]
+# How a device product reaches the internet: `catalog` (exactly the catalogue's names and
+# ports), `resolved` (any name it resolves opens that address, TCP and UDP, any port),
+# `open` (plain internet, the user's explicit choice).
+EgressMode = Literal["catalog", "resolved", "open"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -81,6 +85,18 @@ class MainConfig:
         "(`0` off)"))
     dhcp_leases: str = field(default="/tmp/dhcp.leases", metadata=option(
         "dhcp_leases", cs.absolute_path, "dnsmasq lease file read for devices"))
+    egress_miniserver: EgressMode = field(default="catalog", metadata=option(
+        "egress_miniserver", cs.choice(*get_args(EgressMode)), "how Miniservers reach the internet: `catalog` "
+        "(the catalogue's names and ports), `resolved` (any name they resolve, any port), `open`"))
+    egress_intercom: EgressMode = field(default="catalog", metadata=option(
+        "egress_intercom", cs.choice(*get_args(EgressMode)), "the same for Intercoms"))
+    egress_intercom_gen1: EgressMode = field(default="catalog", metadata=option(
+        "egress_intercom_gen1", cs.choice(*get_args(EgressMode)), "the same for Intercoms Gen. 1"))
+    egress_audioserver: EgressMode = field(default="resolved", metadata=option(
+        "egress_audioserver", cs.choice(*get_args(EgressMode)), "the same for Audioservers: `resolved` by "
+        "default, for internet radio, Spotify and Loxone Radio, whose servers no list names"))
+    egress_stereo_extension: EgressMode = field(default="resolved", metadata=option(
+        "egress_stereo_extension", cs.choice(*get_args(EgressMode)), "the same for Stereo Extensions"))
     rebind_exception: bool = field(default=True, metadata=option(
         "rebind_exception", cs.boolean, "on OpenWrt, keep `dyndns.loxonecloud.com` in dnsmasq's rebind_domain "
         "list, so the App's local TLS names resolve to the Miniserver's private address"))
@@ -100,6 +116,9 @@ class Zone:
         "network", cs.name, "OpenWrt networks of the zone (resolved through netifd)", is_list=True))
     cloud: bool = field(default=False, metadata=option(
         "cloud", cs.boolean, "`1`: the zone may reach the catalogue's cloud endpoints"))
+    other_hosts: bool = field(default=False, metadata=option(
+        "other_hosts", cs.boolean, "devices zone: `1` gives hosts that are not Loxone devices (no Loxone MAC, "
+        "no `config device`) the Loxone devices' cloud entries too; `0`: they get nothing"))
 
 
 @dataclass(frozen=True)
@@ -176,6 +195,11 @@ class Config:
     devices: tuple[StaticDevice, ...] = ()
     relays: tuple[Relay, ...] = ()
     upnp: tuple[Upnp, ...] = ()
+
+    def egress(self, product: Product) -> EgressMode:
+        """The egress mode of a device product."""
+        mode: EgressMode = getattr(self.main, f"egress_{product}", "catalog")
+        return mode
 
     def zones_with_role(self, role: ZoneRole) -> tuple[Zone, ...]:
         """Zones of one role, in file order."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -95,6 +95,29 @@ class CloudPolicy:
         return ()
 
 
+# Egress mode `resolved` (core.config.EgressMode): any name the device resolves opens the address,
+# TCP and UDP on any port; its own two sets, so such grants never widen a catalogue entry.
+ANY_PORT = PortRange(1, 65535)
+RESOLVED_PROFILES = (Profile("tcp", (ANY_PORT,)), Profile("udp", (ANY_PORT,)))
+
+
+class AnyName:
+    """The policy of egress mode `resolved`: every name, both any-port profiles."""
+
+    def profiles_for(self, name: str) -> tuple[Profile, ...]:
+        return RESOLVED_PROFILES
+
+
+class NoName:
+    """The policy of egress mode `open`: nothing to grant (an address set opens everything)."""
+
+    def profiles_for(self, name: str) -> tuple[Profile, ...]:
+        return ()
+
+
+Policy = CloudPolicy | AnyName | NoName
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -105,7 +128,12 @@ def _is_ip(host: str) -> bool:
 
 def build_policy(entries: Iterable[Entry], role: ZoneRole) -> CloudPolicy:
     """The cloud policy of a zone role: devices get device products' entries, clients the apps'."""
-    products = DEVICE_PRODUCTS if role == "devices" else CLIENT_PRODUCTS
+    return product_policy(entries, DEVICE_PRODUCTS if role == "devices" else CLIENT_PRODUCTS)
+
+
+def product_policy(entries: Iterable[Entry], products: Iterable[str]) -> CloudPolicy:
+    """The cloud entries of some products, as a policy."""
+    products = tuple(products)
     exact: dict[str, set[Profile]] = {}
     wildcard: dict[str, set[Profile]] = {}
     for entry in entries:
@@ -146,14 +174,34 @@ def name_needles(policy: CloudPolicy) -> tuple[bytes, ...]:
 
 
 def all_profiles(entries: Iterable[Entry]) -> tuple[Profile, ...]:
-    """Every profile any role can be granted, in a stable order (it names the sets)."""
+    """Every profile anyone can be granted, in a stable order (it names the sets); `resolved`'s last."""
     entries = tuple(entries)
     found: set[Profile] = set()
     for role in ("devices", "clients"):
         policy = build_policy(entries, role)
         for profiles in (*policy.exact.values(), *policy.wildcard.values()):
             found.update(profiles)
-    return tuple(sorted(found))
+    return (*sorted(found - set(RESOLVED_PROFILES)), *RESOLVED_PROFILES)
+
+
+def policies(entries: Iterable[Entry]) -> dict[str, Policy]:
+    """Every policy a DNS answer can be read with, by key (see DnsInspector.classify).
+
+    "clients": the apps' entries, for every host of a clients zone; a device
+    product: its own entries; "devices": every device product's, for hosts of
+    a devices zone that lets other hosts have them; "resolved", "open": the
+    egress modes.
+    """
+    entries = tuple(entries)
+    found: dict[str, Policy] = {"clients": build_policy(entries, "clients"),
+                                "devices": build_policy(entries, "devices"), "resolved": AnyName(), "open": NoName()}
+    found.update({product: product_policy(entries, (product,)) for product in DEVICE_PRODUCTS})
+    return found
+
+
+def everyone_a_device(device: bytes) -> str | None:
+    """The classification when no inventory is at hand: every host of a devices zone gets every device entry."""
+    return "devices"
 
 
 # --- queries seen --------------------------------------------------------------
@@ -242,7 +290,7 @@ def target_allowed(packed: bytes, limits: Limits) -> bool:
 
 
 def grants_from_answer(
-    answer: WireAnswer, device: IPAddress, policy: CloudPolicy, limits: Limits
+    answer: WireAnswer, device: IPAddress, policy: Policy, limits: Limits
 ) -> tuple[list[Grant], str]:
     """Grants an answer earns, and a reason when it earns none.
 
@@ -303,9 +351,15 @@ class DnsInspector:
     Stateful only in the bounded query tracker and the counters; time comes in as `now`.
     """
 
-    def __init__(self, policies: dict[ZoneRole, CloudPolicy], limits: Limits,
-                 tracker: QueryTracker | None = None) -> None:
+    def __init__(self, policies: dict[str, Policy], limits: Limits, tracker: QueryTracker | None = None,
+                 classify: Callable[[bytes], str | None] = everyone_a_device) -> None:
+        """`classify`: which policy a devices zone's host (its packed address) gets, None for none.
+
+        Called on the DNS thread; the daemon swaps the mapping it reads as a
+        whole when devices change, so no lock is needed.
+        """
         self.policies = policies
+        self.classify = classify
         self.limits = limits
         self.tracker = tracker or QueryTracker()
         self.counters: dict[str, int] = {}
@@ -339,7 +393,11 @@ class DnsInspector:
         except RemoteDataError as exc:
             self.count(f"bad_{exc.reason}")
             return []
-        policy = self.policies.get(role)
+        key = "clients" if role == "clients" else self.classify(datagram.dst)
+        if key is None:
+            self.count("refused_not_a_loxone_device")
+            return []
+        policy = self.policies.get(key)
         if policy is None:
             self.count("refused_no_policy")
             return []

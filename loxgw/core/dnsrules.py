@@ -111,7 +111,9 @@ def dns_queue_rules(config: Config, path: DnsPath) -> list[QueueRule]:
         ifs = tuple(i for z in config.zones if z.role == role and z.cloud for i in z.interfaces)
         if not ifs:
             continue
-        needles = name_needles(build_policy(catalog.load(), role))
+        # A device in egress mode `resolved` may resolve any name: its zone's DNS cannot be prefiltered.
+        resolved = role == "devices" and any(config.egress(p) == "resolved" for p in catalog.DEVICE_PRODUCTS)
+        needles = () if resolved else name_needles(build_policy(catalog.load(), role))
         copy = (config.main.queue_num, needles, True, COPY_PREFIX[role])
         held = (config.main.queue_num + offset, needles, False, COPY_PREFIX[role])
         query = held if path.held_queries else copy

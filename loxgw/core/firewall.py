@@ -40,6 +40,8 @@ SEARCH_WINDOW = 3  # seconds after a search that its answers are let in (fw4 mod
 PIN_INBOUND = "pin_in4"  # device . proto . ports, interval: open from clients zones
 PIN_CLIENT = "pin_client4"  # device . proto . ports, interval: device to clients-zone hosts
 ROUTER_PING = "router_ping4"  # device: its gateway ping is answered
+EGRESS_OPEN = "egress_open4"  # device: egress mode `open`, plain internet
+MEDIA = "media4"  # app host . intercom, timeout: a live signalling session lets UDP pass both ways
 
 
 def products_set(product: Product) -> str:
@@ -79,6 +81,7 @@ PIN_SETS: tuple[tuple[str, str, str], ...] = (
 # Plain address sets written from devices.
 ADDRESS_SETS: tuple[tuple[str, str], ...] = (
     (ROUTER_PING, "devices whose gateway ping the router must answer"),
+    (EGRESS_OPEN, "devices whose product has egress mode open: plain internet"),
     *((products_set(p), f"detected {p} devices") for p in DEVICE_PRODUCTS),
 )
 DESIRED_SETS: tuple[str, ...] = (*(s[0] for s in PIN_SETS), *(s[0] for s in ADDRESS_SETS))

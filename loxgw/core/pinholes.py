@@ -12,8 +12,9 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from loxgw.core import firewall
+from loxgw.core import catalog, firewall
 from loxgw.core.catalog import Entry, PortRange, Product, Proto
+from loxgw.core.config import Config
 from loxgw.core.devices import Device
 
 IPv4 = ipaddress.IPv4Address
@@ -108,11 +109,13 @@ def merge_ranges(ranges: Iterable[PortRange]) -> list[PortRange]:
 Elements = dict[str, frozenset[str]]  # set name -> elements in nft syntax
 
 
-def elements(holes: Iterable[Pinhole], devices: Iterable[Device]) -> Elements:
+def elements(holes: Iterable[Pinhole], devices: Iterable[Device], open_egress: Iterable[Product] = ()) -> Elements:
     """What every pinhole and address set must hold (core.firewall.DESIRED_SETS), in nft syntax.
 
+    `open_egress`: products whose devices may reach the internet unrestricted.
     Ranges of one key are merged: an interval set refuses overlapping elements.
     """
+    open_egress = frozenset(open_egress)
     ranges: dict[tuple[str, str], list[PortRange]] = {}
     out: dict[str, set[str]] = {name: set() for name in firewall.DESIRED_SETS}
     for hole in holes:
@@ -135,7 +138,19 @@ def elements(holes: Iterable[Pinhole], devices: Iterable[Device]) -> Elements:
     for device in devices:
         if device.ip is not None and device.product is not None:
             out[firewall.products_set(device.product)].add(str(device.ip))
+            if device.product in open_egress:
+                out[firewall.EGRESS_OPEN].add(str(device.ip))
     return {name: frozenset(found) for name, found in out.items()}
+
+
+def desired(config: Config, devices: Iterable[Device],
+            announced: Iterable[Pinhole] = ()) -> tuple[tuple[Pinhole, ...], Elements]:
+    """The pinholes of these devices (and those their announced services add) and every set's elements."""
+    devices = tuple(devices)
+    holes = tuple(sorted({*plan(devices, catalog.load()), *announced},
+                         key=lambda h: (h.kind, str(h.src), str(h.dst), h.proto, str(h.ports), h.entry)))
+    open_egress = [p for p in catalog.DEVICE_PRODUCTS if config.egress(p) == "open"]
+    return holes, elements(holes, devices, open_egress)
 
 
 def changes(applied: Elements, desired: Elements) -> tuple[Elements, Elements]:

@@ -115,6 +115,11 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         "\t\tflags timeout",
         '\t\tcomment "asker . port a relayed discovery request may be answered on"',
         "\t}",
+        f"\tset {firewall.MEDIA} {{",
+        "\t\ttype ipv4_addr . ipv4_addr",
+        "\t\tflags timeout",
+        '\t\tcomment "app host . intercom with a live signalling session: UDP media both ways"',
+        "\t}",
         f"\tset {SEARCH_ANSWERS} {{",
         "\t\ttype ifname . inet_service",
         "\t\tflags timeout",
@@ -133,6 +138,12 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
     if client_ifs:
         lines.append(f"\t\toifname {ifset(client_ifs)} ip saddr . meta l4proto . th dport @{PIN_CLIENT} {allow}")
     lines += [f"\t\t{rule} {allow}" for rule in _profile_rules(profiles)]
+    lines.append(f"\t\tmeta l4proto udp ip daddr . ip saddr @{firewall.MEDIA} {allow}"
+                 ' comment "loxgw: intercom media to an app host in a live session"')
+    local_ifs = tuple(dict.fromkeys((*device_ifs, *client_ifs)))
+    if local_ifs:
+        lines.append(f"\t\tip saddr @{firewall.EGRESS_OPEN} oifname != {ifset(local_ifs)} {allow}"
+                     ' comment "loxgw: egress mode open, the internet but not the other zones"')
     relay_ports = sorted({p for r in config.relays if r.enabled for p in r.ports})
     if relay_ports:
         ports = ", ".join(p.nft() for p in relay_ports)
@@ -146,6 +157,8 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         f"\t\t{established}",
         *invalid,
         f"\t\tip daddr . meta l4proto . th dport @{PIN_INBOUND} {allow}",
+        f"\t\tmeta l4proto udp ip saddr . ip daddr @{firewall.MEDIA} {allow}"
+        ' comment "loxgw: app host media to an intercom in a live session"',
         _sample_blocked(config, "into_devices"),
         f"\t\t{final}",
         "\t}",

@@ -73,6 +73,13 @@ class KernelPorts:
     probe_set_refresh: Callable[[], str] = _probe_set_refresh
     open_writer: Callable[..., SetWriter] = _open_writer
     open_xtables: Callable[[], QueueRules] = queue.XtablesQueue
+    interface_networks: Callable[[tuple[str, ...]], list[Any]] = lambda names: _interface_networks(names)
+
+
+def _interface_networks(names: tuple[str, ...]) -> list[Any]:
+    from loxgw.edges import addresses
+
+    return addresses.interface_networks(names)
 
 
 class _Kernel:
@@ -127,12 +134,28 @@ class Daemon:
 
     def desired(self) -> Desired:
         """What the firewall should hold now: O(devices) to build, the rest happens in the worker."""
-        return Desired(self.config, self.mode, self.dns.queue_mode, self.dns.path,
-                       tuple(self.devices.inventory.devices()), tuple(self.upnp.forwards.values()))
+        devices = tuple(self.devices.inventory.devices())
+        self.dns.update_devices(devices)
+        return Desired(self.config, self.mode, self.dns.queue_mode, self.dns.path, devices,
+                       tuple(self.upnp.forwards.values()))
 
     def reconcile(self) -> None:
-        """Devices or forwards changed: hand the firewall the new desired state (never blocks)."""
+        """Devices or forwards changed: DNS grants follow at once, the firewall gets the new desired state."""
         self.firewall.request(self.desired())
+
+    async def _read_other_hosts(self) -> None:
+        """Subnets of devices zones whose other hosts may have the devices' cloud entries (zone other_hosts).
+
+        In a thread: pyroute2 cannot dump from inside a running event loop.
+        """
+        names = tuple(i for z in self.config.zones if z.role == "devices" and z.other_hosts for i in z.interfaces)
+        if not names:
+            self.dns.set_other_hosts(())
+            return
+        try:
+            self.dns.set_other_hosts(await asyncio.to_thread(self.ports.interface_networks, names))
+        except OSError as exc:
+            logs.log_failure(log, "reading the addresses of other_hosts zones", exc)
 
     async def apply(self) -> None:
         """Declare and fill the table for the current state, and wait for it (KernelError if refused)."""
@@ -181,6 +204,7 @@ class Daemon:
         if rebuild:
             self.dns.close(loop)
             self.dns.choose()
+        await self._read_other_hosts()
         self.devices.reconfigure(config)
         await self.apply()
         if rebuild:
@@ -217,6 +241,7 @@ class Daemon:
         socket_path = self.config.main.status_socket
         prepare_socket_path(socket_path)
         self.dns.choose()
+        await self._read_other_hosts()
         await self.apply()
         # Open the set writer now: its first use probes the kernel with nft runs, which must not
         # stall the event loop later (the relay's first answer pinhole used to pay for it).

@@ -164,6 +164,7 @@ class DeviceService:
                 "mac": dev.mac, "ip": address, "source": ",".join(sorted(dev.sources)),
                 "last_seen": round(now - dev.last_seen, 1), "present": dev.present,
                 "serial": dev.serial, "firmware": dev.firmware,
+                "egress": self.config.egress(dev.product or "miniserver"),
                 "pinhole_count": pinholes_per_device.get(address or "", 0),
                 "dns_entry_count": entries_per_device.get(address or "", 0),
             })

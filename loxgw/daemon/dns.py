@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from loxgw.core import catalog, dns, dnsledger, dnspath
 from loxgw.core.config import Config, DnsMode
+from loxgw.core.devices import Device
 from loxgw.core.dnspath import DnsPath
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import QueueMode
@@ -84,8 +85,11 @@ class DnsService:
         self.config = config
         self.ports = ports
         self.profiles = dns.all_profiles(catalog.load())
-        self.inspector = dns.DnsInspector(
-            {role: dns.build_policy(catalog.load(), role) for role in ("devices", "clients")}, self._limits())
+        # Which policy a devices zone's host gets: its product's (or its egress mode's), by address.
+        # Replaced as a whole when devices change, read by the DNS thread without a lock.
+        self.classes: dict[bytes, str] = {}
+        self.other_hosts: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+        self.inspector = dns.DnsInspector(dns.policies(catalog.load()), self._limits(), classify=self.classify)
         self.ledger = dnsledger.GrantLedger()
         # Inspector, ledger and writer are shared with the DNS thread: touch them under this lock.
         self.lock = threading.Lock()
@@ -95,6 +99,30 @@ class DnsService:
         self.copies: Any = None  # edges.nflog.CopyLog while the path uses copies
         self.writer: SetWriter | None = None
         self.set_refresh = "-"
+
+    def classify(self, device: bytes) -> str | None:
+        """The policy key of a devices zone's host: a Loxone device's product or egress mode; else "devices"
+        where its zone lets other hosts have the devices' entries, else None (nothing)."""
+        key = self.classes.get(device)
+        if key is not None or not self.other_hosts:
+            return key
+        address = ipaddress.ip_address(device)
+        return "devices" if any(address in net for net in self.other_hosts) else None
+
+    def update_devices(self, devices: Iterable[Device]) -> None:
+        """The inventory changed: grants follow each device's product and its egress mode."""
+        classes: dict[bytes, str] = {}
+        for device in devices:
+            if device.ip is None:
+                continue
+            product = device.product or "miniserver"  # a Loxone device not identified yet
+            mode = self.config.egress(product)
+            classes[device.ip.packed] = product if mode == "catalog" else mode
+        self.classes = classes
+
+    def set_other_hosts(self, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+        """Subnets of devices zones whose other hosts get the devices' cloud entries (zone option other_hosts)."""
+        self.other_hosts = tuple(networks)
 
     def _limits(self) -> dns.Limits:
         main = self.config.main

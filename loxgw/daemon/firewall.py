@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from loxgw.core import catalog, pinholes, ruleset
+from loxgw.core import pinholes, ruleset
 from loxgw.core.config import Config
 from loxgw.core.devices import Device
 from loxgw.core.dnspath import DnsPath
@@ -68,6 +68,7 @@ class Desired:
     path: DnsPath
     devices: tuple[Device, ...] = ()
     forwards: tuple[UpnpForward, ...] = ()
+    announced: tuple[pinholes.Pinhole, ...] = ()  # inbound pinholes services announce (mDNS SRV ports)
 
     def declaration_inputs(self) -> tuple[object, ...]:
         """What the chains and set declarations depend on; a change needs a full declare."""
@@ -210,8 +211,7 @@ class FirewallService:
         self._last = desired
         if not config.main.enabled:
             return
-        holes = tuple(pinholes.plan(desired.devices, catalog.load()))
-        wanted = pinholes.elements(holes, desired.devices)
+        holes, wanted = pinholes.desired(config, desired.devices, desired.announced)
         fresh = self.applied.table is None
         declare = fresh or full or self.applied.declared != desired.declaration_inputs()
         if declare:

@@ -89,7 +89,9 @@ def format_human(status: dict[str, Any]) -> str:
             f"{dev.get('mac') or '-':<17} {dev.get('ip') or '-':<15} via {dev.get('source', '?')}, "
             f"seen {_age(dev.get('last_seen'))} ago{flag}{gone}"
         )
-        out.append(f"      {dev.get('pinhole_count', 0)} pinholes, {dev.get('dns_entry_count', 0)} DNS entries")
+        unknown = "" if dev.get("product_known", True) else " (the Miniserver's until identified)"
+        out.append(f"      {dev.get('pinhole_count', 0)} pinholes, {dev.get('dns_entry_count', 0)} DNS entries, "
+                   f"egress {dev.get('egress', '?')}{unknown}")
         for hole in dev.get("pinholes", []):
             out.append(f"      {hole}")
     entries = status.get("dns_entries", [])

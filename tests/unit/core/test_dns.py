@@ -349,3 +349,50 @@ def test_passive_precheck() -> None:
     assert looks_like_dns(udp_packet(str(DEVICE), str(RESOLVER), 40000, 5353, q)) is False
     assert looks_like_dns(b"") is False
     assert looks_like_dns(b"\x45" + b"\x00" * 30) is False
+
+
+# --- grants per product and egress mode ------------------------------------------------
+
+PER_PRODUCT = dns.policies(catalog.load())
+
+
+def classified(key: str | None) -> DnsInspector:
+    return DnsInspector(PER_PRODUCT, Limits(), classify=lambda device: key)
+
+
+def ssh_answer() -> tuple[DNSRecord, DNSRecord]:
+    q = query("a7.remcov3.loxonecloud.com")
+    return q, answer(q, RR("a7.remcov3.loxonecloud.com", QTYPE.A, rdata=A("203.0.113.7"), ttl=300))
+
+
+@pytest.mark.parametrize(("key", "profiles"), [
+    ("miniserver", [TCP22]),  # Remote Connect's ssh: the Miniserver's entry
+    ("intercom", []),  # not the Intercom's: it has no entry for this name
+    ("resolved", list(dns.RESOLVED_PROFILES)),  # any name, any port, TCP and UDP
+    ("open", []),  # nothing to grant: an address set lets it out
+    (None, []),  # not a Loxone device, in a zone that keeps other hosts out
+    ("devices", [TCP22]),  # a zone with other_hosts '1': every device product's entries
+])
+def test_a_device_gets_the_grants_of_its_own_product(key: str | None, profiles: list[Profile]) -> None:
+    inspector = classified(key)
+    grants = exchange(inspector, *ssh_answer())
+    assert [g.profile for g in grants] == profiles
+    assert all((str(g.address), g.name) == ("203.0.113.7", "a7.remcov3.loxonecloud.com") for g in grants)
+    if key is None:
+        assert inspector.counters["refused_not_a_loxone_device"] == 1
+
+
+def test_clients_zones_are_not_classified() -> None:
+    grants = exchange(classified(None), *ssh_answer(), role="clients")
+    assert [g.profile for g in grants] == [RELAY]
+
+
+def test_resolved_opens_a_name_no_catalogue_knows() -> None:
+    q = query("radio.example.net")
+    a = answer(q, RR("radio.example.net", QTYPE.A, rdata=A("198.51.100.80"), ttl=120))
+    grants = exchange(classified("resolved"), q, a)
+    assert [(g.profile.proto, str(g.address), g.timeout) for g in grants] == [
+        ("tcp", "198.51.100.80", 120), ("udp", "198.51.100.80", 120)]
+    assert exchange(classified("audioserver"), query("radio.example.net", qid=7),
+                    answer(query("radio.example.net", qid=7),
+                           RR("radio.example.net", QTYPE.A, rdata=A("198.51.100.80")))) == []

@@ -59,13 +59,27 @@ def test_without_nflog_everything_is_held_per_role() -> None:
     assert {r.qnum for k, r in rules.items() if k[1] == "br-lan"} == {101}
 
 
+CATALOG_ONLY = CONFIG.replace("option queue_num '100'", "option queue_num '100'\n"
+                                 "\toption egress_audioserver 'catalog'\n\toption egress_stereo_extension 'catalog'")
+
+
 def test_xtables_copy_rule_keeps_the_prefilter_and_names_the_role() -> None:
-    rule = rules_by()[("output", "br-iot", False)]
+    rule = rules_by(CATALOG_ONLY)[("output", "br-iot", False)]
     args = rule.xtables("br-iot")
     assert all(a[-8:] == ["-j", "NFLOG", "--nflog-group", "100", "--nflog-threshold", "1",
                           "--nflog-prefix", "loxgw-devices"] for a in args)
     assert all("--hex-string" in a for a in args)
     assert {a[a.index("-p") + 1] for a in args} == {"udp", "tcp"}
+
+
+def test_egress_resolved_needs_every_name_of_devices_zones() -> None:
+    """Audioservers resolve radio stations by default (egress 'resolved'): no prefilter for devices zones."""
+    rules = rules_by()
+    devices = rules[("output", "br-iot", False)].xtables("br-iot")
+    clients = rules[("output", "br-lan", False)].xtables("br-lan")
+    assert [a for a in devices if "--hex-string" in a] == []
+    assert len(devices) == 2  # udp and tcp, every DNS answer
+    assert all("--hex-string" in a for a in clients)
 
 
 def test_hold_chain_holds_new_flows_of_devices_zones_without_a_grant() -> None:

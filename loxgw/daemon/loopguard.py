@@ -17,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import time
+import traceback
 
 log = logging.getLogger("loxgw")
 
 PROBE_EVERY = 0.005
 ENV = "LOXGW_LOOP_GUARD_MS"
+DEBUG_ENV = "LOXGW_LOOP_DEBUG"  # also log the loop thread's stack while a probe is late (for hunting)
 
 
 class LoopGuard:
@@ -36,12 +39,18 @@ class LoopGuard:
         self.blocked = 0
         self._stop = threading.Event()
         self._schedstat = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+        self._loop_thread = threading.get_ident()
+        self.hunting = False  # debug mode: log the loop thread's stack when a probe is late
         self._thread = threading.Thread(target=self._probe, name="loxgw-loopguard", daemon=True)
 
     @classmethod
     def from_environment(cls, loop: asyncio.AbstractEventLoop) -> LoopGuard | None:
         text = os.environ.get(ENV, "")
-        return cls(loop, float(text) / 1000) if text.strip() else None
+        if not text.strip():
+            return None
+        guard = cls(loop, float(text) / 1000)
+        guard.hunting = bool(os.environ.get(DEBUG_ENV))
+        return guard
 
     def start(self) -> None:
         self._thread.start()
@@ -51,11 +60,31 @@ class LoopGuard:
         self._thread.join(timeout=1)
 
     def _probe(self) -> None:
+        pending: list[float] = []
         while not self._stop.wait(PROBE_EVERY):
+            now = time.monotonic()
+            if self.hunting and pending and now - pending[0] > self.limit:
+                self._show_culprit()
+                pending.clear()  # one stack per stall
+            if not pending:
+                pending.append(now)  # the oldest probe not yet run
             try:
-                self.loop.call_soon_threadsafe(self._arrived, time.monotonic(), self._queued())
+                self.loop.call_soon_threadsafe(self._arrived_clearing, now, self._queued(), pending)
             except RuntimeError:  # the loop is closed
                 return
+
+    def _arrived_clearing(self, posted: float, queued: float, pending: list[float]) -> None:
+        if pending and pending[0] == posted:
+            pending.clear()
+        self._arrived(posted, queued)
+
+    def _show_culprit(self) -> None:
+        """Debug mode: what the loop's thread is doing while a probe waits too long."""
+        names = {t.ident: t.name for t in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            if ident != threading.get_ident():
+                log.error("event loop late; thread %s is in:\n%s", names.get(ident, ident),
+                          "".join(traceback.format_stack(frame)[-6:]))
 
     def _queued(self) -> float:
         """Seconds the loop's thread has waited on a run queue so far (0 where the kernel does not say)."""
@@ -66,6 +95,8 @@ class LoopGuard:
             return 0.0
 
     def _arrived(self, posted: float, queued: float) -> None:
+        if self._stop.is_set():
+            return  # posted before close: it ran behind the shutdown's own (blocking) clean-up
         late = time.monotonic() - posted - max(0.0, self._queued() - queued)
         self.worst = max(self.worst, late)
         if late > self.limit:

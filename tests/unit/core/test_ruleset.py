@@ -70,6 +70,7 @@ def test_a_device_change_is_a_diff_of_its_elements_only() -> None:
     new = pinholes.elements(pinholes.plan(after, catalog.load()), after)
     delete, add = pinholes.changes(old, new)
     assert delete == {}
-    assert add == {"pin_in4": frozenset({"192.168.20.12 . tcp . 7091", "192.168.20.12 . udp . 5060"}),
+    assert add == {"pin_in4": frozenset({"192.168.20.12 . tcp . 7091", "192.168.20.12 . udp . 5060",
+                                         "192.168.20.12 . tcp . 80", "192.168.20.12 . tcp . 5060"}),
                    "pin_dev_miniserver4": frozenset({"192.168.20.12 . tcp . 7091"}),  # the Miniserver calls it
                    "dev_intercom4": frozenset({"192.168.20.12"})}

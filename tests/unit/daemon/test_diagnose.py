@@ -1,0 +1,194 @@
+"""The diagnose service with its samples and networks injected: table, status, explain, doctor."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from pathlib import Path
+
+import pytest
+
+from loxgw.core.catalog import PortRange
+from loxgw.core.config import load_config, parse_config
+from loxgw.core.dns import Grant, Profile
+from loxgw.core.firewall import BLOCKED_PREFIX
+from loxgw.daemon import app as daemon
+from loxgw.daemon.diagnose import DiagnoseService, relay_coverage
+from loxgw.edges import clock
+
+CONFIG = """
+config loxgw 'main'
+\toption firewall 'standalone'
+\toption status_socket '{sock}'
+
+config zone 'iot'
+\toption role 'devices'
+\tlist interface 'br-iot'
+\toption cloud '1'
+
+config zone 'lan'
+\toption role 'clients'
+\tlist interface 'br-lan'
+
+config device 'living'
+\toption type 'miniserver'
+\toption mac '50:4f:94:a0:00:01'
+\toption ip '192.168.20.10'
+\toption name 'ms'
+"""
+NETWORKS = {"br-iot": (ipaddress.ip_network("192.168.20.0/24"),),
+            "br-lan": (ipaddress.ip_network("192.168.10.0/24"),)}
+MS = ipaddress.ip_address("192.168.20.10")
+WEATHER = Profile("tcp", (PortRange(6066, 6066),))
+OUT = BLOCKED_PREFIX["from_devices"]
+
+
+def syn(src: str, dst: str, port: int) -> bytes:
+    """An IPv4 TCP SYN header (checksums left zero: nobody reads them)."""
+    ip = bytes.fromhex("45000028000040004006" "0000") + socket.inet_aton(src) + socket.inet_aton(dst)
+    return ip + (40000).to_bytes(2, "big") + port.to_bytes(2, "big") + bytes(16)
+
+
+class FakeLog:
+    """edges.nflog.CopyLog as the service uses it: copies handed in by the test."""
+
+    def __init__(self) -> None:
+        self.pair = socket.socketpair()
+        self.copies: list[tuple[str, bytes]] = []
+        self.malformed = 0
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.pair[0].fileno()
+
+    def read(self) -> list[tuple[str, bytes]]:
+        copies, self.copies = self.copies, []
+        return copies
+
+    def close(self) -> None:
+        self.closed = True
+        for sock in self.pair:
+            sock.close()
+
+
+def ports() -> daemon.KernelPorts:
+    return daemon.KernelPorts(apply_script=lambda script: None, table_exists=lambda table: True,
+                              fw4_present=lambda: False, choose_queue=lambda mode: "off",
+                              watch_ruleset=lambda: None, detect=False, list_set_elements=lambda t, p: {},
+                              probe_set_refresh=lambda: "expiration", lookup_network=lambda n: None,
+                              open_xtables=lambda: None)  # type: ignore[arg-type, return-value]
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[daemon.Daemon, DiagnoseService, FakeLog]:
+    cfg = tmp_path / "loxgw"
+    cfg.write_text(CONFIG.format(sock=tmp_path / "status.sock"))
+    d = daemon.Daemon(load_config(str(cfg)), ports())
+    asyncio.run(d.apply())
+    fake = FakeLog()
+    d.diagnose = DiagnoseService(d, open_log=lambda group: fake, read_networks=lambda names: NETWORKS)
+    d.status.handlers.update(d.diagnose.handlers())
+    return d, d.diagnose, fake
+
+
+def test_samples_become_explained_rows(setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
+    d, service, fake = setup
+    now = clock.now()
+    d.dns.ledger.record([Grant(MS, ipaddress.ip_address("203.0.113.12"), WEATHER, 600, "weather.loxone.com")], now)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        service.start(loop)
+        await service._read_networks()
+        fake.copies = [(OUT, syn("192.168.20.10", "203.0.113.12", 443)),
+                       (OUT, syn("192.168.20.10", "203.0.113.99", 443)),
+                       (OUT, syn("192.168.20.50", "203.0.113.99", 443)), (OUT, b"\x45garbage"),
+                       (OUT, syn("192.168.20.10", "203.0.113.12", 443)),
+                       (OUT, syn("192.168.20.10", "203.0.113.12", 6066))]  # raced its grant: allowed now
+        service._on_readable()
+        service.close(loop)
+
+    asyncio.run(scenario())
+    assert fake.closed is True
+    status = service.status()
+    assert (status["rows"], status["samples"], status["malformed"], status["group"], status["error"]) == (
+        4, 5, 1, 7055, None)
+    assert [(r["device_name"], r["dst"], r["port"], r["count"], r["reason"]) for r in status["recent"]] == [
+        ("ms", "203.0.113.12", 6066, 1, "allowed_now"), ("ms", "203.0.113.12", 443, 2, "port_not_in_entry"),
+        ("", "203.0.113.99", 443, 1, "not_loxone_device"), ("ms", "203.0.113.99", 443, 1, "never_resolved")]
+    assert status["recent"][1]["why"] == \
+        "`weather.loxone.com` resolved, but TCP 443 is not in its entry (catalogue: TCP 6066)"
+    assert status["recent"][0]["why"].startswith("allowed now, not when sampled: `weather.loxone.com` resolved to ")
+
+
+def test_explain_before_during_and_after_a_grant(setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
+    d, service, _ = setup
+    service.networks = NETWORKS
+    question = ["ms", "weather.loxone.com", "6066"]
+    assert service.explain(question, 990.0)["explain"]["code"] == "never_resolved"
+    d.dns.ledger.record([Grant(MS, ipaddress.ip_address("203.0.113.12"), WEATHER, 60, "weather.loxone.com")], 1000.0)
+    answer = service.explain(question, 1010.0)["explain"]
+    assert (answer["passes"], answer["why"], answer["device"], answer["device_name"], answer["flow"]) == (
+        True, "`weather.loxone.com` resolved to 203.0.113.12 by this device: TCP 6066 open for 50 s more",
+        "192.168.20.10", "ms", "TCP 6066")
+    by_mac = service.explain(["50:4F:94:A0:00:01", "203.0.113.12", "443"], 1010.0)["explain"]
+    assert (by_mac["code"], by_mac["address"]) == ("port_not_in_entry", "203.0.113.12")
+    assert service.explain(["living", "weather.loxone.com", "6066"], 1100.0)["explain"]["why"] == (
+        "`weather.loxone.com` resolved, but its grant expired 40 s ago (the device has not resolved it again)")
+    phone = service.explain(["192.168.10.20", "ms", "443"], 1100.0)["explain"]
+    assert (phone["passes"], phone["rule"], phone["entries"]) == (True, "set pin_in4", ["ms-https"])
+
+
+def test_bad_questions_get_an_error(setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
+    d, service, _ = setup
+    assert service.explain(["nobody", "x.org", "1"], 0.0) == {
+        "error": "no device 'nobody': give a device's name, MAC or address"}
+    assert service.explain(["ms", "x.org", "http"], 0.0)["error"].startswith("not a PORT[/PROTO]")
+    assert d.status.answer(b"explain ms\n") == {"error": "usage: explain DEVICE HOST PORT[/PROTO]"}
+    assert service.handle(["bogus"]) == {"error": "unknown request"}
+
+
+def test_doctor_over_the_status_socket(setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
+    d, service, _ = setup
+    service.networks = NETWORKS
+    answer = d.status.answer(b"doctor\n")["doctor"]
+    assert (answer["mode"], answer["installed"], answer["redirect_wanted"], answer["relay_missing"]) == (
+        "standalone", True, True, True)
+    [device] = answer["devices"]
+    assert (device["name"], device["static"], device["seen"]) == ("ms", True, False)
+    functions = {f["function"]: f["state"] for f in device["functions"]}
+    assert (functions["App access"], functions["Weather"]) == ("open", "not seen")
+    assert d.status.answer(b"explain ms 203.0.113.99 8443\n")["explain"]["entries"] == ["ms-mqtt", "ms-remcov3-mqtt"]
+    # Words come percent-encoded (edges.diagnose): names with spaces and any character get through.
+    d.devices.inventory.observe("dhcp", 0.0, mac="50:4f:94:a0:00:02", ip=ipaddress.IPv4Address("192.168.20.11"),
+                                name="Living room")
+    service.view(float("inf"))  # the view is rebuilt at least every few seconds; force it here
+    assert d.status.answer(b"explain Living%20room 203.0.113.99 8443\n")["explain"]["device"] == "192.168.20.11"
+
+
+def test_an_unavailable_group_is_reported_not_fatal(setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
+    d, _, _ = setup
+
+    def refuse(group: int) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    service = DiagnoseService(d, open_log=refuse, read_networks=lambda names: {})
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        service.start(loop)
+        service.close(loop)
+
+    asyncio.run(scenario())
+    assert (service.status()["listening"], service.status()["error"]) == (
+        False, "NFLOG group 7055: [Errno 1] Operation not permitted")
+
+
+def test_relay_coverage() -> None:
+    zones = ("config zone 'iot'\n\toption role 'devices'\n\tlist interface 'br-iot'\n"
+             "config zone 'lan'\n\toption role 'clients'\n\tlist interface 'br-lan'\n")
+    assert relay_coverage(parse_config(zones, "t")) == (True, False)
+    relayed = zones + "config relay\n\tlist zone 'iot'\n\tlist zone 'lan'\n"
+    assert relay_coverage(parse_config(relayed, "t")) == (False, True)
+    assert relay_coverage(parse_config(zones.split("config zone 'lan'")[0], "t")) == (False, False)

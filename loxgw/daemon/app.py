@@ -34,6 +34,7 @@ from loxgw.daemon.diagnose import DiagnoseService
 from loxgw.daemon.dns import DnsPorts, DnsService, SetWriter, _open_dns_copies, _open_writer, _probe_set_refresh
 from loxgw.daemon.elements import ElementWriter
 from loxgw.daemon.firewall import Desired, FirewallService, QueueRules
+from loxgw.daemon.intercom import IntercomService
 from loxgw.daemon.loopguard import LoopGuard
 from loxgw.daemon.relay import RelayService
 from loxgw.daemon.status import StatusService
@@ -119,6 +120,10 @@ class Daemon:
         self.devices.open_answer_windows = self.mode == "fw4"
         self.relay = RelayService(self.config, self._open_set_writer, self.devices.submit_loxlive)
         self.upnp = UpnpService(self.config, self.devices.inventory, self.reconcile, self.ports.upnp_client)
+        self.intercom = IntercomService(  # a raw writer of its own: refreshes and shortenings must all go out
+            self.config, lambda: self.ports.open_writer(self.config.main.table, self.dns.profiles,
+                                                        self.dns.set_refresh),
+            self.devices.inventory, self.ports.interface_networks, listen=self.ports.detect)
         self.status = StatusService(self)
         self.diagnose = DiagnoseService(self)
         self.status.handlers.update(self.diagnose.handlers())
@@ -198,6 +203,7 @@ class Daemon:
             log.info("configuration reloaded from %s", new.path)
             await self.relay.reconfigure(self.config)
             await self.upnp.reconfigure(self.config)
+            self.intercom.reconfigure(self.config)
 
     async def _switch(self, config: Config) -> None:
         """Make `config` the running one: every service takes it, the firewall is applied whole."""
@@ -265,6 +271,7 @@ class Daemon:
         await self.devices.start(loop, own_answer_socket=not self.relay.owns_answer_port(7071))
         self.upnp.start(loop)
         self.dns.start(loop)
+        await self.intercom.start(loop)
         self.diagnose.start(loop)
         await self.status.start(socket_path)
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -298,6 +305,7 @@ class Daemon:
                 loop.remove_reader(watch.fileno())
                 watch.close()
             await self.status.close()
+            self.intercom.close(loop)
             self.relay.close(loop)
             self.dns.save_entries()
             self.firewall.close()

@@ -112,6 +112,7 @@ class StatusService:
             "relays": [asdict(r) | {"ports": [str(p) for p in r.ports]} for r in cfg.relays],
             "upnp": d.upnp.status(),
             "relay": d.relay.status(),
+            "intercom": d.intercom.status(),
             "blocked": d.diagnose.status(),
             "devices_refused_cap": d.devices.inventory.refused,
             "devices_refused": dict(d.devices.inventory.refusals),

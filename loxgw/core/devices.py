@@ -204,7 +204,7 @@ class Device:
     present: bool = True  # False while in its grace period after it went away
     serial: str = ""
     firmware: str = ""
-
+    announced: str = ""  # the name the device itself announces (LoxLIVE, SSDP), cleaned
     @property
     def static(self) -> bool:
         return "static" in self.sources
@@ -321,7 +321,8 @@ class Inventory:
             configured_ip = next((d.ip for d in self.static if (d.mac or f"ip:{d.ip}") == key), None)
             new_ip = current.ip if configured_ip is not None else (ip or current.ip)
             updated = replace(current, ip=new_ip, sources=current.sources | {source}, last_seen=now,
-                              present=True, serial=serial or current.serial, firmware=firmware or current.firmware)
+                              present=True, serial=serial or current.serial, firmware=firmware or current.firmware,
+                              announced=name if source in ("loxlive", "ssdp") and name else current.announced)
             if new_ip is not None and new_ip != current.ip:
                 self._release_ip(new_ip, key)
             self._devices[key] = updated

@@ -156,11 +156,16 @@ class DeviceService:
     def status(self, pinholes_per_device: dict[str, int], entries_per_device: dict[str, int]) -> list[dict[str, Any]]:
         """One summary line per device: O(devices)."""
         now = clock.now()
+        labelled = {d.mac or f"ip:{d.ip}" for d in self.config.devices if d.label}
         out = []
         for dev in self.inventory.devices():
             address = str(dev.ip) if dev.ip else None
+            # A static section's name is the user's handle; the name the device announces says more,
+            # unless the user gave it a label of their own.
+            name = dev.announced if dev.static and dev.announced and dev.key not in labelled else dev.name
             out.append({
-                "name": dev.name, "product": dev.product or "unknown", "product_known": dev.product is not None,
+                "name": name, "section": dev.name if dev.static else None,
+                "product": dev.product or "unknown", "product_known": dev.product is not None,
                 "mac": dev.mac, "ip": address, "source": ",".join(sorted(dev.sources)),
                 "last_seen": round(now - dev.last_seen, 1), "present": dev.present,
                 "serial": dev.serial, "firmware": dev.firmware,

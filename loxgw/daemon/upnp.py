@@ -134,7 +134,8 @@ class UpnpService:
             mapping = self.mappings.get(section.name, upnp.Mapping())
             out.append(asdict(section) | {
                 "state": mapping.state if section.enabled else "disabled",
-                "external_ip": mapping.external_ip or None,
+                # A failed or removed mapping's old address would mislead: shown only while it holds.
+                "external_ip": (mapping.external_ip or None) if mapping.state in ("active", "renewing") else None,
                 "last_error": mapping.last_error or None,
                 "conflict": mapping.conflict or None,
                 "failures": mapping.failures,

@@ -30,6 +30,12 @@ class Gateway:
     our_address: str  # this router's address as the IGD sees it (its internal client)
 
 
+def _detail(exc: Exception) -> str:
+    """The library's text for a failure, left out where it is errno 0's "Success" (it says nothing)."""
+    text = str(exc).strip()
+    return "" if text in ("", "Success") else f" ({text})"
+
+
 def _connect() -> tuple[miniupnpc.UPnP, Gateway]:
     client = miniupnpc.UPnP()
     client.discoverdelay = DISCOVER_DELAY_MS
@@ -38,7 +44,7 @@ def _connect() -> tuple[miniupnpc.UPnP, Gateway]:
     try:
         found = client.discover()
     except Exception as exc:
-        raise UpnpError(f"no UPnP IGD answered on the WAN side ({exc})") from exc
+        raise UpnpError(f"no UPnP IGD answered on the WAN side{_detail(exc)}") from exc
     if found == 0:
         raise UpnpError("no UPnP IGD answered on the WAN side")
     try:

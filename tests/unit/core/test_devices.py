@@ -344,3 +344,11 @@ def test_audioserver_router_ping_and_device_flows() -> None:
     assert elements["dev_audioserver4"] == {"192.168.30.11"}
     assert elements["pin_dev_miniserver4"] == {"192.168.30.11 . tcp . 80", "192.168.30.11 . tcp . 443",
                                                "192.168.30.11 . tcp . 7095", "192.168.20.10 . tcp . 443"}
+
+
+def test_a_static_device_keeps_the_name_it_announces() -> None:
+    static = StaticDevice("ms", "miniserver", MS_MAC, None)
+    inv = Inventory((static,))
+    inv.observe("loxlive", 1.0, mac=MS_MAC, ip=IP("192.168.20.10"), name="Haus <b>Nord</b>", product="miniserver")
+    (device,) = inv.devices()
+    assert (device.name, device.announced, device.product) == ("ms", "Haus bNord/b", "miniserver")

@@ -19,8 +19,9 @@ class NotRunning(LoxgwError):
     """No daemon answers on the status socket."""
 
 
-def query(path: str, timeout: float = 5.0, full: bool = False) -> dict[str, Any]:
-    """Ask the daemon at `path` for its status (`full`: every DNS entry and pinhole, not counts)."""
+def query(path: str, timeout: float = 5.0, full: bool = False, line: bytes | None = None) -> dict[str, Any]:
+    """Ask the daemon at `path` for its status (`full`: every DNS entry and pinhole, not counts), or send
+    another request `line` (edges.diagnose) and return its JSON answer."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -28,7 +29,7 @@ def query(path: str, timeout: float = 5.0, full: bool = False) -> dict[str, Any]
             sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NotRunning(f"loxgw is not running (no daemon at {path}: {exc.strerror})") from exc
-        sock.sendall(b"status full\n" if full else b"status\n")
+        sock.sendall(line if line is not None else b"status full\n" if full else b"status\n")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -43,7 +44,10 @@ def query(path: str, timeout: float = 5.0, full: bool = False) -> dict[str, Any]
         raise NotRunning(f"loxgw at {path} did not answer within {timeout:g}s") from exc
     finally:
         sock.close()
-    result = json.loads(b"".join(chunks))
+    try:
+        result = json.loads(b"".join(chunks))
+    except ValueError as exc:
+        raise LoxgwError("the daemon's answer is not JSON") from exc
     if not isinstance(result, dict):
         raise LoxgwError("status answer is not a JSON object")
     return result

@@ -1,46 +1,82 @@
-"""Discovery relay decisions: which broadcast goes where, as pure functions of data and `now`.
+"""The discovery relay, sans I/O: datagrams and `now` in; copies, timers and events out.
 
 Loxone's App and Config find a Miniserver with a UDP broadcast to 7070; the
 Miniservers' Client/Gateway traffic uses 7070-7077; network devices sync
 their blinking with 255.255.255.255:7079. Broadcasts stop at a VLAN edge, so
 loxgw copies them to the other configured segments:
 
-- the copy keeps the original source address and port, so the answer goes
-  straight back to the asker (routed, through the firewall pinhole loxgw
+- the copy keeps the original source address, port and TTL, so the answer
+  goes straight back to the asker (routed, through the answer window loxgw
   opens for it);
 - it leaves as the egress segment's broadcast address;
 - it carries a DSCP mark, and marked packets are never relayed again (not
-  by this relay, not by a second relay on the same segments); TTL is left
-  alone because Loxone devices may check it;
+  by this relay, not by a second relay on the same segments);
 - never back out of the interface it came in on, never to or from the
   upstream (default-route) interface unless configured;
-- per-source token buckets and a global one bound what a flood can cause.
+- per-source token buckets and a global one bound what a flood can cause;
+- a second relay on the same segments is detected, and each broadcast then
+  crosses once (core.relaypeers).
+
+Shaped like aioquic's connection: `receive(ifindex, datagram, now)` returns
+the copies to send now, `get_timer()`/`handle_timer(now)` release deferred
+ones, `next_event()` hands out answer windows to open and discovery answers
+for the devices service. Per datagram it works on ints and bytes only, and
+counts into a preallocated list; names are rendered in `status()` alone.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import struct
-from collections import OrderedDict
+import bisect
+from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any
 
+from loxgw.core import relaypeers, relaywire
 from loxgw.core.catalog import PortRange
+from loxgw.core.relaylimit import RateLimiter
+from loxgw.core.relaypeers import Arbiter
+from loxgw.core.relaywire import (
+    ALL_ONES,
+    DSCP_MASK,
+    HEADERS,
+    IP_DF,
+    MAX_RELAY_PAYLOAD,
+    RECEIVE_SIZE,
+    RELAY_DSCP,
+    RELAY_TOS,
+    UDP,
+    CopyTemplate,
+)
 
-IPv4 = ipaddress.IPv4Address
+__all__ = ["MAX_RELAY_PAYLOAD", "RELAY_DSCP", "RELAY_TOS", "AnswerWindow", "DiscoveryAnswer", "RateLimiter",
+           "Relay", "RelayInterface", "RelayPolicy"]
 
-# DSCP 0x05 ("loxgw relayed"): an otherwise unused codepoint, in the top six TOS bits.
-RELAY_DSCP = 0x05
-RELAY_TOS = RELAY_DSCP << 2
-MAX_RELAY_PAYLOAD = 1472  # one Ethernet frame; Loxone discovery datagrams are far smaller
-ANSWER_PORT = 7071  # the Miniserver answers a search to UDP 7071 of the asker
-ANSWER_WINDOW = 10  # seconds an asker may receive answers from the devices zone
-LIMIT_BUCKETS = 4096  # per-source buckets kept; attackers choose the source addresses
-COPY_MEMORY = 1.0  # seconds a sent copy is remembered, to recognise it looping back
-PEER_MEMORY = 60.0  # seconds a peer relay counts as active on a segment after its last copy
-COPIES_KEPT = 4096
+IPv4 = IPv4Address
 
-CopyKey = tuple[IPv4, int, int, int]  # source, source port, port, hash of payload
+SEARCH_PORT = 7070  # a LoxLIVE search goes to 7070 ...
+ANSWER_PORT = 7071  # ... and the Miniserver answers to the asker's 7071
+ANSWER_WINDOW = 10  # seconds an asker may receive answers from a devices segment
+ANSWER_REFRESH = ANSWER_WINDOW / 2  # an open window is written again only after this
+WINDOWS_KEPT = 4096
+EVENTS_KEPT = 1024  # events the service has not collected yet; the service drains them per batch
+PORT_COLUMNS = 64  # relayed ports counted one by one; a longer list is counted per configured range
+
+Transmit = tuple[int, bytes]  # egress ifindex, frame (Ethernet) or packet (IP layer), see CopyTemplate
+
+KINDS = ("received", "relayed", "send_errors", "peer_copy_seen", "left_to_peer", "deferred", "late_peer_copy",
+         "dropped_oversized", "dropped_not_broadcast", "dropped_upstream", "dropped_own_or_unspecified_source",
+         "dropped_rate_source", "dropped_rate_global", "dropped_no_egress", "dropped_pending_full",
+         "dropped_port", "dropped_malformed", "dropped_not_relay_interface")
+(RECEIVED, RELAYED, SEND_ERRORS, PEER_COPY_SEEN, LEFT_TO_PEER, DEFERRED, LATE_PEER_COPY, OVERSIZED,
+ NOT_BROADCAST, UPSTREAM, OWN_SOURCE, RATE_SOURCE, RATE_GLOBAL, NO_EGRESS, PENDING_FULL, PORT, MALFORMED,
+ NOT_RELAY_INTERFACE) = range(len(KINDS))
+NK = len(KINDS)
+_VERDICT = {relaypeers.SUPPRESSED: LEFT_TO_PEER, relaypeers.DEFERRED: DEFERRED,
+            relaypeers.PENDING_FULL: PENDING_FULL}
+_NOTHING: tuple[Transmit, ...] = ()
+_HEADERS, _PACK = HEADERS.unpack_from, HEADERS.pack
 
 
 @dataclass(frozen=True)
@@ -53,208 +89,286 @@ class RelayInterface:
     broadcast: IPv4
     upstream: bool = False  # holds the default route
     role: str = ""  # zone role ("devices", "clients") or "" if not in a zone
-
-
-@dataclass(frozen=True)
-class Received:
-    """A datagram one of the relay's sockets received."""
-
-    ifindex: int
-    src: IPv4
-    sport: int
-    dst: IPv4  # the IP header's destination (broadcast, or something else)
-    dport: int
-    tos: int
-    payload: bytes
-    truncated: bool = False
-
-
-@dataclass(frozen=True)
-class Copy:
-    """Send `packet` (a full IPv4 datagram) out of interface `out`."""
-
-    out: RelayInterface
-    packet: bytes
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do with one received datagram: copies to send, answers to allow, or why not."""
-
-    copies: tuple[Copy, ...] = ()
-    allow_answers: tuple[tuple[IPv4, int], ...] = ()  # (asker, port) pairs the devices may answer
-    dropped: str = ""  # reason, when nothing is relayed
-    ingress: str = ""
-
-
-@dataclass
-class TokenBucket:
-    rate: float
-    burst: float
-    tokens: float
-    updated: float
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-
-@dataclass
-class RateLimiter:
-    """Per-source buckets (rate_limit/s, burst of the same) and one global bucket; bounded."""
-
-    per_source: float
-    global_rate: float
-    capacity: int = LIMIT_BUCKETS
-    _sources: OrderedDict[IPv4, TokenBucket] = field(default_factory=OrderedDict)
-    _global: TokenBucket | None = None
-
-    def allow(self, source: IPv4, now: float) -> str:
-        """"" if allowed, else the reason ("rate_source" or "rate_global")."""
-        bucket = self._sources.get(source)
-        if bucket is None:
-            bucket = TokenBucket(self.per_source, self.per_source, self.per_source, now)
-            self._sources[source] = bucket
-            if len(self._sources) > self.capacity:
-                self._sources.popitem(last=False)
-        else:
-            self._sources.move_to_end(source)
-        if not bucket.take(now):
-            return "rate_source"
-        if self._global is None:
-            self._global = TokenBucket(self.global_rate, self.global_rate, self.global_rate, now)
-        if not self._global.take(now):
-            return "rate_global"
-        return ""
-
-    def __len__(self) -> int:
-        return len(self._sources)
+    mac: bytes = b""  # Ethernet address: copies leave as frames; empty: at the IP layer
 
 
 @dataclass(frozen=True)
 class RelayPolicy:
-    """The parts of the config a decision needs."""
+    """The parts of the config the relay needs."""
 
     ports: tuple[PortRange, ...]
     interfaces: frozenset[str]
     allow_upstream: bool = False
 
 
-def udp_checksum(src: IPv4, dst: IPv4, udp: bytes) -> int:
-    """RFC 768 checksum over the pseudo-header; 0 becomes 0xFFFF."""
-    pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, 17, len(udp))
-    data = pseudo + udp + (b"\0" if len(udp) % 2 else b"")
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return (~total & 0xFFFF) or 0xFFFF
+@dataclass(frozen=True, slots=True)
+class AnswerWindow:
+    """Let answers from `segment` reach `asker`:`port` for `timeout` seconds (any source port)."""
+
+    segment: str
+    asker: int
+    port: int
+    timeout: int
 
 
-def build_copy(src: IPv4, sport: int, dst: IPv4, dport: int, payload: bytes, ident: int) -> bytes:
-    """An IPv4/UDP datagram from the original sender to `dst`, DSCP-marked as relayed.
+@dataclass(frozen=True, slots=True)
+class DiscoveryAnswer:
+    """A datagram to this router's answer port: a LoxLIVE (or Audioserver) answer for the devices service."""
 
-    Built by hand because the copy must carry the asker's source address,
-    which only a raw socket with our own header allows (the kernel fills in
-    the IP header checksum).
-    """
-    udp_len = 8 + len(payload)
-    udp = struct.pack("!HHHH", sport, dport, udp_len, 0) + payload
-    udp = udp[:6] + struct.pack("!H", udp_checksum(src, dst, udp)) + udp[8:]
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, RELAY_TOS, 20 + udp_len, ident & 0xFFFF, 0,
-                         64, 17, 0, src.packed, dst.packed)
-    return header + udp
+    src: int
+    payload: bytes
 
 
-def decide(received: Received, interfaces: Iterable[RelayInterface], policy: RelayPolicy,
-           limiter: RateLimiter, now: float) -> Decision:
-    """Where a received datagram goes, if anywhere."""
-    by_index = {i.index: i for i in interfaces}
-    ingress = by_index.get(received.ifindex)
-    if ingress is None or ingress.name not in policy.interfaces:
-        return Decision(dropped="not_relay_interface")
-    if received.tos >> 2 == RELAY_DSCP:
-        return Decision(dropped="already_relayed", ingress=ingress.name)
-    if received.truncated or len(received.payload) > MAX_RELAY_PAYLOAD:
-        return Decision(dropped="oversized", ingress=ingress.name)
-    if not any(received.dport in r for r in policy.ports):
-        return Decision(dropped="port", ingress=ingress.name)
-    if received.dst != ipaddress.IPv4Address("255.255.255.255") and received.dst != ingress.broadcast:
-        return Decision(dropped="not_broadcast", ingress=ingress.name)
-    if ingress.upstream and not policy.allow_upstream:
-        return Decision(dropped="upstream", ingress=ingress.name)
-    if received.src == ingress.address or received.src.is_unspecified:
-        return Decision(dropped="own_or_unspecified_source", ingress=ingress.name)
-    reason = limiter.allow(received.src, now)
-    if reason:
-        return Decision(dropped=reason, ingress=ingress.name)
-    copies = tuple(
-        Copy(out, build_copy(received.src, received.sport, out.broadcast, received.dport,
-                             received.payload, out.index))
-        for out in sorted(by_index.values(), key=lambda i: i.name)
-        if out.index != ingress.index and out.name in policy.interfaces
-        and (policy.allow_upstream or not out.upstream)
-    )
-    if not copies:
-        return Decision(dropped="no_egress", ingress=ingress.name)
-    answers: tuple[tuple[IPv4, int], ...] = ()
-    if ingress.role == "clients" and any(c.out.role == "devices" for c in copies):
-        answers = ((received.src, ANSWER_PORT), (received.src, received.sport))
-    return Decision(copies=copies, allow_answers=answers, ingress=ingress.name)
+Event = AnswerWindow | DiscoveryAnswer
 
 
-def copy_key(src: IPv4, sport: int, dport: int, payload: bytes) -> CopyKey:
-    return (src, sport, dport, hash(payload))
+_LIMIT = {"rate_source": RATE_SOURCE, "rate_global": RATE_GLOBAL}
 
 
-def holdoff(iface: RelayInterface) -> float:
-    """Seconds to wait before relaying onto a segment where another relay is active.
+class _Slot:
+    """One relayed interface as the hot path reads it: ints, a copy template, precomputed egress."""
 
-    Two relays on the same segments each see the original broadcast. Where a
-    peer was seen, both wait, each for a time derived from its own address on
-    that segment, and the later one cancels when the earlier one's marked
-    copy arrives: one copy per segment. (Addresses equal modulo 8 tie.)
-    """
-    return 0.002 + (int(iface.address) % 8) * 0.001
+    __slots__ = ("address", "base", "broadcast", "egress", "iface", "index", "ingress", "peers", "template",
+                 "windows")
+
+    def __init__(self, iface: RelayInterface, base: int, peers: relaypeers.Segment | None, ingress: bool) -> None:
+        self.iface = iface
+        self.index = iface.index
+        self.base = base
+        self.address = int(iface.address)
+        self.broadcast = int(iface.broadcast)
+        self.ingress = ingress
+        self.template = CopyTemplate(self.address, self.broadcast, iface.mac)
+        self.peers = peers if peers is not None else relaypeers.Segment(iface.index, self.template.tag)
+        self.egress: tuple[_Slot, ...] = ()
+        self.windows: tuple[str, ...] = ()  # devices segments whose answers a search from here opens
 
 
-@dataclass
-class CopyLedger:
-    """Copies this relay sent, so a marked packet can be told apart: our own, or a peer relay's.
+class Relay:
+    """One relay's decisions and state; no sockets, no clock of its own."""
 
-    Linux loops a locally sent broadcast back to local sockets, so every copy we
-    send comes back to us once; anything marked beyond that is a peer's. Bounded.
-    """
+    def __init__(self, policy: RelayPolicy, limiter: RateLimiter) -> None:
+        self.policy = policy
+        self.limiter = limiter
+        self.arbiter = Arbiter()
+        self.interfaces: tuple[RelayInterface, ...] = ()
+        ports = sorted({p for r in policy.ports for p in range(r.first, r.last + 1)})
+        if len(ports) <= PORT_COLUMNS:
+            self._labels = [str(p) for p in ports]
+            self._columns = {p: i * NK for i, p in enumerate(ports)}
+            self._ranges: list[tuple[int, int]] = []
+        else:  # one column per configured range, looked up once per port and remembered
+            self._ranges = relaywire.merged(policy.ports)
+            self._labels = [f"{a}-{b}" if a != b else str(a) for a, b in self._ranges]
+            self._columns = {}
+        self._other = len(self._labels) * NK  # the column of ports not relayed
+        self._labels.append("other")
+        self._row = len(self._labels) * NK
+        self._names = ["other"]  # row 0: datagrams on interfaces the relay does not use
+        self._counts = [0] * self._row
+        self._slots: dict[int, _Slot] = {}
+        self.events: deque[Event] = deque()  # read with next_event(); the edge checks it is empty
+        self._windows: dict[tuple[str, int, int], float] = {}
+        self.answers_handed_on = 0
+        self.events_dropped = 0
+        self.timer_changed = False  # a copy was deferred: the adapter should call get_timer() again
 
-    _sent: OrderedDict[tuple[int, CopyKey], tuple[int, float]] = field(default_factory=OrderedDict)
-    _peers: dict[int, float] = field(default_factory=dict)
+    # --- interfaces ----------------------------------------------------------------------------
 
-    def sent(self, ifindex: int, key: CopyKey, now: float) -> None:
-        count, _ = self._sent.pop((ifindex, key), (0, now))
-        self._sent[(ifindex, key)] = (count + 1, now)
-        while len(self._sent) > COPIES_KEPT:
-            self._sent.popitem(last=False)
+    def set_interfaces(self, interfaces: Iterable[RelayInterface]) -> None:
+        """The kernel's current interfaces; those the policy names are relayed between."""
+        policy = self.policy
+        chosen = sorted((i for i in interfaces if i.name in policy.interfaces), key=lambda i: i.name)
+        slots: dict[int, _Slot] = {}
+        for iface in chosen:
+            if iface.name not in self._names:
+                self._names.append(iface.name)
+                self._counts.extend([0] * self._row)
+            old = self._slots.get(iface.index)
+            peers = old.peers if old is not None and old.iface.address == iface.address else None
+            slots[iface.index] = _Slot(iface, self._names.index(iface.name) * self._row, peers,
+                                       policy.allow_upstream or not iface.upstream)
+        for slot in slots.values():
+            slot.egress = tuple(o for o in slots.values() if o is not slot and o.ingress)
+            if slot.iface.role == "clients":
+                slot.windows = tuple(o.iface.name for o in slot.egress if o.iface.role == "devices")
+        self._slots = slots
+        self.interfaces = tuple(chosen)
 
-    def marked_arrival(self, ifindex: int, key: CopyKey, now: float) -> str:
-        """"own" for our looped-back copy, "peer" for another relay's (which marks it active)."""
-        while self._sent:
-            oldest, (_, at) = next(iter(self._sent.items()))
-            if now - at <= COPY_MEMORY:
-                break
-            del self._sent[oldest]
-        count, at = self._sent.get((ifindex, key), (0, now))
-        if count > 0:
-            if count == 1:
-                del self._sent[(ifindex, key)]
-            else:
-                self._sent[(ifindex, key)] = (count - 1, at)
-            return "own"
-        self._peers[ifindex] = now
-        return "peer"
+    # --- datagrams -----------------------------------------------------------------------------
 
-    def peer_active(self, ifindex: int, now: float) -> bool:
-        seen = self._peers.get(ifindex)
-        return seen is not None and now - seen <= PEER_MEMORY
+    def receive(self, ifindex: int, datagram: bytes, now: float) -> tuple[Transmit, ...] | list[Transmit]:
+        """A datagram (IP header first) one of the segments received: the copies to send now.
+
+        The hot path: one unpack, ints throughout, checksums finished per copy
+        from one sum of the payload (relaywire), counters bumped by index.
+        """
+        counts = self._counts
+        slot = self._slots.get(ifindex)
+        if slot is None:  # row 0: interfaces the relay does not use (a refresh under way)
+            counts[self._other + NOT_RELAY_INTERFACE] += 1
+            return _NOTHING
+        if datagram[:1] == b"\x45" and len(datagram) >= 28:  # no IP options: unpacked here, in one go
+            _, tos, _, ident, frag, ttl, proto, _, src, dst, sport, dport, udp_len, csum = _HEADERS(datagram)
+            payload = datagram[28 : 20 + udp_len]
+            if proto != UDP or frag & 0x3FFF or len(payload) != udp_len - 8:
+                counts[slot.base + self._other + (OVERSIZED if len(datagram) >= RECEIVE_SIZE else MALFORMED)] += 1
+                return _NOTHING
+        else:
+            head = relaywire.parse(datagram)
+            if head is None:
+                counts[slot.base + self._other + (OVERSIZED if len(datagram) >= RECEIVE_SIZE else MALFORMED)] += 1
+                return _NOTHING
+            tos, ident, ttl, src, dst, sport, dport, csum, payload = head
+        column = self._columns.get(dport)
+        if column is None:
+            column = self._column(dport)
+            if column is None:
+                counts[slot.base + self._other + PORT] += 1
+                return _NOTHING
+        base = slot.base + column
+        if tos & DSCP_MASK == RELAY_TOS:  # a peer relay's copy (our own never come back: relaywire)
+            counts[base + PEER_COPY_SEEN] += 1
+            verdict = self.arbiter.peer_copy(slot.peers, ident, (ifindex, src, sport, dport, payload), now)
+            if verdict == relaypeers.CANCELLED:
+                counts[base + LEFT_TO_PEER] += 1
+            elif verdict == relaypeers.LATE:
+                counts[base + LATE_PEER_COPY] += 1
+            return _NOTHING
+        counts[base + RECEIVED] += 1
+        if udp_len - 8 > MAX_RELAY_PAYLOAD:
+            counts[base + OVERSIZED] += 1
+            return _NOTHING
+        if dst != ALL_ONES and dst != slot.broadcast:
+            counts[base + NOT_BROADCAST] += 1
+            return _NOTHING
+        if not slot.ingress:
+            counts[base + UPSTREAM] += 1
+            return _NOTHING
+        if src == slot.address or src == 0:
+            counts[base + OWN_SOURCE] += 1
+            return _NOTHING
+        refused = self.limiter.allow(src, now)
+        if refused:
+            counts[base + _LIMIT[refused]] += 1
+            return _NOTHING
+        if not slot.egress:
+            counts[base + NO_EGRESS] += 1
+            return _NOTHING
+        # relaywire.udp_sum and CopyTemplate.frame, inlined: this runs once per relayed broadcast.
+        src_words = (src >> 16) + (src & 0xFFFF)
+        partial = 0
+        if csum:
+            body = int.from_bytes(payload, "big") << 8 if udp_len & 1 else int.from_bytes(payload, "big")
+            partial = body % 0xFFFF + src_words + sport + dport + 2 * udp_len + UDP
+        total = 20 + udp_len
+        ip_part = total + (ttl << 8) + src_words
+        out = []
+        for egress in slot.egress:
+            t = egress.template
+            check = 0xFFFF - ((partial + t.dst_words) % 0xFFFF or 0xFFFF) or 0xFFFF if csum else 0
+            frame = t.link + _PACK(0x45, RELAY_TOS, total, t.tag, IP_DF, ttl, UDP,
+                                   0xFFFF - ((t.ip_const + ip_part) % 0xFFFF or 0xFFFF), src, t.broadcast,
+                                   sport, dport, udp_len, check) + payload
+            if now < egress.peers.peers_until:
+                verdict = self.arbiter.outgoing(egress.peers, (egress.index, src, sport, dport, payload),
+                                                frame, column, now)
+                if verdict != relaypeers.SEND:
+                    counts[egress.base + column + _VERDICT[verdict]] += 1
+                    self.timer_changed |= verdict == relaypeers.DEFERRED
+                    continue
+            out.append((egress.index, frame))
+            counts[egress.base + column + RELAYED] += 1
+        if slot.windows:
+            self._open_windows(slot.windows, src, sport, dport, now)
+        return out
+
+    def receive_answer(self, src: int, payload: bytes) -> None:
+        """A datagram addressed to this router's answer port: handed to the devices service, never parsed here."""
+        self.answers_handed_on += 1
+        self._event(DiscoveryAnswer(src, payload))
+
+    def transmit_failed(self, ifindex: int, frame: bytes) -> None:
+        """The edge could not send `frame` (counted where it was counted as relayed)."""
+        slot = self._slots.get(ifindex)
+        if slot is not None:
+            at = len(slot.template.link) + 22
+            dport = int.from_bytes(frame[at : at + 2], "big")
+            self._counts[slot.base + (self._column(dport) or self._other) + SEND_ERRORS] += 1
+
+    # --- timers and events ---------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When handle_timer must run next (monotonic seconds), or None."""
+        self.timer_changed = False
+        return self.arbiter.next_due()
+
+    def handle_timer(self, now: float) -> list[Transmit]:
+        """Deferred copies whose peer did not send them first: send them now."""
+        out = []
+        for entry in self.arbiter.due(now):
+            slot = self._slots.get(entry.key[0])
+            if slot is not None:  # else the interface went away meanwhile
+                self._counts[slot.base + entry.column + RELAYED] += 1
+                out.append((entry.key[0], entry.frame))
+        return out
+
+    def next_event(self) -> Event | None:
+        return self.events.popleft() if self.events else None
+
+    def _event(self, event: Event) -> None:
+        if len(self.events) >= EVENTS_KEPT:
+            self.events_dropped += 1
+            return
+        self.events.append(event)
+
+    def _open_windows(self, segments: tuple[str, ...], asker: int, sport: int, dport: int, now: float) -> None:
+        """Answers to a search go to its source port; a Miniserver's LoxLIVE answer to 7071 as well."""
+        ports = (sport, ANSWER_PORT) if dport == SEARCH_PORT and sport != ANSWER_PORT else (sport,)
+        windows = self._windows
+        for segment in segments:
+            for port in ports:
+                key = (segment, asker, port)
+                opened = windows.get(key)
+                if opened is not None:
+                    if now - opened < ANSWER_REFRESH:
+                        continue
+                    del windows[key]
+                elif len(windows) >= WINDOWS_KEPT:
+                    del windows[next(iter(windows))]
+                windows[key] = now
+                self._event(AnswerWindow(segment, asker, port, ANSWER_WINDOW))
+
+    def _column(self, port: int) -> int | None:
+        """The counter column of a port (None: not relayed); ranges' columns are remembered per port."""
+        column = self._columns.get(port)
+        if column is None and self._ranges:
+            i = bisect.bisect_right(self._ranges, (port, 65536)) - 1
+            if i >= 0 and self._ranges[i][0] <= port <= self._ranges[i][1]:
+                column = self._columns[port] = i * NK
+        return column
+
+    # --- status --------------------------------------------------------------------------------
+
+    def status(self, now: float) -> dict[str, Any]:
+        """Counters as "interface:port:kind" (non-zero only), peers per segment, the hold-off."""
+        counters: dict[str, int] = {}
+        counts, labels = self._counts, self._labels
+        for row, name in enumerate(self._names):
+            for col, label in enumerate(labels):
+                base = row * self._row + col * NK
+                for kind, value in enumerate(counts[base : base + NK]):
+                    if value:
+                        counters[f"{name}:{label}:{KINDS[kind]}"] = value
+        if self.answers_handed_on:
+            counters["discovery_answers_handed_on"] = self.answers_handed_on
+        if self.events_dropped:
+            counters["events_dropped"] = self.events_dropped
+        peers = {}
+        for slot in self._slots.values():
+            present = {f"{tag >> 8}.{tag & 255}": round(now - seen, 1) for tag, seen in slot.peers.peers.items()
+                       if now - seen <= relaypeers.PEER_MEMORY}
+            if present:
+                peers[slot.iface.name] = present
+        return {"counters": counters, "peers": peers, "holdoff_ms": round(self.arbiter.holdoff * 1000, 1),
+                "deferred": len(self.arbiter)}

@@ -5,6 +5,7 @@ Services (each with start, close, reconfigure and status):
 - dns (daemon.dns): DNS answers to per-device set elements, on its own thread;
 - devices (daemon.devices): the inventory and its detection sources;
 - relay (daemon.relay): discovery broadcasts across VLANs;
+- reflector (daemon.reflector): mDNS and SSDP of Loxone devices, devices zones to clients zones;
 - upnp (daemon.upnp): remote-access mappings upstream.
 
 A change of devices or forwards hands the firewall a new desired state and
@@ -36,6 +37,7 @@ from loxgw.daemon.elements import ElementWriter
 from loxgw.daemon.firewall import Desired, FirewallService, QueueRules
 from loxgw.daemon.intercom import IntercomService
 from loxgw.daemon.loopguard import LoopGuard
+from loxgw.daemon.reflector import ReflectorService
 from loxgw.daemon.relay import RelayService
 from loxgw.daemon.status import StatusService
 from loxgw.daemon.upnp import UpnpService
@@ -120,6 +122,7 @@ class Daemon:
         self.devices.open_answer_windows = self.mode == "fw4"
         self.relay = RelayService(self.config, self._open_set_writer, self.devices.submit_loxlive)
         self.upnp = UpnpService(self.config, self.devices.inventory, self.reconcile, self.ports.upnp_client)
+        self.reflector = ReflectorService(self.config, self.devices.inventory, self.reconcile)
         self.intercom = IntercomService(  # a raw writer of its own: refreshes and shortenings must all go out
             self.config, lambda: self.ports.open_writer(self.config.main.table, self.dns.profiles,
                                                         self.dns.set_refresh),
@@ -148,7 +151,7 @@ class Daemon:
         devices = tuple(self.devices.inventory.devices())
         self.dns.update_devices(devices)
         return Desired(self.config, self.mode, self.dns.queue_mode, self.dns.path, devices,
-                       tuple(self.upnp.forwards.values()))
+                       tuple(self.upnp.forwards.values()), announced=self.reflector.announced())
 
     def reconcile(self) -> None:
         """Devices or forwards changed: DNS grants follow at once, the firewall gets the new desired state."""
@@ -203,6 +206,7 @@ class Daemon:
             log.info("configuration reloaded from %s", new.path)
             await self.relay.reconfigure(self.config)
             await self.upnp.reconfigure(self.config)
+            await self.reflector.reconfigure(self.config)
             self.intercom.reconfigure(self.config)
 
     async def _switch(self, config: Config) -> None:
@@ -268,6 +272,7 @@ class Daemon:
                      self.dns.state_path)
         self.firewall.start()
         await self.relay.start(loop)
+        await self.reflector.start(loop)
         await self.devices.start(loop, own_answer_socket=not self.relay.owns_answer_port(7071))
         self.upnp.start(loop)
         self.dns.start(loop)
@@ -305,6 +310,7 @@ class Daemon:
                 loop.remove_reader(watch.fileno())
                 watch.close()
             await self.status.close()
+            self.reflector.close(loop)
             self.intercom.close(loop)
             self.relay.close(loop)
             self.dns.save_entries()

@@ -1,30 +1,52 @@
 """The relay service: one relay per enabled `config relay`, with its own netlink set writer.
 
-A relayed search opens a short window for its answer (core.relay decides,
-edges.nftset writes the element). The writer is the relay's own: it shares
-no lock with the DNS thread, so a burst of DNS answers never delays a copy.
-LoxLIVE answers the relay sees go to the devices service through a queue,
-never handled inside the relay's packet handler.
+Each relay is a sans-I/O core (core.relay) fed by its sockets
+(edges.relaynet), whose reader threads call it under the service's lock.
+The service wires what the core hands out: copies go back to the sockets,
+the core's timer runs through loop.call_at (after the sockets were read, so
+a peer relay's copy already received cancels a deferred one), answer
+windows become set elements written by the relay's own writer before the
+copy leaves (it shares no lock with the DNS thread, so a burst of DNS
+answers never delays a copy), and discovery answers go to the devices
+service's queue on the event loop, never handled inside the relay's packet
+handler.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
-import struct
+import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from loxgw.core import relay, relaywire
 from loxgw.core.config import Config
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import RELAY_ANSWERS
+from loxgw.core.relay import AnswerWindow, Relay
 from loxgw.edges import clock
+
+if TYPE_CHECKING:
+    from loxgw.edges.relaynet import RelaySockets
 
 log = logging.getLogger("loxgw")
 
 AnswerSink = Callable[[ipaddress.IPv4Address, bytes], None]
+
+
+class _Running:
+    """One relay: its core, its sockets and the core's timer (`when` under the lock, `timer` on the loop)."""
+
+    def __init__(self, name: str, core: Relay) -> None:
+        self.name = name
+        self.core = core
+        self.sockets: RelaySockets | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.when: float | None = None
 
 
 class RelayService:
@@ -34,18 +56,24 @@ class RelayService:
         self.config = config
         self.open_writer = open_writer
         self.on_loxlive = on_loxlive
-        self.relays: list[Any] = []  # edges.relaynet.RelaySockets
+        self.relays: list[_Running] = []
         self.writer: Any = None
+        self.key_length = relaywire.ANSWER_KEY_LENGTH
         self.counters: Counter[str] = Counter()
         self.last_error: str | None = None
+        self.lock = threading.Lock()  # every call into a core, and the writer
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
 
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """One RelaySockets per enabled relay section with two interfaces or more."""
-        from loxgw.core import relay
-        from loxgw.edges import relaynet
+        """One relay per enabled section with two interfaces or more; KernelError if its sockets fail."""
+        from loxgw.edges import relaynet  # pyroute2: imported where a relay runs
 
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
         config = self.config
         roles = config.interface_roles()
+        sections = []
         for section in config.relays:
             names = config.relay_interfaces(section)
             if not section.enabled:
@@ -53,23 +81,46 @@ class RelayService:
             if len(names) < 2:
                 log.warning("relay %s has fewer than two interfaces; nothing to relay", section.name)
                 continue
-            sockets = relaynet.RelaySockets(
+            sections.append((section, names))
+        if sections:  # before the first search can need it
+            await asyncio.to_thread(self._prepare_writer)
+        for section, names in sections:
+            run = _Running(section.name, relay.Relay(
                 relay.RelayPolicy(section.ports, frozenset(names), section.allow_upstream),
-                relay.RateLimiter(section.rate_limit, section.global_rate),
-                roles, self._allow_answers, clock.now, self.on_loxlive,
-            )
+                relay.RateLimiter(section.rate_limit, section.global_rate)))
+            sockets = run.sockets = relaynet.RelaySockets(run.core, roles, self.lock,
+                                                         functools.partial(self._on_core, run), clock.now)
             try:
                 await sockets.start(loop)
             except OSError as exc:
                 sockets.close(loop)
                 raise KernelError(f"relay {section.name}: opening sockets", exc.errno, exc.strerror or "") from exc
-            self.relays.append(sockets)
+            self.relays.append(run)
             log.info("relay %s: ports %s between %s", section.name,
                      ",".join(str(p) for p in section.ports), ", ".join(names))
 
+    def _prepare_writer(self) -> None:
+        """Open the set writer now (not on the first search) and learn the kernel's answer-key layout."""
+        from loxgw.edges import relayset
+
+        try:
+            self._writer()
+            found = relayset.answer_key_length(self.config.main.table, RELAY_ANSWERS)
+        except (KernelError, OSError) as exc:
+            self.counters["relay_answer_errors"] += 1
+            log.warning("relay: answer windows: %s", exc)
+            return
+        if found in (relaywire.ANSWER_KEY_LENGTH, relaywire.LEGACY_ANSWER_KEY_LENGTH):
+            self.key_length = found
+        if found == relaywire.LEGACY_ANSWER_KEY_LENGTH:
+            log.info("relay: the answer set is keyed asker . port; answers must come from a relayed port")
+
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sockets in self.relays:
-            sockets.close(loop)
+        for run in self.relays:
+            if run.sockets is not None:
+                run.sockets.close(loop)
+            if run.timer is not None:
+                run.timer.cancel()
         self.relays.clear()
         if self.writer is not None:
             self.writer.close()
@@ -90,28 +141,89 @@ class RelayService:
             log.error("%s", exc)
 
     def owns_answer_port(self, port: int) -> bool:
-        return any(any(port in r for r in s.policy.ports) for s in self.relays)
+        return any(run.sockets is not None and run.sockets.holds_port(port) for run in self.relays)
 
-    def _allow_answers(self, pairs: list[tuple[ipaddress.IPv4Address, int]]) -> None:
-        """Let the devices zone answer a relayed request: (asker . port) for a short window."""
-        from loxgw.core import relay
+    # --- what the cores hand out ---------------------------------------------
 
-        elements = [(RELAY_ANSWERS, ip.packed + struct.pack("!H2x", port), relay.ANSWER_WINDOW)
-                    for ip, port in pairs]
+    def _on_core(self, run: _Running, rearm: bool = False) -> None:
+        """After a call into the core (under the lock, on any thread): hand on its events, arm its timer."""
+        core = run.core
+        on_loop = threading.get_ident() == self._loop_thread
+        if core.events:
+            windows: list[AnswerWindow] = []
+            while (event := core.next_event()) is not None:
+                if isinstance(event, AnswerWindow):
+                    windows.append(event)
+                elif on_loop:
+                    self.on_loxlive(ipaddress.IPv4Address(event.src), event.payload)
+                elif self._loop is not None:
+                    self._loop.call_soon_threadsafe(self.on_loxlive, ipaddress.IPv4Address(event.src), event.payload)
+            if windows:
+                self._open_windows(windows)
+        if rearm or core.timer_changed:
+            when = core.get_timer()
+            if when != run.when:
+                run.when = when
+                if on_loop:
+                    self._arm(run, when)
+                elif self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._arm, run, when)
+
+    def _arm(self, run: _Running, when: float | None) -> None:
+        if run.timer is not None:
+            run.timer.cancel()
+            run.timer = None
+        if when is not None and self._loop is not None and run in self.relays:
+            run.timer = self._loop.call_at(when, self._on_timer, run)
+
+    def _on_timer(self, run: _Running) -> None:
+        run.timer = None
+        if run.sockets is None:
+            return
+        run.sockets.drain()  # a peer's copy that arrived meanwhile cancels before the hold-off ends
+        with self.lock:
+            run.when = None
+            copies = run.core.handle_timer(clock.now())
+            self._on_core(run, rearm=True)
+        run.sockets.send(copies)
+
+    def _open_windows(self, windows: list[AnswerWindow]) -> None:
+        """Let devices answer relayed searches: one netlink batch per read of the sockets."""
+        elements = list(dict.fromkeys(
+            (RELAY_ANSWERS, relaywire.answer_key(w.segment, w.asker, w.port, self.key_length), w.timeout)
+            for w in windows))
         try:
-            if self.writer is None:
-                self.writer = self.open_writer()
-            self.writer.add_elements(elements)
+            self._writer().add_elements(elements)
         except (KernelError, OSError) as exc:
             self.counters["relay_answer_errors"] += 1
-            log.debug("relay answer pinhole failed: %s", exc)
+            log.debug("relay answer window failed: %s", exc)
+
+    def _writer(self) -> Any:
+        """The relay's set writer, opened once. It must write before add_elements() returns: the window
+        must be in the kernel before the copy that draws the answer leaves. It is called from the
+        reader threads (under the lock), never on the event loop, so waiting for the kernel's
+        transaction lock delays that one copy, nothing else."""
+        if self.writer is None:
+            self.writer = self.open_writer()
+        return self.writer
 
     def status(self) -> dict[str, Any]:
+        now = clock.now()
         counters: Counter[str] = Counter()
-        for sockets in self.relays:
-            counters.update(sockets.counters)
+        peers: dict[str, dict[str, float]] = {}
+        holdoff = 0.0
+        for run in self.relays:
+            with self.lock:
+                state = run.core.status(now)
+            counters.update(state["counters"])
+            peers.update(state["peers"])
+            holdoff = max(holdoff, state["holdoff_ms"])
+            if run.sockets is not None:
+                counters.update(run.sockets.counters)
         counters.update(self.counters)
         return {
-            "interfaces": sorted({i.name for r in self.relays for i in r.interfaces}),
+            "interfaces": sorted({i.name for run in self.relays for i in run.core.interfaces}),
             "counters": dict(counters),
+            "peers": peers,
+            "holdoff_ms": holdoff,
         }

@@ -113,6 +113,7 @@ class StatusService:
             "upnp": d.upnp.status(),
             "relay": d.relay.status(),
             "intercom": d.intercom.status(),
+            "reflector": d.reflector.status(),
             "blocked": d.diagnose.status(),
             "devices_refused_cap": d.devices.inventory.refused,
             "devices_refused": dict(d.devices.inventory.refusals),

@@ -1,0 +1,226 @@
+"""The relay's bytes: a received datagram's header, the copy's frame, the socket filters, answer keys.
+
+Everything here works on packed bytes and ints, never on address objects or
+strings: it runs once per datagram (the header) or once per copy (the
+frame), at rates where an `IPv4Address` or an f-string per packet was a
+measured fifth of the relay's time.
+
+Checksums use one identity: a byte string read as a big-endian integer is
+congruent, modulo 0xFFFF, to the one's-complement sum of its 16-bit words
+(2**16 = 1 mod 0xFFFF). So `int.from_bytes(payload) % 0xFFFF` is the UDP
+sum of the payload in one C call, and the pseudo-header's and IP header's
+words are added as ints (RFC 1071's end-around carry is the modulus).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+
+from loxgw.core.catalog import PortRange
+
+# DSCP 0x05 ("loxgw relayed"): an otherwise unused codepoint, in the top six TOS bits.
+RELAY_DSCP = 0x05
+RELAY_TOS = RELAY_DSCP << 2
+DSCP_MASK = 0xFC
+MAX_RELAY_PAYLOAD = 1472  # one Ethernet frame; Loxone discovery datagrams are far smaller
+# The edge's read size: more than any datagram the relay copies (headers with options included),
+# so a datagram that fills it was cut short and is too large anyway.
+RECEIVE_SIZE = 1600
+IP_DF = 0x4000
+UDP = 17
+ALL_ONES = 0xFFFFFFFF  # 255.255.255.255
+
+# version/IHL, TOS, total length, id, flags/fragment, TTL, protocol, checksum, source, destination,
+# then the UDP header: source port, destination port, length, checksum. Addresses as ints.
+HEADERS = struct.Struct("!BBHHHBBHIIHHHH")
+_IP_OPTIONS_HEADER = struct.Struct("!BBHHHBBHII")
+_UDP_HEADER = struct.Struct("!HHHH")
+
+Header = tuple[int, int, int, int, int, int, int, int, bytes]
+"""tos, ip id, ttl, source, destination, source port, destination port, udp checksum, payload."""
+
+
+def parse(data: bytes) -> Header | None:
+    """An IPv4/UDP datagram as a raw socket delivers it (IP header first), or None if it is not one.
+
+    Never raises: any bytes give a header or None.
+    """
+    if len(data) >= 28 and data[0] == 0x45:  # no IP options: the common case, one unpack
+        _, tos, _, ident, frag, ttl, proto, _, src, dst, sport, dport, udp_len, csum = HEADERS.unpack_from(data)
+        offset = 20
+    else:
+        if len(data) < 20 or data[0] >> 4 != 4 or (data[0] & 15) < 5 or len(data) < (data[0] & 15) * 4 + 8:
+            return None
+        _, tos, _, ident, frag, ttl, proto, _, src, dst = _IP_OPTIONS_HEADER.unpack_from(data)
+        offset = (data[0] & 15) * 4
+        sport, dport, udp_len, csum = _UDP_HEADER.unpack_from(data, offset)
+    if proto != UDP or frag & 0x3FFF or udp_len < 8 or offset + udp_len > len(data):
+        return None
+    return tos, ident, ttl, src, dst, sport, dport, csum, data[offset + 8 : offset + udp_len]
+
+
+def words(value: int) -> int:
+    """The one's-complement sum of a 32-bit value's two 16-bit words (not yet folded)."""
+    return (value >> 16) + (value & 0xFFFF)
+
+
+def udp_sum(src: int, sport: int, dport: int, payload: bytes) -> int:
+    """The UDP checksum sum of everything but the destination address, modulo 0xFFFF.
+
+    The copy differs per egress segment only in its destination (the
+    segment's broadcast address), so this part is computed once per
+    received datagram and finished per copy by `finish`.
+    """
+    body = int.from_bytes(payload, "big")
+    if len(payload) & 1:
+        body <<= 8  # padded with one zero byte (RFC 768)
+    length = 8 + len(payload)
+    return (body % 0xFFFF + words(src) + sport + dport + 2 * length + UDP) % 0xFFFF
+
+
+def finish(partial: int) -> int:
+    """The checksum field from a sum modulo 0xFFFF: its complement, with 0 sent as 0xFFFF (RFC 768)."""
+    folded = partial % 0xFFFF or 0xFFFF  # the sum is never zero: it holds the protocol number
+    return 0xFFFF - folded or 0xFFFF
+
+
+class CopyTemplate:
+    """What every copy out of one egress segment shares: link header, IP id, broadcast, partial sums.
+
+    The IP id is the relay's tag on this segment: the low 16 bits of its own
+    address there. Copies carry DF and are never fragmented, so the id has
+    no other use (RFC 6864, section 4.1); a peer relay reads it to tell
+    which relay sent a copy (see core.relaypeers).
+    """
+
+    __slots__ = ("broadcast", "dst_words", "ip_const", "link", "tag")
+
+    def __init__(self, address: int, broadcast: int, mac: bytes) -> None:
+        self.tag = address & 0xFFFF
+        self.broadcast = broadcast
+        self.dst_words = words(broadcast)
+        # Ethernet: broadcast destination, our source, IPv4. Without a MAC the copy goes at the IP layer.
+        self.link = b"\xff" * 6 + mac + b"\x08\x00" if len(mac) == 6 else b""
+        self.ip_const = (0x4500 | RELAY_TOS) + self.tag + IP_DF + UDP + self.dst_words
+
+    def frame(self, src: int, sport: int, dport: int, ttl: int, payload: bytes, udp_partial: int | None) -> bytes:
+        """The copy: link header (if any), IPv4 header with the relay mark, UDP header, payload.
+
+        `udp_partial` None: the original carried no UDP checksum, and neither does the copy.
+        """
+        udp_len = 8 + len(payload)
+        total = 20 + udp_len
+        ip_sum = finish(self.ip_const + total + (ttl << 8) + words(src))
+        udp_check = 0 if udp_partial is None else finish(udp_partial + self.dst_words)
+        return self.link + HEADERS.pack(0x45, RELAY_TOS, total, self.tag, IP_DF, ttl, UDP, ip_sum, src,
+                                         self.broadcast, sport, dport, udp_len, udp_check) + payload
+
+
+# --- socket filters (classic BPF, attached with SO_ATTACH_FILTER) ----------------------------
+
+Instruction = tuple[int, int, int, int]  # code, jump if true, jump if false, k (struct sock_filter)
+
+_LD_W_ABS, _LD_H_IND, _LDX_B_MSH, _RET_K = 0x20, 0x48, 0xB1, 0x06
+_JEQ_K, _JGT_K, _JGE_K = 0x15, 0x25, 0x35
+_PKTTYPE = 0xFFFFF004  # SKF_AD_OFF (-0x1000) + SKF_AD_PKTTYPE (4): skb->pkt_type
+PACKET_HOST, PACKET_BROADCAST, PACKET_LOOPBACK = 0, 1, 5
+_ACCEPT = 0x40000  # bytes to keep: all of it
+MAX_FILTER_RANGES = 100  # jump offsets are 8 bits; beyond this the core alone checks ports
+
+
+def merged(ports: Iterable[PortRange]) -> list[tuple[int, int]]:
+    """Sorted, disjoint (first, last) ranges."""
+    out: list[tuple[int, int]] = []
+    for first, last in sorted((r.first, r.last) for r in ports):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
+
+
+def receive_filter(ports: Iterable[PortRange], ethernet: bool) -> list[Instruction]:
+    """For a raw IPPROTO_UDP socket on one segment: broadcasts to a relayed port, never our own copies.
+
+    The relay's own copies never reach it: on Ethernet they leave through a
+    packet socket, which the kernel does not loop back; elsewhere they leave
+    at the IP layer and loop back as PACKET_LOOPBACK. So on Ethernet only
+    link-layer broadcasts pass (originals, and copies from peer relays,
+    which arrive from the wire like any broadcast); on other links all but
+    looped-back packets. Destination port in the configured ranges.
+    """
+    ranges = merged(ports)
+    if len(ranges) > MAX_FILTER_RANGES:  # jump offsets would not fit: the core checks ports alone
+        kind = (_JEQ_K, 0, 1, PACKET_BROADCAST) if ethernet else (_JEQ_K, 1, 0, PACKET_LOOPBACK)
+        return [(_LD_W_ABS, 0, 0, _PKTTYPE), kind, (_RET_K, 0, 0, _ACCEPT), (_RET_K, 0, 0, 0)]
+    n = len(ranges)
+    drop = 2 + 2 * n  # from instruction 1 to the drop at 4 + 2n
+    prog: list[Instruction] = [
+        (_LD_W_ABS, 0, 0, _PKTTYPE),
+        (_JEQ_K, 0, drop, PACKET_BROADCAST) if ethernet else (_JEQ_K, drop, 0, PACKET_LOOPBACK),
+        (_LDX_B_MSH, 0, 0, 0),  # X = IP header length
+        (_LD_H_IND, 0, 0, 2),  # A = UDP destination port
+    ]
+    for i, (first, last) in enumerate(ranges):
+        rest = 2 * (n - i) - 1
+        prog.append((_JGE_K, 0, rest, first))  # below this range: below every later one, drop
+        prog.append((_JGT_K, 0, rest, last))  # above it: the next range; within it: accept
+    return [*prog, (_RET_K, 0, 0, 0), (_RET_K, 0, 0, _ACCEPT)]
+
+
+def answer_filter() -> list[Instruction]:
+    """For the UDP socket on the answer port: only datagrams addressed to this host (not broadcasts)."""
+    return [(_LD_W_ABS, 0, 0, _PKTTYPE), (_JEQ_K, 0, 1, PACKET_HOST), (_RET_K, 0, 0, _ACCEPT), (_RET_K, 0, 0, 0)]
+
+
+def run_filter(prog: list[Instruction], packet: bytes, pkttype: int) -> bool:
+    """Interpret `prog` over an IPv4 packet (tests: the filter as the kernel would run it)."""
+    a = x = pc = 0
+    while True:
+        code, jt, jf, k = prog[pc]
+        pc += 1
+        if code == _LD_W_ABS and k == _PKTTYPE:
+            a = pkttype
+        elif code == _LDX_B_MSH:
+            if k >= len(packet):
+                return False
+            x = 4 * (packet[k] & 15)
+        elif code == _LD_H_IND:
+            if x + k + 2 > len(packet):
+                return False
+            a = int.from_bytes(packet[x + k : x + k + 2], "big")
+        elif code == _RET_K:
+            return k != 0
+        elif code in (_JEQ_K, _JGT_K, _JGE_K):
+            taken = a == k if code == _JEQ_K else a > k if code == _JGT_K else a >= k
+            pc += jt if taken else jf
+        else:
+            raise ValueError(f"unknown instruction {code:#x}")
+
+
+def encode_filter(prog: list[Instruction]) -> bytes:
+    """The program as an array of struct sock_filter (native byte order)."""
+    return b"".join(struct.pack("=HBBI", *insn) for insn in prog)
+
+
+# --- answer-window set elements --------------------------------------------------------------
+
+# The answer window's element, as core.ruleset must declare and match it: the interface the
+# answer comes in on (the segment the copy went out of), the asker, the asker's port; the
+# answer's own source port is not part of it (an Audioserver answers from 7091, a Miniserver
+# from a port nobody documents). Fields padded to 4 bytes, as nftables concatenates them.
+ANSWER_SET_TYPE = "ifname . ipv4_addr . inet_service"
+ANSWER_SET_MATCH = "iifname . ip daddr . udp dport"
+ANSWER_KEY_LENGTH = 16 + 4 + 4
+# The layout the renderer declared before (asker . port, the answer's source port matched
+# against the relay's ports in the rule); written while the kernel's set still has it.
+LEGACY_ANSWER_KEY_LENGTH = 4 + 4
+
+
+def answer_key(segment: str, asker: int, port: int, length: int = ANSWER_KEY_LENGTH) -> bytes:
+    """The set element key of an answer window, for a set whose key is `length` bytes long."""
+    tail = struct.pack("!IH2x", asker, port)
+    if length == LEGACY_ANSWER_KEY_LENGTH:
+        return tail
+    return segment.encode()[:15].ljust(16, b"\0") + tail

@@ -1,0 +1,85 @@
+"""Adapter: ask the kernel how long the answer-window set's key is (one NFT_MSG_GETSET, no subprocess).
+
+The relay writes answer windows in the layout the kernel's set was declared
+with (core.relaywire.answer_key), so a renderer and a relay of different
+ages never disagree about the key; asked once per start.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from loxgw.edges.nft import NETLINK_NETFILTER
+
+NFNL_SUBSYS_NFTABLES = 10
+NFT_MSG_NEWSET, NFT_MSG_GETSET = 9, 10
+NFPROTO_INET = 1
+NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_KEY_LEN = 1, 2, 5
+NLM_F_REQUEST, NLM_F_ACK = 1, 4
+NLMSG_ERROR = 2
+TIMEOUT = 1.0
+
+
+def _attr(kind: int, value: bytes) -> bytes:
+    data = struct.pack("=HH", 4 + len(value), kind) + value
+    return data + b"\0" * (-len(data) % 4)
+
+
+def request(table: str, set_name: str, seq: int = 1) -> bytes:
+    """The NFT_MSG_GETSET message for one set of an inet table."""
+    body = struct.pack("=BBH", NFPROTO_INET, 0, 0) + _attr(NFTA_SET_TABLE, table.encode() + b"\0") \
+        + _attr(NFTA_SET_NAME, set_name.encode() + b"\0")
+    kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET
+    return struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+
+
+def key_length(reply: bytes) -> int | None:
+    """NFTA_SET_KEY_LEN from the replies in `reply` (None: no set message, or an error)."""
+    offset = 0
+    while offset + 16 <= len(reply):
+        length, kind = struct.unpack_from("=IH", reply, offset)
+        if length < 16 or offset + length > len(reply):
+            return None
+        if kind == NLMSG_ERROR and struct.unpack_from("=i", reply, offset + 16)[0] != 0:
+            return None
+        if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET:
+            at, end = offset + 20, offset + length
+            while at + 4 <= end:
+                size, attr = struct.unpack_from("=HH", reply, at)
+                if size < 4:
+                    return None
+                if attr & 0x3FFF == NFTA_SET_KEY_LEN and size >= 8:
+                    value: int = struct.unpack_from("!I", reply, at + 4)[0]
+                    return value
+                at += (size + 3) & ~3
+        offset += (length + 3) & ~3
+    return None
+
+
+def answer_key_length(table: str, set_name: str) -> int | None:
+    """The key length (bytes) of `set_name` in `inet table`, or None if the kernel has no such set."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.bind((0, 0))
+        sock.send(request(table, set_name))
+        reply = b""
+        while True:
+            data = sock.recv(65536)
+            reply += data
+            found = key_length(reply)
+            if found is not None or _acked(data):
+                return found
+
+
+def _acked(data: bytes) -> bool:
+    """Whether `data` ends the exchange (the ack or an error)."""
+    offset = 0
+    while offset + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        if kind == NLMSG_ERROR:
+            return True
+        if length < 16:
+            return True
+        offset += (length + 3) & ~3
+    return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -200,7 +201,7 @@ def _doctor_facts(config: Config | None, answer: dict[str, object] | None, daemo
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from loxgw.core.explain import format_answer
+    from loxgw.core.question import format_answer
     from loxgw.edges import diagnose
 
     answer = diagnose.request(args.socket or _status_socket_of(args.config),
@@ -235,8 +236,37 @@ COMMANDS = {
 }
 
 
+def pyroute2_without_its_package_init() -> None:
+    """Load pyroute2's submodules without running pyroute2/__init__.py.
+
+    Why: that __init__ imports every pyroute2 module (NDB with sqlite3, IPDB, ipset,
+    WireGuard, plan9, ...) for its public names; loxgw imports only netlink submodules
+    and pyroute2.iproute, and the rest cost the daemon 5.7 MB of its idle RSS
+    (measured with bench/footprint.py --rss). Our OpenWrt feed's python3-pyroute2-netlink
+    ships no __init__.py at all (a namespace package), so there this changes nothing.
+    """
+    if "pyroute2" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.origin is None or spec.submodule_search_locations is None:
+        return  # absent, or already a namespace package: imports report what is missing
+    package = importlib.util.module_from_spec(spec)
+    package.__getattr__ = _pyroute2_public_name  # type: ignore[method-assign]
+    sys.modules["pyroute2"] = package
+
+
+def _pyroute2_public_name(name: str) -> object:
+    """`from pyroute2 import IPRoute` keeps working: the one public name loxgw took from the package."""
+    if name == "IPRoute":
+        from pyroute2.iproute.linux import IPRoute
+
+        return IPRoute
+    raise AttributeError(f"module 'pyroute2' has no attribute {name!r} (its package __init__ is not run)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    pyroute2_without_its_package_init()
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

@@ -27,19 +27,11 @@ from urllib.parse import unquote
 from loxgw.core import catalog, dns
 from loxgw.core.blocked import Attempt, BlockedTable, GrantMemory, format_attempts, parse_sample
 from loxgw.core.config import Config, IPAddress, IPNetwork
-from loxgw.core.doctor import FunctionState, device_functions
 from loxgw.core.errors import KernelError
-from loxgw.core.explain import (
-    Flow,
-    Segment,
-    View,
-    address_or_none,
-    decide,
-    describe_port,
-    find_device,
-    parse_question,
-)
+from loxgw.core.explain import Flow, Segment, View, decide, describe_port
 from loxgw.core.firewall import BLOCKED_GROUP_OFFSET
+from loxgw.core.functions import FunctionState, device_functions
+from loxgw.core.question import address_or_none, find_device, parse_question
 from loxgw.daemon.logs import log_failure
 from loxgw.edges import clock
 

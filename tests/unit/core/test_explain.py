@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 
-import pytest
-
 from loxgw.core import catalog, dns, pinholes
 from loxgw.core.catalog import PortRange
 from loxgw.core.devices import Device
@@ -13,13 +11,9 @@ from loxgw.core.dns import Profile
 from loxgw.core.explain import (
     Flow,
     GrantSeen,
-    Question,
     Segment,
     View,
     decide,
-    find_device,
-    format_answer,
-    parse_question,
 )
 
 ip = ipaddress.ip_address
@@ -164,29 +158,3 @@ def test_a_kernel_sample_says_its_chain() -> None:
     assert decide(sample, lone, [], 0.0).code == "not_loxone_device"
     into = Flow(PHONE, PLAIN, "tcp", 443, chain="in")  # type: ignore[arg-type]
     assert decide(into, lone, [], 0.0).code == "not_loxone_device"
-
-
-def test_questions_as_typed() -> None:
-    assert parse_question(["ms", "Weather.Loxone.com.", "443"]) == Question("ms", "weather.loxone.com", "tcp", 443)
-    assert parse_question(["ms", "dns.loxonecloud.com", "7700/UDP"]) == Question(
-        "ms", "dns.loxonecloud.com", "udp", 7700)
-    assert parse_question(["ms", "icann.org", "ping"]) == Question("ms", "icann.org", "icmp", None)
-    for words in (["ms", "x", "0"], ["ms", "x", "443/sctp"], ["ms", "x", "https"], ["ms", "x"], ["", "x", "1"],
-                  ["ms", "x" * 254, "1"]):
-        with pytest.raises(ValueError):
-            parse_question(words)
-
-
-def test_devices_by_name_mac_address_or_section() -> None:
-    assert find_device(DEVICES, "KITCHEN") is AUDIO
-    assert find_device(DEVICES, "50-4F-94-A0-00-01") is MS
-    assert find_device(DEVICES, "192.168.20.12") is UNKNOWN
-    assert find_device(DEVICES, "living", {"living": MS.key}) is MS
-    assert find_device(DEVICES, "nobody") is None
-
-
-def test_answers_as_text() -> None:
-    answer = {"device": "192.168.20.10", "device_name": "ms", "host": "weather.loxone.com", "address": None,
-              "flow": "TCP 443", "passes": False, "why": "why", "rule": "rule", "entries": ["ms-weather"]}
-    assert format_answer(answer) == ("ms -> weather.loxone.com TCP 443: blocked\n  why:  why\n  rule: rule\n"
-                                     "  catalogue: ms-weather")

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from loxgw.core import dnspath
+from loxgw.core import dnspath, xtables
 from loxgw.core.config import Config, parse_config
 from loxgw.core.dnsrules import dns_queue_rules, hold_xtables_rule
 from loxgw.edges import queue
@@ -93,7 +93,7 @@ def test_install_and_remove_take_four_processes_and_read_back_as_installed(scrat
     for family in (4, 6):
         lines = scratch.mangle(family).splitlines()
         for hook in ("INPUT", "OUTPUT", "FORWARD"):
-            chain = queue.XT_CHAIN[hook.lower()]
+            chain = xtables.XT_CHAIN[hook.lower()]
             assert [line for line in lines if line.endswith(f"-j {chain}")] == [f"-A {hook} -j {chain}"]
     scratch.calls.clear()
     xt.remove()

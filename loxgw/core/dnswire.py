@@ -132,19 +132,18 @@ MAX_POINTER_HOPS = 64  # more than any real message needs; bounds a crafted poin
 MAX_ANSWER_RECORDS = 64
 
 
-def read_name(payload: bytes, offset: int) -> tuple[str, int]:
-    """A (possibly compressed) name at `offset`, lower-cased dotted text, and the offset after it.
+def read_labels(payload: bytes, offset: int) -> tuple[list[bytes], int]:
+    """The labels of a (possibly compressed) name at `offset`, and the offset after it.
 
     Compression pointers may only point backwards (which also ends every
     loop), at most MAX_POINTER_HOPS of them; the name is at most 255 octets.
-    Labels must be UTF-8, as dnslib demands. A label containing a dot yields
-    the name "" (matches nothing): joined, "a\\.b" would pose as two labels.
+    The one walk for unicast DNS (read_name) and mDNS (core.mdns, which keeps
+    the labels as wire labels).
     """
     labels: list[bytes] = []
     after = -1
     hops = 0
     size = 1
-    poisoned = False
     end = len(payload)
     while True:
         if offset >= end:
@@ -166,11 +165,25 @@ def read_name(payload: bytes, offset: int) -> tuple[str, int]:
         if length & 0xC0:
             raise RemoteDataError("malformed", "extended label type")
         if length == 0:
-            break
+            return labels, (after if after >= 0 else offset + 1)
         size += length + 1
-        if size > 255 or offset + 1 + length > end:
-            raise RemoteDataError("malformed" if size > 255 else "truncated", "bad name")
-        raw = payload[offset + 1 : offset + 1 + length]
+        if size > 255:
+            raise RemoteDataError("malformed", "name longer than 255 octets")
+        if offset + 1 + length > end:
+            raise RemoteDataError("truncated", "label runs past the end")
+        labels.append(payload[offset + 1 : offset + 1 + length])
+        offset += 1 + length
+
+
+def read_name(payload: bytes, offset: int) -> tuple[str, int]:
+    """A (possibly compressed) name at `offset`, lower-cased dotted text, and the offset after it.
+
+    Labels must be UTF-8, as dnslib demands. A label containing a dot yields
+    the name "" (matches nothing): joined, "a\\.b" would pose as two labels.
+    """
+    labels, after = read_labels(payload, offset)
+    poisoned = False
+    for raw in labels:
         if not raw.isascii():
             try:
                 raw.decode()
@@ -178,11 +191,9 @@ def read_name(payload: bytes, offset: int) -> tuple[str, int]:
                 raise RemoteDataError("malformed", "label is not UTF-8") from None
         if b"." in raw:
             poisoned = True
-        labels.append(raw)
-        offset += 1 + length
     # bytes.lower() folds ASCII only: no Unicode folding may turn a foreign label into a catalogue one.
     name = "" if poisoned else b".".join(labels).lower().decode()
-    return name, (after if after >= 0 else offset + 1)
+    return name, after
 
 
 def read_answer(payload: bytes) -> WireAnswer:

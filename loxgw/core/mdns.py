@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, replace
 
+from loxgw.core import dnswire
 from loxgw.core.errors import RemoteDataError
 
 MDNS_PORT = 5353
@@ -29,8 +30,6 @@ MAX_MESSAGE = 9000  # RFC 6762 section 17: no mDNS message is larger
 MAX_SEND = 1460  # what one packet carries on a 1500-byte link, with room for IP options
 MAX_QUESTIONS = 64
 MAX_RECORDS = 256  # answers, authorities and additionals together
-MAX_POINTER_HOPS = 64
-MAX_NAME = 255  # octets of a name in wire form
 
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_PTR, TYPE_HINFO, TYPE_TXT = 1, 2, 5, 12, 13, 16
 TYPE_AAAA, TYPE_SRV, TYPE_NSEC, TYPE_ANY = 28, 33, 47, 255
@@ -112,42 +111,9 @@ def wire_name(*labels: str) -> bytes:
 
 
 def read_name(data: bytes, offset: int) -> tuple[bytes, int]:
-    """The name at `offset` in uncompressed wire form, and the offset after it.
-
-    Compression pointers may only point backwards (which also ends every
-    loop) and at most MAX_POINTER_HOPS times; the name is at most 255 octets.
-    """
-    out = bytearray()
-    after = -1
-    hops = 0
-    end = len(data)
-    while True:
-        if offset >= end:
-            raise RemoteDataError("truncated", "name runs past the end")
-        length = data[offset]
-        if length >= 0xC0:
-            if offset + 1 >= end:
-                raise RemoteDataError("truncated", "compression pointer cut off")
-            target = ((length & 0x3F) << 8) | data[offset + 1]
-            if target >= offset:
-                raise RemoteDataError("malformed", "compression pointer does not point backwards")
-            hops += 1
-            if hops > MAX_POINTER_HOPS:
-                raise RemoteDataError("malformed", "too many compression pointers")
-            if after < 0:
-                after = offset + 2
-            offset = target
-            continue
-        if length & 0xC0:
-            raise RemoteDataError("malformed", "extended label type")
-        if offset + 1 + length > end:
-            raise RemoteDataError("truncated", "label runs past the end")
-        out += data[offset : offset + 1 + length]
-        if len(out) > MAX_NAME:
-            raise RemoteDataError("malformed", "name longer than 255 octets")
-        if length == 0:
-            return bytes(out), (after if after >= 0 else offset + 1)
-        offset += 1 + length
+    """The name at `offset` in uncompressed wire form (labels kept as wire labels), and the offset after it."""
+    labels, after = dnswire.read_labels(data, offset)
+    return b"".join(bytes([len(label)]) + label for label in labels) + b"\x00", after
 
 
 def _read_rdata(data: bytes, rtype: int, start: int, end: int) -> bytes | None:

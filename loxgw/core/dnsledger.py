@@ -9,10 +9,10 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from loxgw.core.catalog import PortRange
 from loxgw.core.config import IPAddress
 from loxgw.core.dns import Grant, Profile
 from loxgw.core.firewall import CLOUD_SET_SIZE
@@ -87,37 +87,86 @@ class GrantLedger:
 
     def _prune(self, now: float) -> None:
         self._pruned_at = now
-        for key in [k for k, (_, until) in self._live.items() if until <= now]:
+        for key in [k for k, (_, until) in dict.items(self._live) if until <= now]:  # see raw()
             del self._live[key]
             self._forget(key)
 
     def grants(self, now: float) -> list[Grant]:
         """The live grants with their remaining time, to put back what a firewall restart removed."""
         self._prune(now)
-        return [Grant(device, address, profile, max(1, math.ceil(until - now)), name)
-                for (device, address, profile), (name, until) in self._live.items()]
+        return self.grants_of(self.raw(), now)
+
+    @staticmethod
+    def grants_of(raw: Iterable[tuple[tuple[IPAddress, IPAddress, Profile], tuple[str, float]]],
+                  now: float) -> list[Grant]:
+        """The grants in a copy made by raw() that are live at `now`: built after the DNS lock is let go
+        (50,000: 0.3-1 s on the lab VM, which the DNS thread must not wait for)."""
+        return [Grant(device, address, profile, math.ceil(until - now), name)
+                for (device, address, profile), (name, until) in raw if until > now]
+
+    def as_now(self, grants: Iterable[Grant], now: float) -> list[Grant]:
+        """These grants as the ledger holds them at `now`: a later answer's expiry, none that expired or went."""
+        out = []
+        for grant in grants:
+            kept = self._live.get((grant.device, grant.address, grant.profile))
+            if kept is not None and kept[1] > now:
+                out.append(Grant(grant.device, grant.address, grant.profile, math.ceil(kept[1] - now), kept[0]))
+        return out
 
     def dump(self, now: float) -> list[dict[str, object]]:
         """The live grants as JSON-able records (expiry as seconds left), for the state file."""
-        return [{"device": str(g.device), "address": str(g.address), "proto": g.profile.proto,
-                 "ports": [str(p) for p in g.profile.ports], "name": g.name, "expires_in": g.timeout}
-                for g in self.grants(now)]
+        self._prune(now)
+        return self.records_of(self.raw(), now)
 
     @staticmethod
-    def parse_dump(records: object, profiles: Iterable[Profile]) -> list[Grant]:
-        """Grants from a state file; records that do not fit a known profile are skipped."""
-        known = set(profiles)
+    def records_of(raw: Iterable[tuple[tuple[IPAddress, IPAddress, Profile], tuple[str, float]]],
+                   now: float) -> list[dict[str, object]]:
+        """dump() of a copy made by raw(), live at `now`."""
+        spelled: dict[object, object] = {}  # few devices and profiles, many grants: spell each once
+
+        def spell(value: object, how: Callable[[Any], object] = str) -> object:
+            text = spelled.get(value)
+            if text is None:
+                text = spelled[value] = how(value)
+            return text
+
+        return [{"device": spell(device), "address": str(address), "proto": profile.proto,
+                 "ports": spell(profile, lambda p: [str(r) for r in p.ports]), "name": name,
+                 "expires_in": math.ceil(until - now)}
+                for (device, address, profile), (name, until) in raw if until > now]
+
+    @staticmethod
+    def parse_dump(records: object, profiles: Iterable[Profile], elapsed: float = 0.0,
+                   limit: int = CLOUD_SET_SIZE, max_timeout: int = 86400) -> list[Grant]:
+        """Grants from a state file saved `elapsed` seconds ago, at most `limit`, none longer than `max_timeout`.
+
+        Records that do not name a known profile as dump() spells it, or have
+        expired since, are skipped. Devices and addresses repeat: each distinct
+        one is parsed once (50,000 records: 0.7 s instead of 2.6 s on the lab VM).
+        """
+        known = {(p.proto, tuple(str(r) for r in p.ports)): p for p in profiles}
+        addresses: dict[object, IPAddress] = {}
+
+        def address(text: object) -> IPAddress:
+            found = addresses.get(text)
+            if found is None:
+                found = addresses[text] = ipaddress.ip_address(text)  # type: ignore[arg-type]
+            return found
+
         grants: list[Grant] = []
         if not isinstance(records, list):
             return grants
-        for record in records:
+        for record in records[:limit]:
             try:
-                profile = Profile(record["proto"], tuple(PortRange.parse(p) for p in record["ports"]))
-                grant = Grant(ipaddress.ip_address(record["device"]), ipaddress.ip_address(record["address"]),
-                              profile, int(record["expires_in"]), str(record["name"])[:255])
-            except (KeyError, TypeError, ValueError):
+                profile = known.get((record["proto"], tuple(record["ports"])))
+                if profile is None:
+                    continue
+                left = min(max_timeout, math.floor(int(record["expires_in"]) - max(0.0, elapsed)))
+                grant = Grant(address(record["device"]), address(record["address"]), profile, left,
+                              str(record["name"])[:255])
+            except (KeyError, TypeError, ValueError, OverflowError):
                 continue
-            if profile in known and grant.timeout > 0 and grant.device.version == grant.address.version:
+            if grant.timeout > 0 and grant.device.version == grant.address.version:
                 grants.append(grant)
         return grants
 
@@ -134,9 +183,11 @@ class GrantLedger:
         return self.describe(self.raw(), now)
 
     def raw(self) -> list[tuple[tuple[IPAddress, IPAddress, Profile], tuple[str, float]]]:
-        """The entries as kept: a copy made in C, cheap enough to take under the DNS lock (20,000: ~2 ms),
-        to be described (the costly part) after the lock is let go."""
-        return list(self._live.items())
+        """The entries as kept: a copy made in C, cheap enough to take under the DNS lock (50,000: ~7 ms),
+        to be described (the costly part) after the lock is let go. In dict order, not the OrderedDict's:
+        OrderedDict.items() looks every key up again, and an address's hash is computed in Python
+        (50,000 entries: 126 ms instead of 7)."""
+        return list(dict.items(self._live))
 
     @staticmethod
     def describe(raw: Iterable[tuple[tuple[IPAddress, IPAddress, Profile], tuple[str, float]]],

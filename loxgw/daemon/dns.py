@@ -3,22 +3,20 @@
 It chooses its row of the DNS path table (core.dnspath) from what the kernel
 offers, binds the queues and NFLOG copies that row names, and keeps the
 ledger of live entries: adopted from the kernel after a kill, saved at stop
-and restored at start (in batches the socket takes, verified), put back when
-the firewall rebuilt the table.
+and restored at start, put back when the firewall rebuilt the table (in
+batches the socket takes, each verified: daemon.dnsentries).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
-import json
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from loxgw.core import catalog, dns, dnsledger, dnspath
 from loxgw.core.config import Config, DnsMode
@@ -26,22 +24,12 @@ from loxgw.core.devices import Device
 from loxgw.core.dnspath import DnsPath
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import QueueMode
+from loxgw.daemon import dnsentries
+from loxgw.daemon.dnsentries import PutBack
+from loxgw.daemon.dnsentries import SetWriter as SetWriter
 from loxgw.edges import clock
 
 log = logging.getLogger("loxgw")
-
-RESTORE_BATCH = 256  # grants per netlink batch when restoring: one batch of thousands exceeds the socket
-
-
-class SetWriter(Protocol):
-    """edges.nftset.SetWriter, as the DNS service uses it."""
-
-    errors: int
-
-    def add(self, grants: list[dns.Grant], drain: bool = True) -> int: ...
-    def add_elements(self, elements: Iterable[tuple[str, bytes, int]], drain: bool = True,
-                     expires: int | None = None) -> int: ...
-    def close(self) -> None: ...
 
 
 def _open_dns_copies(group: int) -> Any:
@@ -99,6 +87,7 @@ class DnsService:
         self.copies: Any = None  # edges.nflog.CopyLog while the path uses copies
         self.writer: SetWriter | None = None
         self.set_refresh = "-"
+        self.last_put_back: PutBack | None = None
 
     def classify(self, device: bytes) -> str | None:
         """The policy key of a devices zone's host: a Loxone device's product or egress mode; else "devices"
@@ -160,7 +149,8 @@ class DnsService:
                 log.warning("this kernel can neither update a set element's expiry nor replace it in one "
                             "batch (Linux 6.3 or later can): a DNS entry keeps the expiry of the answer "
                             "that created it, and a later answer re-creates it only once it has expired")
-            self.writer = self.ports.open_writer(self.config.main.table, self.profiles, self.set_refresh)
+            self.writer = dnsentries.BatchedWriter(
+                self.ports.open_writer(self.config.main.table, self.profiles, self.set_refresh))
         return self.writer
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -231,81 +221,61 @@ class DnsService:
 
     def adopt_kernel_entries(self) -> int:
         """Put what the kernel already holds (left by a loxgw that was killed) into the ledger."""
-        now = clock.now()
-        grants = []
-        for name, elements in self.ports.list_set_elements(self.config.main.table, "cloud").items():
-            try:
-                profile = self.profiles[int(name.split("_", 1)[1])]
-            except (IndexError, ValueError):
-                continue
-            for fields, expires in elements:
-                try:
-                    device, address = (ipaddress.ip_address(f) for f in fields)
-                except ValueError:
-                    continue
-                grants.append(dns.Grant(device, address, profile, expires, "(adopted)"))
+        grants = dnsentries.kernel_grants(self.ports.list_set_elements(self.config.main.table, "cloud"),
+                                          self.profiles)
         with self.lock:
-            self.ledger.record(grants, now)
+            self.ledger.record(grants, clock.now())
         return len(grants)
 
     def restore_saved_entries(self) -> int:
         """Entries saved at the last stop go back into the kernel with their remaining time.
 
-        The state file is removed only once every entry is back in.
+        The state file is removed only once the kernel took every entry;
+        otherwise it stays for the next start, and the error is logged.
         """
-        try:
-            with open(self.state_path, encoding="utf-8") as handle:
-                records = json.load(handle)
-        except FileNotFoundError:
+        started = clock.now()
+        grants = dnsentries.read_state(self.state_path, self.profiles, clock.wall(), self.config.main.max_timeout)
+        if grants is None:
             return 0
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.state_path, exc)
-            return 0
-        grants = dnsledger.GrantLedger.parse_dump(records, self.profiles)
-        restored = self.reinsert(grants)
-        if restored == len(grants):
-            with contextlib.suppress(OSError):
-                os.unlink(self.state_path)
-        return restored
+        done = self.reinsert(grants, "state file")
+        took = clock.now() - started
+        log.info("restored %d of %d saved DNS entries in %.2f s (%.2f s reading the file)", done.restored,
+                 done.wanted, took, took - done.seconds)
+        if done.refused:
+            log.error("the kernel refused %d of %d saved DNS entries (%s); keeping %s for the next start",
+                      done.refused, done.wanted, done.error, self.state_path)
+        else:
+            dnsentries.remove_state(self.state_path)
+        return done.restored
 
-    def reinsert(self, grants: list[dns.Grant]) -> int:
-        """Put grants back into the kernel in batches the netlink socket takes; returns how many went in."""
-        done = 0
-        if not grants:
-            return done
-        writer = self.open_writer()
-        for start in range(0, len(grants), RESTORE_BATCH):
-            batch = grants[start:start + RESTORE_BATCH]
-            with self.lock:
-                try:
-                    writer.add(batch)
-                except KernelError as exc:
-                    log.error("could not restore %d DNS entries: %s", len(grants) - done, exc)
-                    return done
-                self.ledger.record(batch, clock.now())
-            done += len(batch)
+    def reinsert(self, grants: list[dns.Grant], source: str, live: bool = False) -> PutBack:
+        """Put grants back into the kernel in verified batches; the ledger gets what went in."""
+        done = dnsentries.put_back(self.open_writer(), grants, self.ledger, self.lock, clock.now, source, live)
+        self.last_put_back = done
         return done
 
     def reinsert_live(self) -> None:
         """The firewall rebuilt the table: put the live entries back (called from its worker)."""
         with self.lock:
-            live = self.ledger.grants(clock.now())
-        restored = self.reinsert(live)
-        if restored:
-            log.info("put back %d DNS entries", restored)
+            raw = self.ledger.raw()
+        live = self.ledger.grants_of(raw, clock.now())
+        if not live:
+            return
+        done = self.reinsert(live, "rebuilt table", live=True)
+        log.info("put back %d DNS entries in %.2f s", done.restored, done.seconds)
+        if done.refused:
+            log.error("the kernel refused %d of %d DNS entries after the table was rebuilt: %s",
+                      done.refused, done.wanted, done.error)
 
     def save_entries(self) -> None:
         """Write the live entries beside the status socket (mode 0600), for the next start."""
         with self.lock:
-            records = self.ledger.dump(clock.now())
+            raw = self.ledger.raw()
+        records = self.ledger.records_of(raw, clock.now())
         if not records:
             return
-        tmp = self.state_path + ".tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(records, handle)
-            os.replace(tmp, self.state_path)
+            dnsentries.write_state(self.state_path, records, clock.wall())
         except OSError as exc:
             log.error("could not save DNS entries to %s: %s", self.state_path, exc)
 
@@ -328,6 +298,8 @@ class DnsService:
             "set_refresh": self.set_refresh,
             "dns_entries_per_device": self.ledger.counts_per_device(),
             "dns_entries_total": len(self.ledger),
+            "dns_entries_capacity": self.ledger.capacity,
+            "dns_restore": self.last_put_back.status() if self.last_put_back is not None else None,
             "counters": counters,
         }
         if full:

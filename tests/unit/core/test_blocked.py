@@ -171,3 +171,28 @@ def test_memory_is_bounded_per_device_and_in_devices() -> None:
     assert len(memory) == 3 * 4
     assert [len(memory.lookup(s, 20.0)) for s in senders] == [0, 0, 4, 4, 4]
     assert [str(g.address) for g in memory.lookup(senders[-1], 20.0)] == [f"203.0.113.{n}" for n in range(7, 11)]
+
+
+def test_one_device_synced_alone_leaves_the_others_and_replaces_the_mirror() -> None:
+    memory = GrantMemory()
+    memory.sync([grant("203.0.113.12", WEATHER, 60), grant("203.0.113.7", SSH, 60, device=OTHER)], 0.0)
+    before = memory.live
+    memory.sync_device(MS, [grant("203.0.113.13", WEATHER, 60)], 10.0)
+    assert memory.live is not before  # a full sync computing from `before` in a thread is not disturbed
+    assert [str(g.address) for g in memory.lookup(MS, 10.0)] == ["203.0.113.13", "203.0.113.12"]  # live, then gone
+    assert [g.until for g in memory.lookup(MS, 10.0, ip("203.0.113.12"))] == [10.0]
+    assert [str(g.address) for g in memory.lookup(OTHER, 10.0)] == ["203.0.113.7"]
+    assert len(memory) == 3
+    assert memory.synced_at == 0.0  # only a full sync counts as one
+
+
+def test_a_sync_computed_apart_and_applied_later_is_the_same_sync() -> None:
+    grants = [grant("203.0.113.12", WEATHER, 60)]
+    whole, split = GrantMemory(), GrantMemory()
+    whole.sync(grants, 0.0)
+    split.apply(GrantMemory.compute(grants, 0.0, split.live), 0.0)
+    assert (whole.live, len(whole), whole.synced_at) == (split.live, len(split), split.synced_at)
+    whole.sync([], 5.0)
+    split.apply(GrantMemory.compute([], 5.0, split.live), 5.0)
+    assert whole.lookup(MS, 5.0) == split.lookup(MS, 5.0) == [
+        GrantSeen(MS, ip("203.0.113.12"), "weather.loxone.com", WEATHER, 5.0)]

@@ -1,12 +1,19 @@
-"""The DNS service's classification: which policy each host of a devices zone gets."""
+"""The DNS service: which policy each host of a devices zone gets; entries saved, restored, put back."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
+from pathlib import Path
 
 from loxgw.core.config import parse_config
 from loxgw.core.devices import Device
+from loxgw.core.dns import Grant
+from loxgw.core.firewall import CLOUD_SET_SIZE
 from loxgw.daemon.dns import DnsPorts, DnsService
+from loxgw.edges import clock
+from tests.unit.daemon.test_dnsentries import REFUSED_DEVICE, FakeWriter
+from tests.unit.daemon.test_dnsentries import grants as entries
 
 IP = ipaddress.IPv4Address
 CONFIG = """
@@ -40,3 +47,41 @@ def test_other_hosts_of_an_open_zone_get_the_devices_entries() -> None:
     dns.set_other_hosts([ipaddress.ip_network("192.168.20.0/24")])
     assert dns.classify(IP("192.168.20.99").packed) == "devices"
     assert dns.classify(IP("192.168.30.99").packed) is None
+
+
+def restoring_service(tmp_path: Path, writer: FakeWriter) -> DnsService:
+    text = CONFIG.replace("config loxgw 'main'\n",
+                          f"config loxgw 'main'\n\toption status_socket '{tmp_path}/loxgw.sock'\n")
+    return DnsService(parse_config(text, "t"), DnsPorts(lambda mode: "off", lambda table, prefix: {},
+                                                        probe_set_refresh=lambda: "expiration",
+                                                        open_writer=lambda table, profiles, refresh: writer))
+
+
+def save(tmp_path: Path, grants: list[Grant]) -> DnsService:
+    dns = restoring_service(tmp_path, FakeWriter())
+    dns.ledger.record(grants, clock.now())
+    dns.save_entries()
+    return dns
+
+
+def test_the_state_file_goes_only_once_every_entry_is_back(tmp_path: Path) -> None:
+    saved = save(tmp_path, entries(300) + entries(5, str(REFUSED_DEVICE)))
+    dns = restoring_service(tmp_path, FakeWriter())
+    assert (dns.restore_saved_entries(), os.path.exists(saved.state_path)) == (256, True)  # the kernel refused a batch
+    assert (dns.status()["dns_entries_total"], dns.status()["dns_restore"]["refused"]) == (256, 49)
+
+    save(tmp_path, entries(300))
+    dns = restoring_service(tmp_path, FakeWriter())
+    assert (dns.restore_saved_entries(), os.path.exists(saved.state_path)) == (300, False)
+    status = dns.status()
+    assert (status["dns_entries_total"], status["dns_entries_capacity"], status["dns_restore"]["restored"],
+            status["dns_restore"]["refused"]) == (300, CLOUD_SET_SIZE, 300, 0)
+
+
+def test_a_rebuilt_table_gets_every_live_entry_back(tmp_path: Path) -> None:
+    writer = FakeWriter()
+    dns = restoring_service(tmp_path, writer)
+    dns.ledger.record(entries(600), clock.now())
+    dns.reinsert_live()
+    assert ([len(b) for b in writer.batches], len(writer.kernel), dns.status()["dns_restore"]["source"]) == (
+        [256, 256, 88], 600, "rebuilt table")

@@ -2,7 +2,8 @@
 
 Run as root: `.venv/bin/python -m bench.scale` (for a quick try: `--devices=30 --entries=2000
 --appearances=5 --connections=20 --rounds=1 --relay-rounds=1`; `--keep-log=PATH` keeps the
-daemon's log).
+daemon's log; `--breakdown=1` reads the firewall worker's counters around each appearance and
+says where its time went, at the price of status calls that stall the loop: see appearances()).
 
 Set-up. The real daemon runs in the lab router with LOXGW_LOOP_GUARD_MS=20
 (it logs "event loop blocked" when a callback holds the loop longer) and a
@@ -410,13 +411,24 @@ def device_state(lab: Lab, gw: Loxgw, ip: str) -> dict[str, Any]:
     return {"status": found, "in pin_in4": f"{ip} . tcp" in listing, "neighbour": neighbour}
 
 
-def appearances(lab: Lab, gw: Loxgw, phone: Host, count: int) -> tuple[list[float], list[str]]:
+PASS_SPANS = ("wait", "plan", "diff", "kernel")  # the firewall worker's counters pass_<span>_us
+
+
+def appearances(lab: Lab, gw: Loxgw, phone: Host, count: int,
+                with_breakdown: bool) -> tuple[list[float], list[str], list[dict[str, float]]]:
+    """Latencies, timeouts, and (`with_breakdown`) per appearance where the firewall worker's time went
+    (ms, from its counters: wait = asked to pass started, plan, diff = compare and encode, kernel = the
+    batch or nft run). The breakdown costs two status calls per appearance, and each status call
+    explains the blocked samples (the prober's refused SYNs) against every DNS entry on the event
+    loop (daemon.diagnose): the loop then stalls, and appearances with it."""
     prober = lab.popen(phone.ns, [sys.executable, "-c", PROBER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert prober.stdin is not None and prober.stdout is not None
     assert prober.stdout.readline().strip() == b"ready"
     latencies: list[float] = []
     timeouts: list[str] = []
+    spans: list[dict[str, float]] = []
     for n in range(count):
+        before = status(gw)["counters"] if with_breakdown else {}  # well before the ping: see above
         host = lab.add_host(f"new{n}", "iot", APPEAR_BASE + n, mac=loxone_mac(0xAA, n))
         dev = lab.popen(host.ns, [sys.executable, "-c", DEVICE, IOT_GW], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert dev.stdin is not None and dev.stdout is not None
@@ -433,10 +445,30 @@ def appearances(lab: Lab, gw: Loxgw, phone: Host, count: int) -> tuple[list[floa
             timeouts.append(f"{host.ip}: {json.dumps(device_state(lab, gw, host.ip))}")
         else:
             latencies.append(float(opened) - sent)
+        if with_breakdown and opened != b"timeout":
+            after = status(gw)["counters"]
+            waited = time.monotonic()
+            # The worker counts its diff just after the kernel took it, and may not hold the GIL yet.
+            while after.get("diffs", 0) == before.get("diffs", 0) and time.monotonic() - waited < 1:
+                time.sleep(0.01)
+                after = status(gw)["counters"]
+            spans.append({name: (after.get(f"pass_{name}_us", 0) - before.get(f"pass_{name}_us", 0)) / 1e3
+                          for name in PASS_SPANS} | {"diffs": after.get("diffs", 0) - before.get("diffs", 0),
+                                                     "total": latencies[-1] * 1e3})
         remove_host(lab, host)
         time.sleep(0.3)  # its departure is detected and its pinholes go before the next one
     prober.kill()
-    return latencies, timeouts
+    return latencies, timeouts, spans
+
+
+def breakdown(spans: list[dict[str, float]]) -> str:
+    """Median and p99 of each part of an appearance; "before the worker" is the rest: the neighbour event,
+    the detector's settle and dump, the inventory, building the desired state, and the prober's 2 ms."""
+    rows = {name: [s[name] for s in spans] for name in PASS_SPANS}
+    rows["before the worker"] = [s["total"] - sum(s[name] for name in PASS_SPANS) for s in spans]
+    parts = [f"{name} {pct(v, .5):.1f} / {pct(v, .99):.1f}" for name, v in rows.items()]
+    diffs = sorted({int(s["diffs"]) for s in spans})
+    return f"appearance breakdown, ms, p50 / p99: {'; '.join(parts)} (firewall diffs per appearance: {diffs})"
 
 
 def first_connections(lab: Lab, host: Host, gw: Loxgw, per_round: int,
@@ -583,7 +615,9 @@ def main() -> int:
         # 2. appearances
         log.mark()
         before = status(gw)["counters"]
-        appear, timeouts = appearances(lab, gw, phone, n_appear)
+        appear, timeouts, spans = appearances(lab, gw, phone, n_appear, bool(arg("breakdown", 0)))
+        if spans:
+            notes.append(breakdown(spans))
         after_c = status(gw)["counters"]
         notes.append("appearance latencies, ms, sorted: " + " ".join(f"{t * 1e3:.0f}" for t in sorted(appear)))
         notes.append(f"appearances: {len(appear)} opened, {len(timeouts)} never opened within 5 s "
@@ -613,7 +647,10 @@ def main() -> int:
         notes.append(f"churn: {sum(r['churn']['added'] for r in relay[True])} devices came and went "
                      f"({sum(r['churn']['errors'] for r in relay[True])} netlink errors); daemon counted "
                      f"{counters.get('device_changes', 0) - churn_before.get('device_changes', 0)} device changes, "
-                     f"{counters.get('diffs', 0) - churn_before.get('diffs', 0)} firewall diffs, "
+                     f"{counters.get('diffs', 0) - churn_before.get('diffs', 0)} firewall diffs (in the kernel "
+                     f"{(counters.get('pass_kernel_us', 0) - churn_before.get('pass_kernel_us', 0)) / 1e3:.0f} ms, "
+                     f"planning {(counters.get('pass_plan_us', 0) - churn_before.get('pass_plan_us', 0)) / 1e3:.0f}"
+                     f" ms, idle rounds included), "
                      f"{counters.get('apply_errors', 0)} apply errors in all, "
                      f"{churn_after['devices_refused_cap']} devices refused (cap) in all; "
                      f"{log.blocked()}")

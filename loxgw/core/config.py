@@ -1,188 +1,70 @@
 """The typed configuration: UCI text in, frozen dataclasses out, every error with file:line.
 
 Nothing downstream of this module sees a raw string from the config file.
-Each option is one schema row: a dataclass field holding its attribute name
-and default, with its UCI name, value parser and doc as the field's metadata
-(see configschema). Parsing, defaults and the README's option table read them.
+The section types and their schema rows live in core.configsections (and
+are re-exported here); this module parses a file into them and answers the
+questions several services ask of the whole config.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from functools import cache
+from typing import Any
 
+from loxgw.core import catalog, uci
 from loxgw.core import configschema as cs
-from loxgw.core import uci
-from loxgw.core.catalog import DEVICE_PRODUCTS, PortRange, Product
-from loxgw.core.configschema import option
+from loxgw.core.catalog import PortRange, Product
+from loxgw.core.configsections import (
+    DEFAULT_STATUS_SOCKET,
+    SECTIONS,
+    DnsHold,
+    DnsMode,
+    EgressMode,
+    FirewallMode,
+    IPAddress,
+    IPNetwork,
+    Knx,
+    LogLevel,
+    MainConfig,
+    Reflector,
+    Relay,
+    StaticDevice,
+    Upnp,
+    Zone,
+    ZoneRole,
+)
 from loxgw.core.errors import ConfigError, ConfigProblem
 
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
+__all__ = ["DEFAULT_PATH", "DEFAULT_STATUS_SOCKET", "MAX_BYTES", "SECTIONS", "Config", "DnsHold", "DnsMode",
+           "EgressMode", "FirewallMode", "IPAddress", "IPNetwork", "Knx", "LogLevel", "MainConfig", "Reflector",
+           "Relay", "StaticDevice", "Upnp", "Zone", "ZoneRole", "gen1_broadcast_ports", "load_config",
+           "parse_config", "read_config_text"]
 
 DEFAULT_PATH = "/etc/config/loxgw"
-DEFAULT_STATUS_SOCKET = "/var/run/loxgw/status.sock"
 MAX_BYTES = 1 << 20  # a config file's size cap; the sample configs are about 1 KB
-
-FirewallMode = Literal["auto", "fw4", "standalone"]
-DnsMode = Literal["inline", "passive", "off"]
-DnsHold = Literal["connection", "answer"]  # what waits for loxgw in a devices zone (inline mode)
-LogLevel = Literal["debug", "info", "notice", "warning", "error"]
-ZoneRole = Literal["devices", "clients"]
-# How a device product reaches the internet: `catalog` (exactly the catalogue's names and
-# ports), `resolved` (any name it resolves opens that address, TCP and UDP, any port),
-# `open` (plain internet, the user's explicit choice).
-EgressMode = Literal["catalog", "resolved", "open"]
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-_WEEK = 7 * 86400
-_DAY = 86400
+SINGLE = ("loxgw", "knx", "reflector")  # section types a file holds at most once
 
 
-@dataclass(frozen=True)
-class MainConfig:
-    """`config loxgw 'main'`: daemon-wide settings."""
-
-    enabled: bool = field(default=True, metadata=option(
-        "enabled", cs.boolean, "`0`: loxgw installs no firewall table (and removes the one it installed)"))
-    log_level: LogLevel = field(default="info", metadata=option(
-        "log_level", cs.choice(*get_args(LogLevel)), "`debug`, `info`, `notice`, `warning`, `error`"))
-    firewall: FirewallMode = field(default="auto", metadata=option(
-        "firewall", cs.choice(*get_args(FirewallMode)), "`auto` (fw4 where installed), `fw4`, `standalone`"))
-    dns_mode: DnsMode = field(default="inline", metadata=option(
-        "dns_mode", cs.choice(*get_args(DnsMode)),
-        "`inline` (no first connection can race its grant), `passive`, `off`"))
-    dns_hold: DnsHold = field(default="connection", metadata=option(
-        "dns_hold", cs.choice(*get_args(DnsHold)),
-        "what waits in a devices zone with `inline`: `connection` (the device's first packet to an address it "
-        "has no grant for, until loxgw has read the answer) or `answer` (the DNS answer, until its grants are in)"))
-    min_timeout: int = field(default=60, metadata=option(
-        "min_timeout", cs.int_range(1, _WEEK), "floor of TTL-derived set timeouts, seconds"))
-    max_timeout: int = field(default=86400, metadata=option(
-        "max_timeout", cs.int_range(1, _WEEK), "ceiling of TTL-derived set timeouts, seconds"))
-    trusted_resolvers: tuple[IPAddress, ...] = field(default=(), metadata=option(
-        "trusted_resolver", cs.ip, "extra resolvers whose answers may open the firewall", is_list=True))
-    allowed_targets: tuple[IPNetwork, ...] = field(default=(), metadata=option(
-        "allowed_target", cs.network, "networks answers may open although private or special "
-        "(e.g. `10.20.0.0/16` for a cloud name resolving into a VPN)", is_list=True))
-    redirect_dns: bool = field(default=True, metadata=option(
-        "redirect_dns", cs.boolean, "send DNS from devices zones to the router's own resolver"))
-    queue_num: int = field(default=7053, metadata=option(
-        "queue_num", cs.int_range(0, 65535), "NFQUEUE number of held first packets and NFLOG group of DNS "
-        "copies; `queue_num + 1` holds clients zones' answers"))
-    status_socket: str = field(default=DEFAULT_STATUS_SOCKET, metadata=option(
-        "status_socket", cs.absolute_path, "Unix socket for `loxgw status`"))
-    table: str = field(default="loxgw", metadata=option(
-        "table", cs.table_name, "name of loxgw's `inet` table"))
-    device_grace: int = field(default=300, metadata=option(
-        "device_grace", cs.int_range(0, _WEEK), "seconds a device that went away keeps its pinholes"))
-    probe_interval: int = field(default=60, metadata=option(
-        "probe_interval", cs.int_range(0, _DAY), "seconds between LoxLIVE and SSDP searches in devices zones "
-        "(`0` off)"))
-    dhcp_leases: str = field(default="/tmp/dhcp.leases", metadata=option(
-        "dhcp_leases", cs.absolute_path, "dnsmasq lease file read for devices"))
-    egress_miniserver: EgressMode = field(default="catalog", metadata=option(
-        "egress_miniserver", cs.choice(*get_args(EgressMode)), "how Miniservers reach the internet: `catalog` "
-        "(the catalogue's names and ports), `resolved` (any name they resolve, any port), `open`"))
-    egress_intercom: EgressMode = field(default="catalog", metadata=option(
-        "egress_intercom", cs.choice(*get_args(EgressMode)), "the same for Intercoms"))
-    egress_intercom_gen1: EgressMode = field(default="catalog", metadata=option(
-        "egress_intercom_gen1", cs.choice(*get_args(EgressMode)), "the same for Intercoms Gen. 1"))
-    egress_audioserver: EgressMode = field(default="resolved", metadata=option(
-        "egress_audioserver", cs.choice(*get_args(EgressMode)), "the same for Audioservers: `resolved` by "
-        "default, for internet radio, Spotify and Loxone Radio, whose servers no list names"))
-    egress_stereo_extension: EgressMode = field(default="resolved", metadata=option(
-        "egress_stereo_extension", cs.choice(*get_args(EgressMode)), "the same for Stereo Extensions"))
-    rebind_exception: bool = field(default=True, metadata=option(
-        "rebind_exception", cs.boolean, "on OpenWrt, keep `dyndns.loxonecloud.com` in dnsmasq's rebind_domain "
-        "list, so the App's local TLS names resolve to the Miniserver's private address"))
+@cache
+def gen1_broadcast_ports() -> tuple[PortRange, ...]:
+    """The Intercom Gen. 1's search and status broadcast ports, as the catalogue lists them, merged."""
+    return _merged(p for e in catalog.load() if e.product == "intercom_gen1" and e.direction == "broadcast"
+                   for p in e.ports)
 
 
-@dataclass(frozen=True)
-class Zone:
-    """`config zone NAME`: a set of interfaces holding Loxone devices or their clients."""
-
-    name: str
-    role: ZoneRole = field(metadata=option(
-        "role", cs.choice(*get_args(ZoneRole)), "`devices` (Loxone gear) or `clients` (App, Config)"))
-    interfaces: tuple[str, ...] = field(default=(), metadata=option(
-        "interface", cs.ifname, "Linux interfaces of the zone (it needs interfaces, networks or both)",
-        is_list=True))
-    networks: tuple[str, ...] = field(default=(), metadata=option(
-        "network", cs.name, "OpenWrt networks of the zone (resolved through netifd)", is_list=True))
-    cloud: bool = field(default=False, metadata=option(
-        "cloud", cs.boolean, "`1`: the zone may reach the catalogue's cloud endpoints"))
-    other_hosts: bool = field(default=False, metadata=option(
-        "other_hosts", cs.boolean, "devices zone: `1` gives hosts that are not Loxone devices (no Loxone MAC, "
-        "no `config device`) the Loxone devices' cloud entries too; `0`: they get nothing"))
-
-
-@dataclass(frozen=True)
-class StaticDevice:
-    """`config device NAME`: a Loxone device declared by hand; always wins over detection."""
-
-    name: str
-    product: Product = field(metadata=option(
-        "type", cs.choice(*DEVICE_PRODUCTS), ", ".join(f"`{p}`" for p in DEVICE_PRODUCTS)))
-    mac: str | None = field(default=None, metadata=option(
-        "mac", cs.mac, "its MAC address (a device needs a `mac`, an `ip` or both)"))
-    ip: IPAddress | None = field(default=None, metadata=option(
-        "ip", cs.ip, "its IP address"))
-    http_port: int = field(default=80, metadata=option(
-        "http_port", cs.int_range(1, 65535), "the Miniserver's HTTP port"))
-    label: str = field(default="", metadata=option("name", cs.text, "a label"))
-    zone: str | None = field(default=None, metadata=option("zone", cs.name, "its `config zone`"))
-
-
-@dataclass(frozen=True)
-class Relay:
-    """`config relay`: which discovery broadcasts to carry between which interfaces."""
-
-    name: str
-    enabled: bool = field(default=True, metadata=option("enabled", cs.boolean, "`0`: this relay is off"))
-    ports: tuple[PortRange, ...] = field(default=(PortRange(7070, 7077), PortRange(7079, 7079)), metadata=option(
-        "port", cs.port_range, "discovery ports it relays", is_list=True))
-    interfaces: tuple[str, ...] = field(default=(), metadata=option(
-        "interface", cs.ifname, "interfaces it relays between", is_list=True))
-    zones: tuple[str, ...] = field(default=(), metadata=option(
-        "zone", cs.name, "zones whose interfaces it relays between", is_list=True))
-    rate_limit: int = field(default=20, metadata=option(
-        "rate_limit", cs.int_range(1, 100000), "packets/s per source"))
-    global_rate: int = field(default=2000, metadata=option(
-        "global_rate", cs.int_range(1, 1000000), "packets/s for all sources"))
-    allow_upstream: bool = field(default=False, metadata=option(
-        "allow_upstream", cs.boolean, "also relay to/from the interface with the default route"))
-
-
-@dataclass(frozen=True)
-class Upnp:
-    """`config upnp`: one upstream port mapping for a device's remote access."""
-
-    name: str
-    enabled: bool = field(default=False, metadata=option(
-        "enabled", cs.boolean, "`1`: map a port on the upstream IGD"))
-    device: str | None = field(default=None, metadata=option(
-        "device", cs.name, "the `config device` it maps to (needed when enabled)"))
-    internal_port: int = field(default=443, metadata=option(
-        "internal_port", cs.int_range(1, 65535), "the device's port"))
-    external_port: int | None = field(default=None, metadata=option(
-        "external_port", cs.int_range(1, 65535), "upstream (and this router's WAN) port (needed when enabled)"))
-    lease: int = field(default=3600, metadata=option(
-        "lease", cs.int_range(0, _WEEK), "lease asked for, seconds"))
-    proto: Literal["tcp", "udp"] = field(default="tcp", metadata=option(
-        "proto", cs.choice("tcp", "udp"), "`tcp` or `udp`"))
-    check_interval: int = field(default=60, metadata=option(
-        "check_interval", cs.int_range(1, _DAY), "seconds between checks that the upstream still holds the mapping"))
-
-
-# Section type -> its dataclass, in the order the README lists them.
-SECTIONS: dict[str, type[DataclassInstance]] = {
-    "loxgw": MainConfig, "zone": Zone, "device": StaticDevice, "relay": Relay, "upnp": Upnp,
-}
+def _merged(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
+    """Overlapping and adjacent ranges as one, in port order."""
+    out: list[PortRange] = []
+    for r in sorted(ranges, key=lambda r: (r.first, r.last)):
+        if out and r.first <= out[-1].last + 1:
+            out[-1] = PortRange(out[-1].first, max(out[-1].last, r.last))
+        else:
+            out.append(r)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -195,6 +77,8 @@ class Config:
     devices: tuple[StaticDevice, ...] = ()
     relays: tuple[Relay, ...] = ()
     upnp: tuple[Upnp, ...] = ()
+    knx: Knx = field(default_factory=Knx)
+    reflector: Reflector = field(default_factory=Reflector)
 
     def egress(self, product: Product) -> EgressMode:
         """The egress mode of a device product."""
@@ -212,6 +96,25 @@ class Config:
             if zone.name in relay.zones:
                 seen.update(dict.fromkeys(zone.interfaces))
         return tuple(seen)
+
+    def relay_ports(self, relay: Relay) -> tuple[PortRange, ...]:
+        """The ports a relay carries: its own list, plus the Intercom Gen. 1's broadcast ports when a
+        `config device` of type `intercom_gen1` exists.
+
+        Only then: UDP 5000 is too common (UPnP servers, NAS admin pages, dev servers) to
+        relay between every pair of VLANs for everyone.
+        """
+        if not any(d.product == "intercom_gen1" for d in self.devices):
+            return relay.ports
+        own = {p for r in relay.ports for p in range(r.first, r.last + 1)}
+        extra = (PortRange(p, p) for r in gen1_broadcast_ports() for p in range(r.first, r.last + 1) if p not in own)
+        return (*relay.ports, *_merged(extra))
+
+    def knx_interfaces(self) -> tuple[str, ...]:
+        """The interfaces KNX routing telegrams are copied between (none unless enabled)."""
+        if not self.knx.enabled:
+            return ()
+        return tuple(dict.fromkeys(i for z in self.zones if z.name in self.knx.zones for i in z.interfaces))
 
     def interface_roles(self) -> dict[str, str]:
         """Zone role of each zone interface."""
@@ -270,12 +173,23 @@ def _upnp(check: cs.Checker, section: uci.RawSection, name: str, values: dict[st
     return upnp
 
 
+def _knx(check: cs.Checker, section: uci.RawSection, values: dict[str, Any]) -> Knx:
+    knx = Knx(**values)
+    if "zone" in section.options:
+        check.refs.extend((section.options["zone"].line, "zone", z) for z in knx.zones)
+    if knx.enabled and len(set(knx.zones)) < 2:
+        check.problem(section.line, "enabled config knx needs two zones or more (list zone) to copy between")
+    return knx
+
+
 def parse_config(text: str, path: str) -> Config:
     """Parse and validate UCI text; raises ConfigError listing every problem."""
     _package, sections = uci.parse(text, path)
     check = cs.Checker(path)
     main: MainConfig | None = None
-    main_seen = False
+    single_seen: set[str] = set()
+    knx: Knx | None = None
+    reflector: Reflector | None = None
     zones: list[tuple[Zone, uci.RawSection]] = []
     devices: list[StaticDevice] = []
     relays: list[Relay] = []
@@ -299,10 +213,11 @@ def parse_config(text: str, path: str) -> Config:
                 continue
             names[key] = section.line
         values = check.values(section, cs.rows(SECTIONS[section.type]))
-        if section.type == "loxgw" and main_seen:
-            check.problem(section.line, "only one 'config loxgw' section is allowed")
-            continue
-        main_seen = main_seen or section.type == "loxgw"
+        if section.type in SINGLE:
+            if section.type in single_seen:
+                check.problem(section.line, f"only one 'config {section.type}' section is allowed")
+                continue
+            single_seen.add(section.type)
         if section.type == "zone" and section.name is None:
             check.problem(section.line, "a zone needs a name: config zone 'NAME'")
             continue
@@ -317,6 +232,10 @@ def parse_config(text: str, path: str) -> Config:
             devices.append(_device(check, section, name, values))
         elif section.type == "relay":
             relays.append(_relay(check, section, name, values))
+        elif section.type == "knx":
+            knx = _knx(check, section, values)
+        elif section.type == "reflector":
+            reflector = Reflector(**values)
         else:
             upnps.append(_upnp(check, section, name, values))
 
@@ -344,6 +263,8 @@ def parse_config(text: str, path: str) -> Config:
         devices=tuple(devices),
         relays=tuple(relays),
         upnp=tuple(upnps),
+        knx=knx or Knx(),
+        reflector=reflector or Reflector(),
     )
 
 

@@ -12,6 +12,8 @@ HEADINGS = {
     "device": "config device NAME",
     "relay": "config relay",
     "upnp": "config upnp NAME",
+    "knx": "config knx",
+    "reflector": "config reflector",
 }
 
 

@@ -159,6 +159,13 @@ def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         raise ValueError(f"not an IP address: {quote(text)}") from None
 
 
+def ipv4(text: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ValueError(f"not an IPv4 address: {quote(text)}") from None
+
+
 def network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
         return ipaddress.ip_network(text, strict=False)

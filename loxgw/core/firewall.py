@@ -34,7 +34,10 @@ BLOCKED_PREFIX = {"from_devices": "loxgw-blocked-out", "into_devices": "loxgw-bl
 COPY_PREFIX: dict[ZoneRole, str] = {"devices": "loxgw-devices", "clients": "loxgw-clients"}
 
 # Sets whose elements loxgw writes at run time.
-RELAY_ANSWERS = "relay_answers4"  # asker . port, timeout: a relayed request's answer may come back
+# ifname . asker . port, timeout: the answer to a relayed request may come back from that devices
+# interface, from any source port (an Audioserver answers from 7091, not from a relayed port).
+# The relay writes the key (core.relaywire.answer_key) in the layout the kernel declared.
+RELAY_ANSWERS = "relay_answers4"
 SEARCH_ANSWERS = "search_answers4"  # interface . port, timeout: answers to loxgw's own searches
 SEARCH_WINDOW = 3  # seconds after a search that its answers are let in (fw4 mode)
 PIN_INBOUND = "pin_in4"  # device . proto . ports, interval: open from clients zones

@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain
 
 from loxgw.core import catalog, firewall
 from loxgw.core.catalog import Entry, PortRange, Product, Proto
@@ -155,17 +157,37 @@ def desired(config: Config, devices: Iterable[Device],
     return Planner().desired(config, devices, announced)
 
 
+@dataclass(frozen=True)
+class DevicePlan:
+    """One device's share of the desired state: its pinholes, its (set, element) pairs, its holes per address."""
+
+    holes: frozenset[Pinhole]
+    members: tuple[tuple[str, str], ...]
+    ends: tuple[tuple[str, int], ...]
+
+
 class Planner:
-    """Pinholes and set elements per device, remembered by what they depend on.
+    """The desired pinholes and set elements, kept up to date device by device.
 
     A device's pinholes and elements depend only on the device (address,
     product, HTTP port, egress) and the services it announces, so a change
-    re-plans only the devices that changed: planning 250 devices whole took
-    19-25 ms of Python per change, all of it holding the GIL the relay needs.
+    re-plans only the devices that changed, and the sets follow by reference
+    counts. Planning 250 devices whole took 19-25 ms of Python per change,
+    and merging every device's elements into fresh sets still took 8-14 ms:
+    all of it holding the GIL the relay needs, 10-40 times a second while
+    devices come and go.
     """
 
     def __init__(self) -> None:
-        self._known: dict[tuple[object, ...], tuple[frozenset[Pinhole], Elements]] = {}
+        self._known: dict[tuple[object, ...], DevicePlan] = {}
+        self._active: Counter[tuple[object, ...]] = Counter()
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._sets: dict[str, set[str]] = {name: set() for name in firewall.DESIRED_SETS}
+        self._ends: Counter[str] = Counter()
+        self._frozen: dict[str, frozenset[str]] = {name: frozenset() for name in firewall.DESIRED_SETS}
+        self._holes: tuple[Pinhole, ...] = ()
+        self._signatures: dict[int, tuple[Device, tuple[object, ...]]] = {}
+        self._order: list[tuple[object, ...]] = []
 
     def desired(self, config: Config, devices: Iterable[Device],
                 announced: Iterable[Pinhole] = ()) -> tuple[tuple[Pinhole, ...], Elements]:
@@ -174,25 +196,78 @@ class Planner:
         extra: dict[object, set[Pinhole]] = {}
         for hole in announced:
             extra.setdefault(hole.dst, set()).add(hole)
-        known: dict[tuple[object, ...], tuple[frozenset[Pinhole], Elements]] = {}
-        holes: list[Pinhole] = []
-        out: dict[str, set[str]] = {name: set() for name in firewall.DESIRED_SETS}
+        order: list[tuple[object, ...]] = []
+        seen: dict[int, tuple[Device, tuple[object, ...]]] = {}
         for device in devices:
             if device.ip is None:
                 continue
-            own_extra = frozenset(extra.get(device.ip, ()))
-            signature = (device.key, device.ip, device.product, device.http_port,
-                         device.product in open_egress, own_extra)
-            found = known.get(signature) or self._known.get(signature)
-            if found is None:
+            own_extra = frozenset(extra.get(device.ip, ())) if extra else frozenset()
+            # The inventory hands out the same Device objects until one changes: a device seen last
+            # time keeps its signature (the Device is held, so its id is not reused meanwhile).
+            last = self._signatures.get(id(device))
+            if last is not None and last[0] is device and last[1][1] == own_extra \
+                    and last[1][2] == (device.product in open_egress):
+                signature = last[1]
+            else:
+                # Text, whose hash Python keeps: an IPv4Address is hashed in Python code on every lookup.
+                signature = (f"{device.key} {device.ip} {device.product} {device.http_port}", own_extra,
+                             device.product in open_egress)
+            seen[id(device)] = (device, signature)
+            if signature not in self._known:
                 device_holes = plan_device(device, entries) | own_extra
-                found = (device_holes, elements(device_holes, (device,), open_egress))
-            known[signature] = found
-            holes.extend(found[0])
-            for name, members in found[1].items():
-                out[name].update(members)
-        self._known = known
-        return tuple(holes), {name: frozenset(members) for name, members in out.items()}
+                self._known[signature] = _device_plan(device_holes, device, open_egress)
+            order.append(signature)
+        self._signatures = seen
+        if order == self._order:  # a list compares in C, by identity first
+            return self._holes, dict(self._frozen)
+        self._order = order
+        wanted = Counter(order)
+        if wanted != self._active:
+            changed: set[str] = set()
+            for signature, times in (self._active - wanted).items():
+                changed |= self._count(self._known[signature], -times)
+            for signature, times in (wanted - self._active).items():
+                changed |= self._count(self._known[signature], times)
+            self._active = wanted
+            if len(self._known) > 2 * len(wanted) + 64:  # forget the plans of devices long gone
+                self._known = {signature: self._known[signature] for signature in wanted}
+            self._frozen.update((name, frozenset(self._sets[name])) for name in changed)
+        self._holes = tuple(chain.from_iterable(self._known[signature].holes for signature in order))
+        return self._holes, dict(self._frozen)
+
+    def holes_per_device(self) -> dict[str, int]:
+        """Pinholes per device address (either end) in the last plan."""
+        return dict(self._ends)
+
+    def _count(self, plan: DevicePlan, times: int) -> set[str]:
+        """Add (times > 0) or take away a device's plan; the names of the sets whose elements changed."""
+        changed = set()
+        for member in plan.members:
+            before = self._counts[member]
+            self._counts[member] = before + times
+            if before <= 0 < before + times:
+                self._sets[member[0]].add(member[1])
+                changed.add(member[0])
+            elif before + times <= 0:
+                del self._counts[member]
+                self._sets[member[0]].discard(member[1])
+                changed.add(member[0])
+        for address, count in plan.ends:
+            self._ends[address] += count * times
+            if self._ends[address] <= 0:
+                del self._ends[address]
+        return changed
+
+
+def _device_plan(holes: frozenset[Pinhole], device: Device, open_egress: frozenset[Product]) -> DevicePlan:
+    members = tuple((name, member) for name, found in elements(holes, (device,), open_egress).items()
+                    for member in sorted(found))
+    ends: Counter[str] = Counter()
+    for hole in holes:
+        for end in {hole.src, hole.dst}:
+            if end is not None:
+                ends[str(end)] += 1
+    return DevicePlan(holes, members, tuple(ends.items()))
 
 
 def changes(applied: Elements, desired: Elements) -> tuple[Elements, Elements]:
@@ -201,6 +276,8 @@ def changes(applied: Elements, desired: Elements) -> tuple[Elements, Elements]:
     add: Elements = {}
     for name in sorted({*applied, *desired}):
         before, after = applied.get(name, frozenset()), desired.get(name, frozenset())
+        if before is after:  # the Planner hands out the same set while its elements stay the same
+            continue
         if before - after:
             delete[name] = before - after
         if after - before:

@@ -33,6 +33,7 @@ from loxgw.core.firewall import (
     ResolvedFirewall,
     cloud_set_name,
 )
+from loxgw.core.knx import KNX_GROUP, KNX_PORT
 from loxgw.core.pinholes import Elements
 
 
@@ -111,9 +112,9 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
             ]
     lines += [
         f"\tset {RELAY_ANSWERS} {{",
-        "\t\ttype ipv4_addr . inet_service",
+        "\t\ttype ifname . ipv4_addr . inet_service",
         "\t\tflags timeout",
-        '\t\tcomment "asker . port a relayed discovery request may be answered on"',
+        '\t\tcomment "devices interface . asker . port a relayed discovery request may be answered on"',
         "\t}",
         f"\tset {firewall.MEDIA} {{",
         "\t\ttype ipv4_addr . ipv4_addr",
@@ -144,10 +145,11 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
     if local_ifs:
         lines.append(f"\t\tip saddr @{firewall.EGRESS_OPEN} oifname != {ifset(local_ifs)} {allow}"
                      ' comment "loxgw: egress mode open, the internet but not the other zones"')
-    relay_ports = sorted({p for r in config.relays if r.enabled for p in r.ports})
-    if relay_ports:
-        ports = ", ".join(p.nft() for p in relay_ports)
-        lines.append(f"\t\tudp sport {{ {ports} }} ip daddr . udp dport @{RELAY_ANSWERS} {allow}")
+    if any(r.enabled for r in config.relays):
+        # Keyed by the answering segment and the asker, not by the answer's source port: an
+        # Audioserver answers from its own 7091, a Miniserver from 7070.
+        lines.append(f"\t\tiifname . ip daddr . udp dport @{RELAY_ANSWERS} {allow}"
+                     ' comment "loxgw: answers to a relayed discovery request"')
     lines += [
         _sample_blocked(config, "from_devices"),
         f"\t\t{final}",
@@ -202,7 +204,11 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
             lines.append(f"\t\tiifname . udp dport @{SEARCH_ANSWERS} {allow}"
                          ' comment "loxgw: answers to its own LoxLIVE and SSDP searches"')
         lines += _relay_input_rules(config, allow)
-        lines += _reflector_input_rules(device_ifs, client_ifs, allow)
+        lines += _reflector_input_rules(config, allow)
+        knx_ifs = config.knx_interfaces()
+        if knx_ifs:
+            lines.append(f"\t\tiifname {ifset(knx_ifs)} ip daddr {KNX_GROUP} udp dport {KNX_PORT} {allow}"
+                         ' comment "loxgw: KNX-IP routing telegrams for the KNX router"')
         lines += ["\t}", ""]
     lines += [
         "\tchain forward {",
@@ -237,15 +243,21 @@ def _sample_blocked(config: Config, chain: str) -> str:
             f'group {group} comment "loxgw: a sample of what is not allowed, for loxgw doctor"')
 
 
-def _reflector_input_rules(device_ifs: tuple[str, ...], client_ifs: tuple[str, ...], allow: str) -> list[str]:
-    """fw4 mode: the reflector's sockets must receive mDNS and SSDP multicast of the zones."""
-    both = tuple(dict.fromkeys((*device_ifs, *client_ifs)))
-    if not device_ifs or not client_ifs:
+def _reflector_input_rules(config: Config, allow: str) -> list[str]:
+    """fw4 mode: the reflector's sockets must receive mDNS and SSDP multicast of the zones (those it reflects)."""
+    device_ifs, client_ifs = config.interfaces_with_role("devices"), config.interfaces_with_role("clients")
+    section = config.reflector
+    if not device_ifs or not client_ifs or not section.enabled:
         return []
-    return [f"\t\tiifname {ifset(both)} ip daddr 224.0.0.251 udp dport 5353 {allow}"
-            ' comment "loxgw: mDNS for the reflector"',
-            f"\t\tiifname {ifset(both)} ip daddr 239.255.255.250 udp dport 1900 {allow}"
-            ' comment "loxgw: SSDP for the reflector"']
+    both = ifset(tuple(dict.fromkeys((*device_ifs, *client_ifs))))
+    rules = []
+    if section.mdns:
+        rules.append(f"\t\tiifname {both} ip daddr 224.0.0.251 udp dport 5353 {allow}"
+                     ' comment "loxgw: mDNS for the reflector"')
+    if section.ssdp:
+        rules.append(f"\t\tiifname {both} ip daddr 239.255.255.250 udp dport 1900 {allow}"
+                     ' comment "loxgw: SSDP for the reflector"')
+    return rules
 
 
 def _relay_input_rules(config: Config, allow: str) -> list[str]:
@@ -260,7 +272,8 @@ def _relay_input_rules(config: Config, allow: str) -> list[str]:
         names = config.relay_interfaces(section)
         if not section.enabled or len(names) < 2:
             continue
-        ports = ", ".join(p.nft() for p in section.ports)
+        # With a Gen. 1 Intercom configured, its search and status ports too (Config.relay_ports).
+        ports = ", ".join(p.nft() for p in config.relay_ports(section))
         rules.append(f"\t\tiifname {ifset(names)} meta pkttype broadcast udp dport {{ {ports} }} {allow}"
                      f' comment "loxgw: discovery broadcasts for relay {section.name}"')
     return rules

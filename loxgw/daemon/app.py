@@ -6,6 +6,7 @@ Services (each with start, close, reconfigure and status):
 - devices (daemon.devices): the inventory and its detection sources;
 - relay (daemon.relay): discovery broadcasts across VLANs;
 - reflector (daemon.reflector): mDNS and SSDP of Loxone devices, devices zones to clients zones;
+- knx (daemon.knx): KNX-IP routing telegrams between the zones of `config knx` (opt-in);
 - upnp (daemon.upnp): remote-access mappings upstream.
 
 A change of devices or forwards hands the firewall a new desired state and
@@ -34,14 +35,15 @@ from loxgw.daemon.devices import DeviceService
 from loxgw.daemon.diagnose import DiagnoseService
 from loxgw.daemon.dns import DnsPorts, DnsService, SetWriter, _open_dns_copies, _open_writer, _probe_set_refresh
 from loxgw.daemon.elements import ElementWriter
-from loxgw.daemon.firewall import Desired, FirewallService, QueueRules
+from loxgw.daemon.firewall import Desired, ElementKernel, FirewallService, QueueRules
 from loxgw.daemon.intercom import IntercomService
+from loxgw.daemon.knx import KnxService
 from loxgw.daemon.loopguard import LoopGuard
 from loxgw.daemon.reflector import ReflectorService
 from loxgw.daemon.relay import RelayService
 from loxgw.daemon.status import StatusService
 from loxgw.daemon.upnp import UpnpService
-from loxgw.edges import clock, netifd, nft, queue, status
+from loxgw.edges import clock, netifd, nft, nftset, queue, status
 
 log = logging.getLogger("loxgw")
 
@@ -67,6 +69,8 @@ class KernelPorts:
 
     apply_script: Callable[[str], None] = nft.run_script
     table_exists: Callable[[str], bool] = nft.table_exists
+    # Pinhole element diffs in one netlink batch; None: through `nft -f` (tests that record scripts).
+    open_element_batches: Callable[[], ElementKernel] | None = nftset.ElementBatches
     fw4_present: Callable[[], bool] = nft.fw4_present
     choose_queue: Callable[[DnsMode], QueueMode] = queue.choose_mode
     watch_ruleset: Callable[[], nft.RulesetWatch | None] = nft.RulesetWatch
@@ -116,13 +120,15 @@ class Daemon:
         self.dns = DnsService(self.config, DnsPorts(self.ports.choose_queue, self.ports.list_set_elements,
                                                     self.ports.open_dns_copies, self.ports.probe_set_refresh,
                                                     self.ports.open_writer))
-        self.firewall = FirewallService(_Kernel(self.ports), self.ports.open_xtables, self.dns.reinsert_live)
+        self.firewall = FirewallService(_Kernel(self.ports), self.ports.open_xtables, self.dns.reinsert_live,
+                                        self.ports.open_element_batches)
         self.devices = DeviceService(self.config, self.reconcile, detect=self.ports.detect,
                                      open_writer=self._open_set_writer)
         self.devices.open_answer_windows = self.mode == "fw4"
         self.relay = RelayService(self.config, self._open_set_writer, self.devices.submit_loxlive)
         self.upnp = UpnpService(self.config, self.devices.inventory, self.reconcile, self.ports.upnp_client)
         self.reflector = ReflectorService(self.config, self.devices.inventory, self.reconcile)
+        self.knx = KnxService(self.config)
         self.intercom = IntercomService(  # a raw writer of its own: refreshes and shortenings must all go out
             self.config, lambda: self.ports.open_writer(self.config.main.table, self.dns.profiles,
                                                         self.dns.set_refresh),
@@ -207,6 +213,7 @@ class Daemon:
             await self.relay.reconfigure(self.config)
             await self.upnp.reconfigure(self.config)
             await self.reflector.reconfigure(self.config)
+            await self.knx.reconfigure(self.config)
             self.intercom.reconfigure(self.config)
 
     async def _switch(self, config: Config) -> None:
@@ -273,6 +280,7 @@ class Daemon:
         self.firewall.start()
         await self.relay.start(loop)
         await self.reflector.start(loop)
+        await self.knx.start(loop)
         await self.devices.start(loop, own_answer_socket=not self.relay.owns_answer_port(7071))
         self.upnp.start(loop)
         self.dns.start(loop)
@@ -311,6 +319,7 @@ class Daemon:
                 watch.close()
             await self.status.close()
             self.reflector.close(loop)
+            self.knx.close(loop)
             self.intercom.close(loop)
             self.relay.close(loop)
             self.dns.save_entries()

@@ -8,7 +8,9 @@ the latest one (requests in between coalesce) and:
   start, on a config change, and when the table vanished;
 - otherwise turns a change of devices or forwards into set-element deletes
   and adds in one transaction, never a flush and re-add (250 devices: a
-  flush and re-add took the kernel 32 s; a diff takes milliseconds).
+  flush and re-add took the kernel 32 s; a diff takes milliseconds). The
+  diff goes over netlink in one batch (edges.nftset.ElementBatches) where
+  the daemon gives one; `nft -f` when the kernel refuses that batch.
 
 The event loop never waits on nft: with a full apply on the loop, one
 SIGHUP stopped status, the relay and detection for 34 s.
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from loxgw.core import pinholes, ruleset
+from loxgw.core import pinholes, ruleset, setkeys
 from loxgw.core.config import Config
 from loxgw.core.devices import Device
 from loxgw.core.dnspath import DnsPath
@@ -34,6 +36,7 @@ from loxgw.core.dnsrules import dns_queue_rules, hold_xtables_rule
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import QueueMode, ResolvedFirewall
 from loxgw.core.ruleset import UpnpForward
+from loxgw.core.setkeys import KernelElement
 from loxgw.daemon.logs import log_failure
 
 log = logging.getLogger("loxgw")
@@ -48,6 +51,14 @@ class FirewallKernel(Protocol):
 
     def apply_script(self, script: str) -> None: ...
     def table_exists(self, table: str) -> bool: ...
+
+
+class ElementKernel(Protocol):
+    """Set-element diffs in one netlink batch (edges.nftset.ElementBatches); KernelError if refused."""
+
+    def apply(self, table: str, delete: dict[str, list[KernelElement]],
+              add: dict[str, list[KernelElement]]) -> None: ...
+    def close(self) -> None: ...
 
 
 class QueueRules(Protocol):
@@ -76,6 +87,17 @@ class Desired:
 
 
 @dataclass
+class PassTiming:
+    """When one pass of the worker was asked for and reached each step (clock seconds)."""
+
+    requested: float | None
+    started: float
+    planned: float = 0.0
+    diffed: float = 0.0
+    applied: float = 0.0
+
+
+@dataclass
 class Applied:
     """What the reconciler believes the kernel holds (read by status, written by the worker)."""
 
@@ -90,8 +112,14 @@ class FirewallService:
     """Owns loxgw's table (and its xtables queue rules) for the daemon's lifetime."""
 
     def __init__(self, kernel: FirewallKernel, xtables: Callable[[], QueueRules] | None = None,
-                 on_recreated: Callable[[], None] | None = None) -> None:
+                 on_recreated: Callable[[], None] | None = None,
+                 open_elements: Callable[[], ElementKernel] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`open_elements`: the netlink path for element diffs (None: every diff through `nft -f`)."""
         self.kernel = kernel
+        self.open_elements = open_elements
+        self.elements: ElementKernel | None = None
+        self.clock = clock
         self.make_xtables = xtables
         self.xtables: QueueRules | None = None
         self.on_recreated = on_recreated or (lambda: None)
@@ -107,6 +135,8 @@ class FirewallService:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._last: Desired | None = None  # the last desired state applied, to rebuild from
+        self._requested_at: float | None = None  # the oldest request the next pass answers
+        self._timing = PassTiming(None, 0.0)
 
     # --- the event loop's side: never blocks -----------------------------------
 
@@ -118,6 +148,8 @@ class FirewallService:
         """Make the kernel match `desired` soon (a diff unless the declarations changed)."""
         with self._cond:
             self._desired = desired
+            if self._requested_at is None:
+                self._requested_at = self.clock()
             self._cond.notify()
 
     def verify(self) -> None:
@@ -147,6 +179,9 @@ class FirewallService:
             self._thread.join(timeout=30)
             self._thread = None
         self.remove()
+        if self.elements is not None:
+            self.elements.close()
+            self.elements = None
 
     def status(self) -> dict[str, object]:
         return {"table": self.applied.table, "installed": self.applied.table is not None,
@@ -172,6 +207,8 @@ class FirewallService:
             full, self._full = self._full, False
             verify, self._verify = self._verify, False
             waiters, self._waiters = self._waiters, []
+            requested, self._requested_at = self._requested_at, None
+        self._timing = PassTiming(requested, self.clock())
         try:
             if verify and self.applied.table is not None and not self.kernel.table_exists(self.applied.table):
                 self.counters["restores"] += 1
@@ -213,6 +250,7 @@ class FirewallService:
         if not config.main.enabled:
             return
         holes, wanted = self.planner.desired(config, desired.devices, desired.announced)
+        self._timing.planned = self.clock()
         fresh = self.applied.table is None
         declare = fresh or full or self.applied.declared != desired.declaration_inputs()
         if declare:
@@ -220,7 +258,17 @@ class FirewallService:
                                     elements=wanted if fresh else None).script
             if not fresh:
                 script += ruleset.render_element_changes(table, *pinholes.changes(self.applied.elements, wanted))
-            self.kernel.apply_script(script)
+            try:
+                self.kernel.apply_script(script)
+            except KernelError as exc:
+                if not fresh or not self.kernel.table_exists(table):
+                    raise
+                # A table a killed loxgw of another version left may hold a set of another type
+                # (relay_answers4 gained a key field), which the kernel refuses to declare again.
+                log.warning("table inet %s left by an earlier run refused the declaration (%s); replacing it",
+                            table, exc)
+                self.kernel.apply_script(ruleset.render_removal(table))
+                self.kernel.apply_script(script)
             self.counters["declares"] += 1
             self._install_queue_rules(desired)
         else:
@@ -229,26 +277,66 @@ class FirewallService:
                 self._publish(table, desired, wanted, holes)
                 return
             try:
-                self.kernel.apply_script(ruleset.render_element_changes(table, delete, add))
+                self._apply_changes(table, delete, add)
             except KernelError:
                 # Whatever the kernel holds is unknown now: start over from a declared table.
                 self.applied = Applied()
                 self._reconcile(desired, True)
                 return
             self.counters["diffs"] += 1
+            self._count_timing(sum(map(len, delete.values())), sum(map(len, add.values())))
         self._publish(table, desired, wanted, holes)
         if fresh:
             self.on_recreated()
 
+    def _apply_changes(self, table: str, delete: pinholes.Elements, add: pinholes.Elements) -> None:
+        """One transaction: a netlink batch, or `nft -f` where the kernel refuses the batch."""
+        if self.elements is None and self.open_elements is not None:
+            try:
+                self.elements = self.open_elements()
+            except OSError as exc:
+                log_failure(log, "opening the netlink set writer; set elements go through nft -f", exc)
+                self.open_elements = None
+        if self.elements is not None:
+            kernel_delete, kernel_add = setkeys.kernel_changes(delete), setkeys.kernel_changes(add)
+            self._timing.diffed = self.clock()
+            try:
+                self.elements.apply(table, kernel_delete, kernel_add)
+                self.counters["netlink_diffs"] += 1
+                return
+            except KernelError as exc:
+                self.counters["netlink_refusals"] += 1
+                log_failure(log, "pinhole set elements over netlink; retried with nft -f", exc)
+            self.kernel.apply_script(ruleset.render_element_changes(table, delete, add))
+            # nft applied what the kernel refused over netlink: this kernel wants other bytes than
+            # core.setkeys writes, so stay with nft. (Had nft failed too, the change itself was wrong.)
+            log.warning("the kernel refused a set element batch that nft applied; set elements go through "
+                        "nft -f from now on")
+            self.elements.close()
+            self.elements = None
+            self.open_elements = None
+            return
+        self._timing.diffed = self.clock()
+        self.kernel.apply_script(ruleset.render_element_changes(table, delete, add))
+
+    def _count_timing(self, deleted: int, added: int) -> None:
+        """Where a diff's time went, summed in status counters (µs) for the scale benchmark, logged at debug."""
+        timing = self._timing
+        timing.applied = self.clock()
+        waited = timing.started - timing.requested if timing.requested is not None else 0.0
+        spans = {"wait": waited, "plan": timing.planned - timing.started,
+                 "diff": timing.diffed - timing.planned, "kernel": timing.applied - timing.diffed}
+        for name, seconds in spans.items():
+            self.counters[f"pass_{name}_us"] += round(seconds * 1e6)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("firewall diff: -%d +%d elements; requested at %.6f, %s", deleted, added,
+                      timing.requested or timing.started,
+                      ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in spans.items()))
+
     def _publish(self, table: str, desired: Desired, wanted: pinholes.Elements,
                  holes: tuple[pinholes.Pinhole, ...]) -> None:
-        per_device: Counter[str] = Counter()
-        for hole in holes:
-            for end in {hole.src, hole.dst}:
-                if end is not None:
-                    per_device[str(end)] += 1
         # One assignment: status reads a consistent Applied without a lock.
-        self.applied = Applied(table, desired.declaration_inputs(), wanted, holes, dict(per_device))
+        self.applied = Applied(table, desired.declaration_inputs(), wanted, holes, self.planner.holes_per_device())
 
     def _install_queue_rules(self, desired: Desired) -> None:
         if desired.queue != "xtables":

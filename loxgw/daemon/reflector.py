@@ -13,8 +13,11 @@ The ports devices announce (SRV, LOCATION) are inbound pinholes while their
 records live; when that set changes the service calls `on_change` (the
 daemon's reconcile), which reads `announced()` into the desired state.
 
-Active when the config has both a devices zone and a clients zone (no
-options of its own yet: rates and caps are the constants below).
+Active when the config has both a devices zone and a clients zone and
+`config reflector` (all defaults: on) does not turn it off. `mdns` and
+`ssdp` turn either protocol off (its datagrams are then ignored), `allow_host`
+lets named hosts' records cross as a Loxone device's do, `rate_limit` bounds
+each sender; caps are the constants below.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ from loxgw.edges import clock
 
 log = logging.getLogger("loxgw")
 
-RATE_PER_SOURCE = 20.0  # datagrams/s per sender, per protocol (a Loxone device's announcement burst fits)
 RATE_GLOBAL = 500.0  # datagrams/s per protocol for all senders together
 DEVICE_REFRESH = 1.0  # seconds a device's datagram may wait on an inventory the daemon has not handed over
 
@@ -70,8 +72,9 @@ class ReflectorService:
         self.on_change = on_change
         self.open_sockets = open_sockets
         self.scope = Scope()
-        self.mdns = MdnsReflector(self.scope, RateLimiter(RATE_PER_SOURCE, RATE_GLOBAL))
-        self.ssdp = SsdpReflector(self.scope, RateLimiter(RATE_PER_SOURCE, RATE_GLOBAL))
+        rate = config.reflector.rate_limit
+        self.mdns = MdnsReflector(self.scope, RateLimiter(rate, RATE_GLOBAL))
+        self.ssdp = SsdpReflector(self.scope, RateLimiter(rate, RATE_GLOBAL))
         self.sockets: Sockets | None = None
         self.last_error: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -81,13 +84,15 @@ class ReflectorService:
 
     @property
     def wanted(self) -> bool:
-        return bool(self.config.interfaces_with_role(DEVICES) and self.config.interfaces_with_role(CLIENTS))
+        section = self.config.reflector
+        return bool(section.enabled and (section.mdns or section.ssdp) and self.config.interfaces_with_role(DEVICES)
+                    and self.config.interfaces_with_role(CLIENTS))
 
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open the sockets; a refusal (a responder holding 5353 without SO_REUSEADDR) is logged, not fatal."""
         self._loop = loop
         if not self.wanted:
-            log.info("reflector: needs a devices zone and a clients zone; off")
+            log.info("reflector: off (it needs a devices zone, a clients zone and config reflector enabled)")
             return
         roles = self.config.interface_roles()
         sockets = self.open_sockets(roles, self._receive, self._after_batch, self._interfaces)
@@ -100,7 +105,7 @@ class ReflectorService:
             return
         self.sockets = sockets
         self.last_error = None
-        log.info("reflector: mDNS and SSDP of Loxone devices from %s to %s",
+        log.info("reflector: %s of Loxone devices from %s to %s", self._protocols(),
                  ", ".join(self.config.interfaces_with_role(DEVICES)),
                  ", ".join(self.config.interfaces_with_role(CLIENTS)))
 
@@ -114,21 +119,31 @@ class ReflectorService:
         self.scope.set_interfaces(())
 
     async def reconfigure(self, config: Config) -> None:
-        """Restart when the zones changed."""
+        """Restart when the zones or `config reflector` changed (a changed section takes new cores)."""
         old, self.config = self.config, config
-        if old.zones == config.zones or self._loop is None:
+        if (old.zones, old.reflector) == (config.zones, config.reflector) or self._loop is None:
             return
         self.close(self._loop)
+        if old.reflector != config.reflector:  # new rates; a protocol turned off takes its ports now
+            rate = config.reflector.rate_limit
+            self.mdns = MdnsReflector(self.scope, RateLimiter(rate, RATE_GLOBAL))
+            self.ssdp = SsdpReflector(self.scope, RateLimiter(rate, RATE_GLOBAL))
+        self.refresh_devices(clock.now())  # an allow_host removed takes its records and ports with it
         await self.start(self._loop)
+        self.on_change()
+
+    def _protocols(self) -> str:
+        section = self.config.reflector
+        return " and ".join(name for name, on in (("mDNS", section.mdns), ("SSDP", section.ssdp)) if on)
 
     # --- devices and pinholes ----------------------------------------------------
 
     def refresh_devices(self, now: float) -> None:
         """Read the Loxone devices (with evidence) from the inventory; records of those gone go with them."""
         self._devices_read = now
-        addresses = (d.ip for d in self.inventory.devices()
-                     if d.ip is not None and evidence_rank(d) >= LOXONE_MAC)
-        gone = self.scope.set_devices(addresses)
+        addresses = [d.ip for d in self.inventory.devices()
+                     if isinstance(d.ip, IPv4Address) and evidence_rank(d) >= LOXONE_MAC]
+        gone = self.scope.set_devices([*addresses, *self.config.reflector.allow_hosts])
         self.mdns.forget(gone)
         self.ssdp.forget(gone)
 
@@ -149,8 +164,11 @@ class ReflectorService:
         now = clock.now()
         if now - self._devices_read >= DEVICE_REFRESH:
             self.refresh_devices(now)
+        section = self.config.reflector
         if via == "mdns":
-            return self.mdns.receive(ifindex, src, sport, data, now, tos)
+            return self.mdns.receive(ifindex, src, sport, data, now, tos) if section.mdns else []
+        if not section.ssdp:
+            return []
         return self.ssdp.receive(ifindex, src, sport, data, now, tos, proxy=via == "ssdp-proxy")
 
     def _after_batch(self) -> None:

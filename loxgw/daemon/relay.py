@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loxgw.core import relay, relaywire
+from loxgw.core.catalog import PortRange
 from loxgw.core.config import Config
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import RELAY_ANSWERS
@@ -47,6 +48,11 @@ class _Running:
         self.sockets: RelaySockets | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.when: float | None = None
+
+
+def _relayed_ports(config: Config) -> tuple[tuple[PortRange, ...], ...]:
+    """Each relay's ports: a `config device` of a Gen. 1 Intercom added or removed changes them."""
+    return tuple(config.relay_ports(section) for section in config.relays)
 
 
 class RelayService:
@@ -85,8 +91,9 @@ class RelayService:
         if sections:  # before the first search can need it
             await asyncio.to_thread(self._prepare_writer)
         for section, names in sections:
+            ports = config.relay_ports(section)  # the Gen. 1 Intercom's ports when one is configured
             run = _Running(section.name, relay.Relay(
-                relay.RelayPolicy(section.ports, frozenset(names), section.allow_upstream),
+                relay.RelayPolicy(ports, frozenset(names), section.allow_upstream),
                 relay.RateLimiter(section.rate_limit, section.global_rate)))
             sockets = run.sockets = relaynet.RelaySockets(run.core, roles, self.lock,
                                                          functools.partial(self._on_core, run), clock.now)
@@ -97,7 +104,7 @@ class RelayService:
                 raise KernelError(f"relay {section.name}: opening sockets", exc.errno, exc.strerror or "") from exc
             self.relays.append(run)
             log.info("relay %s: ports %s between %s", section.name,
-                     ",".join(str(p) for p in section.ports), ", ".join(names))
+                     ",".join(str(p) for p in ports), ", ".join(names))
 
     def _prepare_writer(self) -> None:
         """Open the set writer now (not on the first search) and learn the kernel's answer-key layout."""
@@ -127,9 +134,10 @@ class RelayService:
             self.writer = None
 
     async def reconfigure(self, config: Config) -> None:
-        """Restart the relays if their sections or the zones changed."""
+        """Restart the relays if their sections, their ports or the zones changed."""
         old, self.config = self.config, config
-        if (old.relays, old.zones, old.main.table) == (config.relays, config.zones, config.main.table):
+        if (old.relays, old.zones, old.main.table, _relayed_ports(old)) == \
+                (config.relays, config.zones, config.main.table, _relayed_ports(config)):
             return
         loop = asyncio.get_running_loop()
         self.close(loop)

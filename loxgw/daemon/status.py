@@ -114,6 +114,7 @@ class StatusService:
             "relay": d.relay.status(),
             "intercom": d.intercom.status(),
             "reflector": d.reflector.status(),
+            "knx": d.knx.status(),
             "blocked": d.diagnose.status(),
             "devices_refused_cap": d.devices.inventory.refused,
             "devices_refused": dict(d.devices.inventory.refusals),

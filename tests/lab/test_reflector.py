@@ -171,3 +171,34 @@ def test_the_apps_upnp_search_finds_the_loxone_device_only(lab: Lab) -> None:
     wait_for(lambda: scan(lab, app, ms, [2869]) == [2869], 10, "the LOCATION port open", interval=0.2)
     assert scan(lab, app, printer, [2869]) == []
     assert gw.stop() == 0
+
+
+ALLOW_TV = """
+config reflector
+\tlist allow_host '192.168.20.50'
+\toption ssdp '0'
+"""
+
+
+def test_an_allowed_host_is_found_and_ssdp_can_be_turned_off(lab: Lab) -> None:
+    """`list allow_host` lets the TV's AirPlay records cross; `ssdp '0'` leaves the App's search alone.
+
+    The TV's announced port is not opened: core.pinholes plans announced ports for inventory
+    devices only (the TV is none), so the user's firewall decides that one.
+    """
+    tv = lab.add_host("tv", "iot", 50, mac="02:00:00:00:00:50")
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    phone = lab.add_host("phone", "lan", 20)
+    gw = Loxgw(lab, extra=ALLOW_TV).start()
+    listen(lab, tv, [TV_PORT])
+    television = announcer(lab, tv, "Living Room TV", {"_airplay._tcp": TV_PORT})
+    ssdp_device(lab, ms, "Loxone Miniserver", "Loxone Electronics GmbH")
+    lab.run(ms.ns, "ping", "-c1", "-W1", "192.168.20.1")
+    wait_for(lambda: str(ms.ip) in gw.status()["reflector"]["devices"], 10, "the Miniserver detected")
+    assert str(tv.ip) in gw.status()["reflector"]["devices"]  # allowed by the config, no Loxone MAC
+    go(television)
+    found = browse(lab, phone, 4.0, ["_airplay._tcp"])
+    assert [(f["name"], f["addresses"], f["port"]) for f in found] == [
+        ("Living Room TV._airplay._tcp.local.", [tv.ip], TV_PORT)]
+    assert lab.run(phone.ns, sys.executable, "-c", M_SEARCH, "2").stdout == ""  # SSDP is not reflected
+    assert gw.stop() == 0

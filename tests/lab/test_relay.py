@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
-
-import pytest
 
 from tests.lab.loxgwproc import Loxgw
 from tests.lab.netlab import Lab, wait_for
@@ -218,6 +217,35 @@ def test_any_configured_port_is_relayed(lab: Lab) -> None:
         assert [line.split(":")[0] for line in received(listener)] == [ms.ip], port
 
 
+GEN1_DOOR = """
+config device 'door'
+\toption type 'intercom_gen1'
+\toption ip '192.168.20.11'
+"""
+
+
+def test_gen1_search_crosses_only_with_a_gen1_intercom_configured(lab: Lab) -> None:
+    """UDP 5000 stays in its VLAN until a `config device` of type intercom_gen1 exists (then after SIGHUP)."""
+    ms = lab.add_host("ms", "lan", 30)
+    intercom = lab.add_host("intercom", "iot", 11)
+    gw = Loxgw(lab, extra=RELAY).start()
+    listener = listen(lab, intercom.ns, 5000, 4.0)
+    lab.run(ms.ns, sys.executable, "-c", ASK, "255.255.255.255", "5000", "c0ffee", "0")
+    assert received(listener) == []
+    gw.write_config(extra=RELAY + GEN1_DOOR)
+    gw.signal(signal.SIGHUP)
+
+    def relayed(port: int) -> bool:
+        listener = listen(lab, intercom.ns, port, 3.0, settle=0.5)
+        lab.run(ms.ns, sys.executable, "-c", ASK, "255.255.255.255", str(port), "c0ffee", "0")
+        return [line.split(":")[0] for line in received(listener)] == [ms.ip]
+
+    wait_for(lambda: relayed(5000), 30, "the Gen. 1 search relayed after the reload", interval=0.1)
+    assert (relayed(8110), relayed(8112)) == (True, True)
+    assert "br-lan:5000:relayed" not in gw.status()["relay"]["counters"]  # it came from lan: relayed to iot
+    assert gw.status()["relay"]["counters"]["br-iot:5000:relayed"] >= 1
+
+
 # An Audioserver answers a search from its own port 7091 to the asker's source address and port.
 ANSWER_FROM_7091 = LISTEN.replace("s.sendto(reply.encode(), (addr[0], 7071))",
                                   "a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(('', 7091)); "
@@ -243,8 +271,7 @@ def test_answer_from_any_source_port_reaches_the_asker(lab: Lab) -> None:
     app = lab.add_host("app", "lan", 20)
     Loxgw(lab, extra=RELAY).start()
     kind = lab.run(lab.ns_router, "nft", "list", "set", "inet", "loxgw", "relay_answers4").stdout
-    if "ifname" not in kind:
-        pytest.skip("the ruleset still keys relay answers asker . port (answers must come from a relayed port)")
+    assert "type ifname . ipv4_addr . inet_service" in kind
     reply = '{"t":"Audioserver","n":"Kitchen","s":"50:4F:94:B0:00:01","p":"7091"}'
     listener = lab.popen(audioserver.ns, [sys.executable, "-c", ANSWER_FROM_7091, "7070", "15", reply],
                          stdout=subprocess.PIPE)

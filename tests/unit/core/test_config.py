@@ -18,7 +18,17 @@ from hypothesis import strategies as st
 from loxgw import cli
 from loxgw.core import configschema, uci
 from loxgw.core.catalog import PortRange
-from loxgw.core.config import MAX_BYTES, SECTIONS, MainConfig, Relay, Upnp, Zone, load_config, parse_config
+from loxgw.core.config import (
+    MAX_BYTES,
+    SECTIONS,
+    MainConfig,
+    Reflector,
+    Relay,
+    Upnp,
+    Zone,
+    load_config,
+    parse_config,
+)
 from loxgw.core.configdoc import HEADINGS, option_table
 from loxgw.core.errors import ConfigError
 
@@ -279,3 +289,74 @@ def test_mutated_good_configs_keep_the_promise(text: str, data: st.DataObject) -
         position = min(position, len(text))
         text = text[:position] + insert + text[position + cut:]
     _holds_the_promise(text)
+
+
+# --- the ports a relay carries ---
+
+GEN1_RELAY = "config relay\n\tlist interface 'a'\n\tlist interface 'b'\n"
+GEN1_DEVICE = "config device 'door'\n\toption type 'intercom_gen1'\n\toption ip '192.168.20.30'\n"
+
+
+def test_gen1_ports_are_relayed_only_with_a_gen1_intercom_configured() -> None:
+    without = parse_config(GEN1_RELAY + "config device 'ms'\n\toption type 'miniserver'\n\toption ip '10.0.0.2'\n",
+                           "t")
+    assert without.relay_ports(without.relays[0]) == (PortRange(7070, 7077), PortRange(7079, 7079))
+    config = parse_config(GEN1_RELAY + GEN1_DEVICE, "t")
+    # The catalogue's icg1-search (5000, 8110, 8112) and icg1-status (8112-8113), merged.
+    assert [str(p) for p in config.relay_ports(config.relays[0])] == ["7070-7077", "7079", "5000", "8110",
+                                                                       "8112-8113"]
+
+
+def test_gen1_ports_a_relay_lists_itself_are_not_added_twice() -> None:
+    config = parse_config(GEN1_RELAY + "\tlist port '8110-8112'\n\tlist port '5000'\n" + GEN1_DEVICE, "t")
+    assert [str(p) for p in config.relay_ports(config.relays[0])] == ["8110-8112", "5000", "8113"]
+
+
+# --- config knx ---
+
+KNX_ZONES = ("config zone 'iot'\n\toption role 'devices'\n\tlist interface 'br-iot'\n"
+             "config zone 'lan'\n\toption role 'clients'\n\tlist interface 'br-lan'\n")
+
+
+def test_knx_is_off_by_default_and_copies_between_its_zones_when_enabled() -> None:
+    config = parse_config(KNX_ZONES, "t")
+    assert (config.knx.enabled, config.knx.ttl, config.knx.rate_limit, config.knx_interfaces()) == \
+        (False, 16, 50, ())
+    config = parse_config(KNX_ZONES + "config knx\n\toption enabled '1'\n\tlist zone 'iot'\n\tlist zone 'lan'\n"
+                          "\toption ttl '8'\n", "t")
+    assert (config.knx.ttl, config.knx_interfaces()) == (8, ("br-iot", "br-lan"))
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("config knx\n\toption enabled '1'\n\tlist zone 'iot'\n", 7,
+     "enabled config knx needs two zones or more (list zone) to copy between"),
+    ("config knx\n\tlist zone 'iot'\n\tlist zone 'garden'\n", 9, "zone 'garden' is not defined (no config zone "
+     "'garden')"),
+    ("config knx\nconfig knx\n", 8, "only one 'config knx' section is allowed"),
+    ("config knx\n\toption ttl '0'\n", 8, "ttl: expected a number from 1 to 255, got 0"),
+])
+def test_knx_problems_name_their_line(text: str, line: int, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(KNX_ZONES + text, "t")
+    assert [(p.line, p.message) for p in caught.value.problems] == [(line, message)]
+
+
+# --- config reflector ---
+
+
+def test_reflector_defaults_and_allowed_hosts() -> None:
+    assert parse_config("", "t").reflector == Reflector()
+    assert (Reflector().enabled, Reflector().mdns, Reflector().ssdp, Reflector().rate_limit) == (True, True, True, 20)
+    config = parse_config("config reflector\n\tlist allow_host '192.168.20.50'\n\toption ssdp 'off'\n", "t")
+    assert (config.reflector.allow_hosts, config.reflector.ssdp) == ((ipaddress.IPv4Address("192.168.20.50"),), False)
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("config reflector\n\tlist allow_host 'fd00::5'\n", 2, "allow_host: not an IPv4 address: 'fd00::5'"),
+    ("config reflector\nconfig reflector\n", 2, "only one 'config reflector' section is allowed"),
+    ("config reflector\n\toption rate_limit '0'\n", 2, "rate_limit: expected a number from 1 to 10000, got 0"),
+])
+def test_reflector_problems_name_their_line(text: str, line: int, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "t")
+    assert [(p.line, p.message) for p in caught.value.problems] == [(line, message)]

@@ -74,3 +74,46 @@ def test_a_device_change_is_a_diff_of_its_elements_only() -> None:
                                          "192.168.20.12 . tcp . 80", "192.168.20.12 . tcp . 5060"}),
                    "pin_dev_miniserver4": frozenset({"192.168.20.12 . tcp . 7091"}),  # the Miniserver calls it
                    "dev_intercom4": frozenset({"192.168.20.12"})}
+
+
+def _fw4_input(text: str) -> list[str]:
+    config = parse_config((GOLDEN / "lab.uci").read_text(encoding="utf-8") + text, "lab.uci")
+    script = ruleset.render(config, "fw4").script
+    chain = script[script.index("\tchain input {"):]
+    return chain[:chain.index("\t}")].splitlines()
+
+
+def test_fw4_input_lets_gen1_broadcasts_reach_the_relay_only_with_a_gen1_intercom() -> None:
+    def relay_rule(ports: str) -> str:
+        return (f'iifname {{ "br-iot", "br-lan" }} meta pkttype broadcast udp dport {{ {ports} }} '
+                'meta mark set meta mark | 0x10000000 comment "loxgw: discovery broadcasts for relay discovery"')
+
+    assert relay_rule("7070-7077, 7079") in [line.strip() for line in _fw4_input("")]
+    gen1 = "\nconfig device 'door'\n\toption type 'intercom_gen1'\n\toption ip '192.168.20.30'\n"
+    assert relay_rule("7070-7077, 7079, 5000, 8110, 8112-8113") in [line.strip() for line in _fw4_input(gen1)]
+
+
+def test_relay_answers_are_keyed_by_segment_and_asker_not_by_source_port() -> None:
+    script = render_case("standalone", "nft", "connection")
+    assert "\t\tiifname . ip daddr . udp dport @relay_answers4 accept" \
+        ' comment "loxgw: answers to a relayed discovery request"' in script.splitlines()
+    assert "udp sport" not in script
+
+
+def test_fw4_input_lets_in_only_the_protocols_the_reflector_reflects() -> None:
+    def reflector_rules(text: str) -> list[str]:
+        return [line.strip().split(" comment ")[1] for line in _fw4_input(text) if "for the reflector" in line]
+
+    both = ['"loxgw: mDNS for the reflector"', '"loxgw: SSDP for the reflector"']
+    assert reflector_rules("") == both
+    assert reflector_rules("\nconfig reflector\n\toption ssdp '0'\n") == both[:1]
+    assert reflector_rules("\nconfig reflector\n\toption enabled '0'\n") == []
+
+
+def test_fw4_input_lets_knx_routing_in_from_its_zones_only_when_enabled() -> None:
+    rule = ('iifname { "br-iot", "br-lan" } ip daddr 224.0.23.12 udp dport 3671 meta mark set meta mark | '
+            '0x10000000 comment "loxgw: KNX-IP routing telegrams for the KNX router"')
+    assert rule in [line.strip() for line in _fw4_input("")]  # lab.uci enables it
+    lab = (GOLDEN / "lab.uci").read_text(encoding="utf-8").replace("option enabled '1'", "option enabled '0'")
+    script = ruleset.render(parse_config(lab, "lab.uci"), "fw4").script
+    assert "3671" not in script

@@ -47,6 +47,7 @@ class FakeKernel:
 
     def ports(self) -> daemon.KernelPorts:
         return daemon.KernelPorts(
+            open_element_batches=None,
             apply_script=self.apply,
             table_exists=lambda table: table in self.tables,
             fw4_present=lambda: False,

@@ -155,3 +155,31 @@ def test_status_and_the_answer_port() -> None:
         ["br-iot", "br-lan"], {"interface_refreshes": 1}, {})
     assert (svc.owns_answer_port(7071), svc.owns_answer_port(7070)) == (True, False)
     loop.close()
+
+
+class Restarts(RelayService):
+    """Counts restarts instead of opening sockets."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config, lambda: None, lambda src, payload: None)
+        self.starts = 0
+
+    async def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.starts += 1
+
+
+def test_a_gen1_intercom_configured_or_removed_restarts_the_relay_with_its_ports() -> None:
+    base = "config relay\n\tlist interface 'br-lan'\n\tlist interface 'br-iot'\n"
+    gen1 = base + "config device 'door'\n\toption type 'intercom_gen1'\n\toption ip '192.168.20.30'\n"
+    svc = Restarts(parse_config(base, "t"))
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(svc.reconfigure(parse_config(base, "t")))
+        assert svc.starts == 0
+        loop.run_until_complete(svc.reconfigure(parse_config(gen1, "t")))
+        assert svc.starts == 1
+        assert [str(p) for p in svc.config.relay_ports(svc.config.relays[0])][-3:] == ["5000", "8110", "8112-8113"]
+        loop.run_until_complete(svc.reconfigure(parse_config(base, "t")))
+        assert svc.starts == 2
+    finally:
+        loop.close()

@@ -89,7 +89,8 @@ FAILURES = {
     "denied": "Access denied",
     "ubus6": "Access denied (code 6)",
     "timeout": "Timed out (code 7)",
-    "noplugin": "no luci.loxgw plugin",
+    "noplugin": "no luci.loxgw plugin loaded (object not found)",
+    "oldplugin": "no luci.loxgw plugin loaded (code 3)",
     "http500": "HTTP error 500",
 }
 
@@ -116,18 +117,20 @@ class Backend:
             raise RpcFault(-32000, "Object not found")
         if method != "check":
             self.fail_if_asked()
-        reply = getattr(self, method)(args)
+        reply: Reply = getattr(self, method)(args)
         self.replies[method] = len(json.dumps(reply.data))
         return reply
 
     def fail_if_asked(self) -> None:
         if self.scenario == "denied":
             raise RpcFault(-32002, "Access denied")
+        if self.scenario == "noplugin":  # uhttpd looks the object up first, as in real LuCI
+            raise RpcFault(-32000, "Object not found")
         if self.scenario == "http500":
             raise HttpFault(500)
 
     def status(self, args: dict[str, Any]) -> Reply:
-        codes = {"ubus6": 6, "timeout": 7, "noplugin": 4}
+        codes = {"ubus6": 6, "timeout": 7, "oldplugin": 3}
         if self.scenario in codes:
             return Reply(code=codes[self.scenario])
         with open(self.status_file, encoding="utf-8") as handle:
@@ -254,9 +257,12 @@ config upnp 'remote'
                     reporter.write_line(f"\nLuCI screenshots: {shots}")
 
 
+# LuCI's own cells need no label: row actions, the placeholder of an empty table, and the
+# section name a named TableSection puts first in each row (on phones a full-width heading).
 CELLS_UNLABELLED = """
 Array.from(document.querySelectorAll('#view .td')).filter(td =>
     !td.closest('.cbi-section-actions') && !td.closest('.placeholder') && !td.classList.contains('cbi-section-actions')
+    && !td.classList.contains('cbi-section-table-titles')
     && !(td.getAttribute('data-title') || '').trim()).map(td => td.outerHTML.slice(0, 120))
 """
 
@@ -268,7 +274,7 @@ def assert_labelled(env: Env, mobile: bool) -> None:
     if mobile:
         # The theme's narrow layout: no header row, each cell shows its label before its value.
         assert page.evaluate("""
-            Array.from(document.querySelectorAll('#view .tr.table-titles, #view .cbi-section-table-titles'))
+            Array.from(document.querySelectorAll('#view .tr.table-titles, #view .tr.cbi-section-table-titles'))
                 .every(tr => getComputedStyle(tr).display == 'none')""")
         labels = page.evaluate("""
             Array.from(document.querySelectorAll('#view .td[data-title]')).filter(td => td.offsetParent)
@@ -304,6 +310,8 @@ def test_overview_shows_devices_functions_and_problems_at_both_widths(env: Env) 
         details = text_of(env, "#loxgw-details")
         assert "Miniserver Living Room (192.168.20.10)" in details and "tcp 22" in details
         assert "relayed between br-iot, br-lan" in details
+        # Counters in words, the firewall's timing ones too (not "Pass kernel us").
+        assert "Firewall updates: time in the kernel" in details and "Pass kernel us" not in details
         relay = page.evaluate("""Array.from(document.querySelectorAll('[data-details=relay] .td'))
             .map(td => td.getAttribute('data-title') + '=' + td.textContent)""")
         assert "Interface=br-lan" in relay and "Received=1" in relay and "Relayed=1" in relay, relay
@@ -411,6 +419,15 @@ def test_failed_calls_show_their_reason(env: Env) -> None:
         env.backend.scenario = "running"
 
 
+def choose_network(page: cdp.Page, name: str) -> None:
+    """Tick a network in the zone dialog's NetworkSelect (LuCI's ui.Dropdown) as a user does: open, pick, close."""
+    dropdown = "document.querySelector('.modal #cbi-loxgw-iot-network .cbi-dropdown')"
+    page.evaluate(f"{dropdown}.click()")
+    page.evaluate(f"{dropdown}.querySelector('li[data-value={name}]').click()")
+    page.evaluate(f"{dropdown}.querySelector('span.open').click()")
+    assert page.evaluate(f"{dropdown}.querySelector('li[data-value={name}]').hasAttribute('selected')")
+
+
 def test_settings_page_edits_the_config_and_loxgw_check_accepts_it(env: Env) -> None:
     env.backend.scenario = "running"
     for width, height, mobile in WIDTHS:
@@ -418,6 +435,9 @@ def test_settings_page_edits_the_config_and_loxgw_check_accepts_it(env: Env) -> 
         page = env.page
         for title in ("General", "Zones", "Devices", "Discovery relay", "Remote access (UPnP)"):
             assert title in text_of(env, "#view")
+        # LuCI's grid shows a ListValue's raw value; the view shows the chosen label.
+        assert "Loxone devices" in text_of(env, "#cbi-loxgw-zone")
+        assert "Miniserver" in text_of(env, "#cbi-loxgw-device")
         assert page.evaluate("!!document.querySelector('[data-check=invalid]')") is False
         assert_labelled(env, mobile)
         assert page.errors == []
@@ -437,7 +457,7 @@ def test_settings_page_edits_the_config_and_loxgw_check_accepts_it(env: Env) -> 
     assert page.evaluate("document.body.classList.contains('modal-overlay-active')")
     # Choose the router's 'iot' network instead, and save.
     page.evaluate(f"{field}.value = ''; {field}.dispatchEvent(new Event('keyup'))")
-    page.evaluate("""document.querySelector('.modal [data-field="cbid.loxgw.iot.network"] input[value=iot]').click()""")
+    choose_network(page, "iot")
     page.evaluate("document.querySelector('.modal .cbi-button-positive').click()")
     page.wait_for("!document.body.classList.contains('modal-overlay-active')", 5, "the dialog to close")
     page.evaluate("window.__before_apply = true")

@@ -14,7 +14,8 @@
  *     (rmempty/optional remove an empty value; an invalid field rejects the save);
  *   - depends() hides options whose dependencies are unmet;
  *   - table cells carry data-title (the option title) for the mobile layout;
- *   - a grid's non-editable cells show textvalue(), HTML-escaped with '%h';
+ *   - a grid's non-editable cells show textvalue(): the raw value HTML-escaped with '%h'
+ *     (a ListValue's too, not its choice's label; Flag shows Yes/No);
  *   - Map.save() alerts 'Cannot save due to invalid values' when a field is invalid.
  */
 
@@ -589,13 +590,18 @@ const CBITableSection = CBITypedSection.extend({
 		tableEl.appendChild(this.renderHeaderRows(max_cols));
 		nodes.forEach(function(node, i) {
 			const sectionname = this.titleFn('sectiontitle', cfgsections[i]) || (!this.anonymous ? cfgsections[i] : null);
+			const titled = sectionname && (!this.anonymous || this.sectiontitle);
 			const trEl = E('tr', {
 				'id': 'cbi-%s-%s'.format(config_name, cfgsections[i]),
 				'class': 'tr cbi-section-table-row',
 				'data-sid': cfgsections[i],
-				'data-title': sectionname,
+				'data-title': titled ? sectionname : null,
 				'data-section-id': cfgsections[i]
 			});
+			// As LuCI does: a named row starts with its name, in a cell the theme shows as a
+			// full-width heading on phones.
+			if (titled)
+				trEl.appendChild(E('td', { 'class': 'td cbi-value-field cbi-section-table-titles' }, [ sectionname ]));
 			for (let j = 0; j < max_cols && node.firstChild; j++)
 				trEl.appendChild(node.firstChild);
 			trEl.appendChild(this.renderRowActions(cfgsections[i]));
@@ -616,7 +622,9 @@ const CBITableSection = CBITypedSection.extend({
 		const columns = this.children.slice(0, max_cols).filter(function(opt) { return !opt.optional && !opt.modalonly; });
 		if (!columns.some(function(opt) { return !!opt.title; }))
 			return trEls;
-		const trEl = E('tr', { 'class': 'tr cbi-section-table-titles ' + anon_class, 'data-title': !this.anonymous ? _('Name') : null });
+		const trEl = E('tr', { 'class': 'tr cbi-section-table-titles ' + anon_class });
+		if (!this.anonymous || this.sectiontitle)
+			trEl.appendChild(E('th', { 'class': 'th cbi-section-table-cell' }, _('Name')));
 		columns.forEach(function(opt) {
 			const th = E('th', { 'class': 'th cbi-section-table-cell', 'data-type': opt.__name__ });
 			if (opt.width != null)
@@ -947,15 +955,6 @@ const CBIListValue = CBIValue.extend({
 		return widget.render();
 	},
 
-	textvalue(section_id) {
-		let cval = this.cfgvalue(section_id);
-		if (cval == null)
-			cval = this.default;
-		const i = (this.keylist || []).indexOf(cval);
-		if (i >= 0 && !dom.elem(this.vallist[i]))
-			cval = this.vallist[i];
-		return (cval != null) ? '%h'.format(cval) : null;
-	}
 });
 
 const CBIFlagValue = CBIValue.extend({

@@ -258,32 +258,64 @@ const UIDropdown = UIElement.extend({
 			this.control = single.control;
 			return node;
 		}
+		// LuCI's markup: div.cbi-dropdown[multiple] holding ul > li[data-value] (a checkbox
+		// in a form, then the label), span.more and span.open. A click opens it, a click on
+		// an item while open toggles it (li[selected]), a click on span.open closes it.
 		const values = L.toArray(this.value);
-		const list = E('ul', { 'class': 'cbi-dropdown', 'id': this.options.id ? 'widget.' + this.options.id : null });
-		this.boxes = [];
+		const list = E('ul', { 'tabindex': '-1' });
 		choiceKeys(this.choices, this.options.sort).forEach(function(key) {
-			const box = E('input', { 'type': 'checkbox', 'value': key });
-			box.checked = values.indexOf(key) >= 0;
-			this.boxes.push(box);
-			list.appendChild(E('li', { 'data-value': key }, [ E('label', {}, [ box, ' ', label(this.choices[key]) ]) ]));
+			const box = E('input', { 'type': 'checkbox', 'tabindex': '-1' });
+			const li = E('li', { 'data-value': key }, [ E('form', {}, [ box ]), E('label', {}, [ label(this.choices[key]) ]) ]);
+			if (values.indexOf(key) >= 0) {
+				li.setAttribute('selected', '');
+				box.checked = true;
+			}
+			list.appendChild(li);
 		}, this);
-		const node = E('div', { 'id': this.options.id }, [ list ]);
-		this.boxes.forEach(function(box) {
-			this.setUpdateEvents(box, 'change');
-			this.setChangeEvents(box, 'change');
-		}, this);
-		return this.bind(node, list);
+		const node = E('div', { 'id': this.options.id, 'class': 'cbi-dropdown', 'multiple': '', 'tabindex': '0' }, [
+			list, E('span', { 'class': 'more', 'tabindex': '-1' }), E('span', { 'class': 'open', 'tabindex': '-1' }, [ '\u25be' ])
+		]);
+		node.addEventListener('click', L.bind(this.handleClick, this));
+		this.setUpdateEvents(node, 'cbi-dropdown-change');
+		this.setChangeEvents(node, 'cbi-dropdown-change');
+		return this.bind(node, node);
+	},
+	handleClick(ev) {
+		const node = ev.currentTarget;
+		const li = ev.target.closest ? ev.target.closest('li') : null;
+		if (!node.hasAttribute('open'))
+			node.setAttribute('open', '');
+		else if (li && node.contains(li)) {
+			const box = li.querySelector('input[type=checkbox]');
+			if (li.hasAttribute('selected'))
+				li.removeAttribute('selected');
+			else
+				li.setAttribute('selected', '');
+			box.checked = li.hasAttribute('selected');
+			node.dispatchEvent(new CustomEvent('cbi-dropdown-change', { bubbles: true }));
+		}
+		else if (ev.target.classList.contains('open') || ev.target.classList.contains('more'))
+			node.removeAttribute('open');
+		ev.preventDefault();
+		ev.stopPropagation();
 	},
 	getValue() {
 		if (this.single)
 			return this.single.getValue();
-		return this.boxes.filter(function(b) { return b.checked; }).map(function(b) { return b.value; });
+		return Array.from(this.node.querySelectorAll('li[selected]')).map(function(li) { return li.getAttribute('data-value'); });
 	},
 	setValue(value) {
 		if (this.single)
 			return this.single.setValue(value);
 		const values = L.toArray(value);
-		this.boxes.forEach(function(b) { b.checked = values.indexOf(b.value) >= 0; });
+		this.node.querySelectorAll('li[data-value]').forEach(function(li) {
+			const on = values.indexOf(li.getAttribute('data-value')) >= 0;
+			if (on)
+				li.setAttribute('selected', '');
+			else
+				li.removeAttribute('selected');
+			li.querySelector('input[type=checkbox]').checked = on;
+		});
 	},
 	isValid() {
 		return this.single ? this.single.isValid() : this.validState !== false;

@@ -93,7 +93,12 @@ const COUNTERS = {
 	dns_copies_lost: _('DNS copies lost'),
 	dns_copies_malformed: _('DNS copies malformed'),
 	dns_handler_errors: _('DNS handling errors'),
-	status_client_errors: _('Status request errors')
+	status_client_errors: _('Status request errors'),
+	neighbour_dumps: _('Neighbour table reads'),
+	pass_wait_us: _('Firewall updates: time waiting (µs, total)'),
+	pass_plan_us: _('Firewall updates: time planning (µs, total)'),
+	pass_diff_us: _('Firewall updates: time comparing (µs, total)'),
+	pass_kernel_us: _('Firewall updates: time in the kernel (µs, total)')
 };
 
 function duration(seconds) {
@@ -203,11 +208,15 @@ function answer(call) {
 	});
 }
 
+function noPlugin(code) {
+	return _('The router has no luci.loxgw plugin loaded (%s): reinstall luci-app-loxgw, then restart rpcd.').format(code);
+}
+
 function ubusReason(code) {
 	switch (code) {
 	case 3:
 	case 4:
-		return _('The router has no luci.loxgw plugin loaded (code %d): reinstall luci-app-loxgw, then restart rpcd.').format(code);
+		return noPlugin(_('code %d').format(code));
 	case 6:
 		return _('Access denied (code 6): this login lacks the luci-app-loxgw permission.');
 	case 7:
@@ -221,6 +230,9 @@ function ubusReason(code) {
 
 function errorReason(err) {
 	const message = String((err && err.message) || err || '');
+	// uhttpd looks the object up before the call: a missing plugin is a JSON-RPC error.
+	if (/Object not found|-32000/.test(message))
+		return noPlugin(_('object not found'));
 	if (/Access denied|-32002/.test(message))
 		return _('Access denied: the session expired or lacks the luci-app-loxgw permission. Log in again.');
 	if (/timed? ?out|timeout|aborted/i.test(message))

@@ -46,6 +46,16 @@ function formValue(option, section_id) {
 	return Array.isArray(value) ? value.filter(function(v) { return v !== ''; }) : value;
 }
 
+// A LuCI grid shows the raw value of a ListValue (devices, miniserver); show the label
+// the user chose from instead.
+function choiceText(section_id) {
+	let value = this.cfgvalue(section_id);
+	if (value == null)
+		value = this.default;
+	const i = (this.keylist || []).indexOf(value);
+	return (value != null) ? '%h'.format((i >= 0) ? this.vallist[i] : value) : null;
+}
+
 function sectionNames(type) {
 	return uci.sections('loxgw', type).filter(function(s) { return !s['.anonymous']; }).map(function(s) { return s['.name']; });
 }
@@ -195,6 +205,7 @@ return view.extend({
 		o.value('devices', _('Loxone devices'));
 		o.value('clients', _('clients (App, Config)'));
 		o.rmempty = false;
+		o.textvalue = choiceText;
 
 		o = s.option(widgets.NetworkSelect, 'network', _('Networks'), _('The router\'s networks in this zone.'));
 		o.multiple = true;
@@ -226,6 +237,7 @@ return view.extend({
 		o = s.option(form.ListValue, 'type', _('Product'));
 		PRODUCTS.forEach(function(p) { o.value(p[0], p[1]); });
 		o.rmempty = false;
+		o.textvalue = choiceText;
 
 		o = s.option(form.Value, 'name', _('Label'));
 
@@ -330,6 +342,7 @@ return view.extend({
 		o.value('tcp', 'TCP');
 		o.value('udp', 'UDP');
 		o.default = 'tcp';
+		o.textvalue = choiceText;
 
 		o = s.option(form.Value, 'lease', _('Lease (s)'));
 		o.datatype = whole(0, WEEK);

@@ -1,0 +1,1 @@
+"""The local check of luci-app-loxgw in a real LuCI; see README.md. Never collected by pytest."""

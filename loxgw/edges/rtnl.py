@@ -196,6 +196,8 @@ class ChangeWatch:
         self.name = name
         self._sock: socket.socket | None = None
         self._pending: asyncio.Task[None] | None = None
+        self._calling = False  # on_change is re-reading: a notification now may come after its read
+        self._again = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
@@ -224,7 +226,18 @@ class ChangeWatch:
                 break
         if self._pending is None or self._pending.done():
             self._pending = asyncio.create_task(self._settle_and_call())
+        elif self._calling:
+            self._again = True
 
     async def _settle_and_call(self) -> None:
-        await asyncio.sleep(self.settle)
-        await self.on_change()
+        # A change notified while on_change runs may have missed its dump (a device that arrived
+        # mid-read stayed unknown until the next change): one more round after it, then.
+        again = True
+        while again:
+            await asyncio.sleep(self.settle)
+            self._calling, self._again = True, False
+            try:
+                await self.on_change()
+            finally:
+                self._calling = False
+            again, self._again = self._again, False

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
+from collections import Counter
 
 from pyroute2.iproute.linux import IPRoute
 
@@ -47,3 +49,36 @@ def test_an_address_reads_as_text_and_its_interface() -> None:
     assert rtnl._ip(bytes([192, 168, 20, 1])) == "192.168.20.1"
     assert rtnl._ip(bytes(16)) == "::"
     assert rtnl._ip(b"\x01\x02") is None
+
+
+def test_a_change_notified_while_the_reread_runs_gets_another_reread() -> None:
+    calls: list[str] = []
+
+    async def scenario() -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ours.setblocking(False)
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def on_change() -> None:
+            calls.append("read")
+            started.set()
+            if len(calls) == 1:
+                await release.wait()
+
+        watch = rtnl.ChangeWatch(0, on_change, 0.0, Counter(), "test")
+        watch._sock = ours  # as start() would have bound it, without a netlink socket
+        theirs.send(b"x")
+        watch._on_readable()
+        await started.wait()
+        theirs.send(b"y")  # a device arrives while the first re-read runs
+        watch._on_readable()
+        theirs.send(b"z")
+        watch._on_readable()  # and another: still one more round, not two
+        release.set()
+        assert watch._pending is not None
+        await watch._pending
+        ours.close()
+        theirs.close()
+
+    asyncio.run(scenario())
+    assert calls == ["read", "read"]

@@ -237,31 +237,34 @@ COMMANDS = {
 
 
 def pyroute2_without_its_package_init() -> None:
-    """Load pyroute2's submodules without running pyroute2/__init__.py.
+    """Import pyroute2's submodules without running pyroute2/__init__.py until a public name is asked for.
 
     Why: that __init__ imports every pyroute2 module (NDB with sqlite3, IPDB, ipset,
-    WireGuard, plan9, ...) for its public names; loxgw imports only netlink submodules
-    and pyroute2.iproute, and the rest cost the daemon 5.7 MB of its idle RSS
-    (measured with bench/footprint.py --rss). Our OpenWrt feed's python3-pyroute2-netlink
-    ships no __init__.py at all (a namespace package), so there this changes nothing.
+    WireGuard, plan9, ...) to offer their names; loxgw imports only netlink submodules,
+    and the rest cost the daemon 4.8 MB of idle RSS (bench/footprint.py --rss). A name
+    taken from the package itself (`from pyroute2 import IPRoute`) still works: it runs
+    the __init__ then. Our OpenWrt feed's python3-pyroute2-netlink ships no __init__.py
+    (a namespace package), so there this does nothing.
     """
     if "pyroute2" in sys.modules:
         return
     spec = importlib.util.find_spec("pyroute2")
-    if spec is None or spec.origin is None or spec.submodule_search_locations is None:
-        return  # absent, or already a namespace package: imports report what is missing
+    if spec is None or spec.loader is None or spec.origin is None or spec.submodule_search_locations is None:
+        return  # absent, or a namespace package: imports report what is missing
     package = importlib.util.module_from_spec(spec)
-    package.__getattr__ = _pyroute2_public_name  # type: ignore[method-assign]
+    loader = spec.loader
+
+    def public_name(name: str) -> object:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if importlib.util.find_spec(f"pyroute2.{name}") is not None:  # `from pyroute2 import config`
+            return importlib.import_module(f"pyroute2.{name}")
+        del package.__getattr__
+        loader.exec_module(package)
+        return getattr(package, name)
+
+    package.__getattr__ = public_name  # type: ignore[method-assign]
     sys.modules["pyroute2"] = package
-
-
-def _pyroute2_public_name(name: str) -> object:
-    """`from pyroute2 import IPRoute` keeps working: the one public name loxgw took from the package."""
-    if name == "IPRoute":
-        from pyroute2.iproute.linux import IPRoute
-
-        return IPRoute
-    raise AttributeError(f"module 'pyroute2' has no attribute {name!r} (its package __init__ is not run)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

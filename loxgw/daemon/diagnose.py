@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from loxgw.core import catalog, dns
-from loxgw.core.blocked import Attempt, BlockedTable, GrantMemory, format_attempts, parse_sample
+from loxgw.core.blocked import Attempt, BlockedTable, GrantMemory, SyncedGrants, format_attempts, parse_sample
 from loxgw.core.config import Config, IPAddress, IPNetwork
 from loxgw.core.dnsledger import GrantLedger
 from loxgw.core.errors import KernelError
@@ -47,6 +47,7 @@ log = logging.getLogger("loxgw")
 
 TICK = 1.0
 SYNC_EVERY = 2.0
+LOCK_WAIT = 0.02  # seconds the loop waits for the DNS lock to sync a device; then the last sync serves
 SYNC_PER_ENTRY = 0.001  # seconds added to the sync interval per ledger entry (20,000 entries: every 20 s)
 VIEW_EVERY = 5.0  # the indexed view is rebuilt when the firewall changes, and at least this often
 NETWORKS_EVERY = 30.0  # zone interfaces' addresses re-read (in a thread) this often
@@ -83,6 +84,7 @@ class DiagnoseService:
         self.group: int | None = None
         self.log_error: str | None = None
         self.malformed = 0
+        self.sync_skipped = 0
         self.networks: dict[str, tuple[IPNetwork, ...]] = {}
         # Keys of devices some detection source has seen: a reload re-creates static devices with
         # the config as their only source, and doctor must not call them never seen for that.
@@ -196,19 +198,29 @@ class DiagnoseService:
     async def sync_in_thread(self, now: float) -> None:
         """A full sync of the grant memory: the ledger copied under the DNS lock, the rest in a thread."""
         dns_service = self.daemon.dns
-        with dns_service.lock:
-            raw = dns_service.ledger.raw()
         old = self.memory.live
-        synced = await asyncio.to_thread(lambda: GrantMemory.compute(GrantLedger.grants_of(raw, now), now, old))
-        self.memory.apply(synced, now)
+
+        def compute() -> SyncedGrants:
+            # The DNS thread may hold its lock for a whole batch of copies (hundreds of ms while
+            # 50,000 answers arrive): waited for here, never on the loop.
+            with dns_service.lock:
+                raw = dns_service.ledger.raw()
+            return GrantMemory.compute(GrantLedger.grants_of(raw, now), now, old)
+
+        self.memory.apply(await asyncio.to_thread(compute), now)
 
     def sync_devices(self, devices: set[IPAddress], now: float) -> None:
         """Sync these devices' grants alone: a question or a new sample needs them fresh."""
         if not devices:
             return
         dns_service = self.daemon.dns
-        with dns_service.lock:
+        if not dns_service.lock.acquire(timeout=LOCK_WAIT):
+            self.sync_skipped += 1  # the DNS thread is busy: answer from the last sync
+            return
+        try:
             raw = dns_service.ledger.raw()
+        finally:
+            dns_service.lock.release()
         grants = GrantLedger.grants_of([(key, value) for key, value in raw if key[0] in devices], now)
         for device in devices:
             self.memory.sync_device(device, [g for g in grants if g.device == device], now)
@@ -240,6 +252,7 @@ class DiagnoseService:
         return {"recent": [a.as_json(now, self.names()) for a in recent],
                 "rows": len(self.table), "samples": self.table.samples, "evicted": self.table.evicted,
                 "malformed": self.malformed + (self.log.malformed if self.log is not None else 0),
+                "grant_syncs_skipped": self.sync_skipped,
                 "group": self.group, "listening": self.log is not None, "error": self.log_error}
 
     def handlers(self) -> dict[str, Callable[[list[str]], dict[str, Any]]]:

@@ -1,11 +1,11 @@
-"""The subnets of named interfaces, read from the kernel with one pyroute2 dump."""
+"""The subnets of named interfaces, read from the kernel with two rtnetlink dumps."""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
 
-from pyroute2 import IPRoute
+from loxgw.edges import rtnl
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -16,12 +16,11 @@ def interface_networks(names: Iterable[str]) -> list[Network]:
     if not wanted:
         return []
     found: list[Network] = []
-    with IPRoute() as ipr:
-        indices = {link["index"] for link in ipr.get_links() if link.get_attr("IFLA_IFNAME") in wanted}
-        for addr in ipr.get_addr():
-            if addr["index"] not in indices:
-                continue
-            network = ipaddress.ip_interface(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}").network
-            if not network.is_link_local:
-                found.append(network)
+    indices = {link.index for link in rtnl.links() if link.name in wanted}
+    for addr in rtnl.addresses():
+        if addr.index not in indices:
+            continue
+        network = addr.interface().network
+        if not network.is_link_local:
+            found.append(network)
     return found

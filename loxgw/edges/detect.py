@@ -1,6 +1,6 @@
 """Adapters that feed the device inventory: neighbour table, DHCP leases, discovery answers.
 
-The neighbour table is read with pyroute2 whenever the kernel announces a
+The neighbour table is dumped (edges.rtnl) whenever the kernel announces a
 neighbour change (rtnetlink group RTMGRP_NEIGH): live events, no polling.
 The lease file is re-read when its modification time changes. Searches and
 their sockets are edges.search's; the descriptions SSDP answers point at are
@@ -26,8 +26,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any
-
-from pyroute2 import IPRoute
 
 from loxgw.core import discovery, ssdp
 from loxgw.core.devices import parse_dhcp_leases, parse_loxlive
@@ -55,15 +53,12 @@ def dump_neighbours(interfaces: Iterable[str]) -> list[NeighbourEntry]:
     """Live IPv4 neighbours on the named interfaces (all of them; see pick_current)."""
     names = set(interfaces)
     found: list[NeighbourEntry] = []
-    with IPRoute() as ipr:
-        indices = {link["index"] for link in ipr.get_links() if link.get_attr("IFLA_IFNAME") in names}
-        for entry in ipr.get_neighbours(family=socket.AF_INET):
-            mac, dst = entry.get_attr("NDA_LLADDR"), entry.get_attr("NDA_DST")
-            if entry["ifindex"] not in indices or not entry["state"] & NUD_LIVE or not mac or not dst:
-                continue
-            info = entry.get_attr("NDA_CACHEINFO")
-            age = min(info["ndm_confirmed"], info["ndm_used"], info["ndm_updated"]) if info else 1 << 31
-            found.append((mac.lower(), IPv4(dst), age))
+    indices = {link.index for link in rtnl.links() if link.name in names}
+    for entry in rtnl.neighbours(socket.AF_INET):
+        mac, dst = entry.mac, entry.address
+        if entry.index not in indices or not entry.state & NUD_LIVE or not mac or not dst:
+            continue
+        found.append((mac, IPv4(dst), entry.age if entry.age is not None else 1 << 31))
     return found
 
 

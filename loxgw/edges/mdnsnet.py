@@ -28,8 +28,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
 
-from pyroute2 import IPRoute
-
 from loxgw.core.reflect import COPY_TOS, ReflectInterface, Transmit
 from loxgw.edges import rtnl
 
@@ -52,17 +50,15 @@ Receive = Callable[[str, int, IPv4Address, int, bytes, int], list[Transmit]]  # 
 
 def dump_interfaces(roles: dict[str, str]) -> tuple[list[ReflectInterface], list[IPv4Address]]:
     """The zone interfaces that are up with an IPv4 address (first address wins), and every own address."""
-    with IPRoute() as ipr:
-        up = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links() if link["flags"] & IFF_UP}
-        found: dict[int, ReflectInterface] = {}
-        own = []
-        for addr in ipr.get_addr(family=socket.AF_INET):
-            local = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")
-            iface = ipaddress.IPv4Interface(f"{local}/{addr['prefixlen']}")
-            own.append(iface.ip)
-            name = up.get(addr["index"])
-            if name in roles and addr["index"] not in found:
-                found[addr["index"]] = ReflectInterface(name, addr["index"], iface.ip, iface.network, roles[name])
+    up = {link.index: link.name for link in rtnl.links() if link.flags & IFF_UP}
+    found: dict[int, ReflectInterface] = {}
+    own = []
+    for addr in rtnl.addresses(socket.AF_INET):
+        iface = ipaddress.IPv4Interface(f"{addr.local or addr.address}/{addr.prefixlen}")
+        own.append(iface.ip)
+        name = up.get(addr.index)
+        if name is not None and name in roles and addr.index not in found:
+            found[addr.index] = ReflectInterface(name, addr.index, iface.ip, iface.network, roles[name])
     return sorted(found.values(), key=lambda i: i.name), own
 
 

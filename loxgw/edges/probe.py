@@ -10,7 +10,6 @@ Nothing here judges; core.doctor does.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from collections.abc import Iterable
 from loxgw.core.config import IPNetwork
 from loxgw.core.doctor import Rebind, domain_covered, rebind_from_options, split_domains
 from loxgw.core.errors import KernelError
-from loxgw.edges import nft
+from loxgw.edges import nft, rtnl
 
 IFF_UP = 0x1
 MAX_CONF_BYTES = 1 << 20  # a dnsmasq configuration file read at most this far
@@ -101,19 +100,16 @@ def interface_state(name: str) -> str:
 
 def interface_networks(names: Iterable[str]) -> dict[str, tuple[IPNetwork, ...]]:
     """The networks of the addresses on each named interface (IPv4 and IPv6, link-local left out)."""
-    from pyroute2 import IPRoute
-
     wanted = set(names)
     found: dict[str, list[IPNetwork]] = {}
-    with IPRoute() as ipr:
-        index = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for addr in ipr.get_addr():
-            name = index.get(addr["index"])
-            if name not in wanted:
-                continue
-            network = ipaddress.ip_interface(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}").network
-            if not network.is_link_local:
-                found.setdefault(name, []).append(network)
+    index = {link.index: link.name for link in rtnl.links()}
+    for addr in rtnl.addresses():
+        name = index.get(addr.index)
+        if name is None or name not in wanted:
+            continue
+        network = addr.interface().network
+        if not network.is_link_local:
+            found.setdefault(name, []).append(network)
     return {name: tuple(networks) for name, networks in found.items()}
 
 

@@ -22,7 +22,7 @@ The UDP socket on the answer port (7071, when relayed) holds the port for
 LoxLIVE answers to loxgw's own searches; its filter passes only datagrams
 addressed to this host.
 
-Interfaces come from a pyroute2 dump in a worker thread, repeated whenever
+Interfaces come from rtnetlink dumps (edges.rtnl) in a worker thread, repeated whenever
 the kernel announces a link, address or route change (rtnetlink multicast
 groups), so interfaces that appear, go or change address are picked up
 without polling: a periodic dump would hold the GIL for milliseconds and show
@@ -41,8 +41,6 @@ import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-
-from pyroute2 import IPRoute
 
 from loxgw.core import relaywire
 from loxgw.core.relay import ANSWER_PORT, Relay, RelayInterface, Transmit
@@ -65,26 +63,19 @@ ANSWER_SIZE = 4096  # LoxLIVE answers listing many extensions run past 512 bytes
 def dump_interfaces(names: Iterable[str], roles: dict[str, str]) -> list[RelayInterface]:
     """The named interfaces that are up and have an IPv4 address (first address wins)."""
     wanted = set(names)
-    with IPRoute() as ipr:
-        links = {}
-        for link in ipr.get_links():
-            name = link.get_attr("IFLA_IFNAME")
-            if name in wanted and link["flags"] & IFF_UP:
-                mac = link.get_attr("IFLA_ADDRESS") if link["ifi_type"] == ARPHRD_ETHER else None
-                links[link["index"]] = (name, bytes.fromhex(mac.replace(":", "")) if mac else b"")
-        upstream = {r.get_attr("RTA_OIF") for r in ipr.get_routes(family=socket.AF_INET)
-                    if r["dst_len"] == 0}
-        found: dict[int, RelayInterface] = {}
-        for addr in ipr.get_addr(family=socket.AF_INET):
-            index = addr["index"]
-            if index not in links or index in found:
-                continue
-            iface = ipaddress.IPv4Interface(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
-            brd = addr.get_attr("IFA_BROADCAST")
-            broadcast = ipaddress.IPv4Address(brd) if brd else iface.network.broadcast_address
-            name, mac = links[index]
-            found[index] = RelayInterface(name, index, iface.ip, broadcast, index in upstream,
-                                          roles.get(name, ""), mac if len(mac) == 6 else b"")
+    links = {link.index: (link.name, link.address if link.type == ARPHRD_ETHER else b"")
+             for link in rtnl.links() if link.name in wanted and link.flags & IFF_UP}
+    upstream = {route.oif for route in rtnl.routes(socket.AF_INET) if route.dst_len == 0}
+    found: dict[int, RelayInterface] = {}
+    for addr in rtnl.addresses(socket.AF_INET):
+        index = addr.index
+        if index not in links or index in found:
+            continue
+        iface = ipaddress.IPv4Interface(f"{addr.address}/{addr.prefixlen}")
+        broadcast = ipaddress.IPv4Address(addr.broadcast) if addr.broadcast else iface.network.broadcast_address
+        name, mac = links[index]
+        found[index] = RelayInterface(name, index, iface.ip, broadcast, index in upstream,
+                                      roles.get(name, ""), mac if len(mac) == 6 else b"")
     return sorted(found.values(), key=lambda i: i.name)
 
 

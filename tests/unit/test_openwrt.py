@@ -32,9 +32,9 @@ def variables(makefile: Path) -> dict[str, str]:
     return {m[1]: m[2].strip() for m in re.finditer(r"^\s*([A-Z0-9_]+):=(.*)$", text, re.M)}
 
 
-def test_feed_has_the_three_packages() -> None:
+def test_feed_has_the_four_packages() -> None:
     names = {variables(m)["PKG_NAME"] for m in MAKEFILES}
-    assert names == {"loxgw", "python-netfilterqueue", "python-miniupnpc"}
+    assert names == {"loxgw", "python-netfilterqueue", "python-miniupnpc", "python-pyroute2-netlink"}
 
 
 @pytest.mark.parametrize("makefile", MAKEFILES, ids=lambda p: p.parent.name)
@@ -62,9 +62,11 @@ def test_loxgw_package_depends_on_what_it_imports_and_runs() -> None:
     # tests/unit/openwrt/test_stdlib.py holds the python3-* list to loxgw's imports.
     assert "python3" not in depends
     for needed in ("python3-light", "python3-asyncio", "python3-logging", "python3-urllib", "python3-xml",
-                   "python3-pyroute2", "python3-netfilterqueue", "python3-miniupnpc", "nftables-json",
+                   "python3-pyroute2-netlink", "python3-netfilterqueue", "python3-miniupnpc", "nftables-json",
                    "libnetfilter-queue", "kmod-nft-queue", "kmod-nfnetlink-queue", "kmod-nfnetlink-log"):
         assert needed in depends
+    # The packages feed's python3-pyroute2 depends on +python3: the whole stdlib.
+    assert "python3-pyroute2" not in depends
     # DNS is read by loxgw's own wire walker (dnslib is the tests' reference only).
     assert "python3-dnslib" not in depends
     assert variables(LOXGW_MAKEFILE)["PKG_VERSION"] == loxgw.__version__

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import re
+import shutil
 import tomllib
 from dataclasses import dataclass
 from functools import cache
@@ -13,6 +15,7 @@ ROOT = Path(__file__).parents[3]
 FEED = ROOT / "openwrt"
 DATA = ROOT / "tests" / "openwrt_data"
 LOXGW_MAKEFILE = FEED / "net" / "loxgw" / "Makefile"
+PYROUTE2_MAKEFILE = FEED / "lang" / "python-pyroute2-netlink" / "Makefile"
 PYTHON_MAKEFILES = sorted(FEED.glob("lang/*/Makefile"))
 
 
@@ -68,6 +71,40 @@ def read_makefile(path: Path) -> Makefile:
 def shell_script(makefile: Makefile, name: str) -> str:
     """A maintainer script (`define Package/x/postinst`) as the package carries it: make's $$ is $."""
     return makefile.defines[name].replace("$$", "$")
+
+
+def feed_python_packages() -> dict[str, list[str]]:
+    """Our feed's Python packages (lang/*/Makefile) and their DEPENDS."""
+    found = {}
+    for path in PYTHON_MAKEFILES:
+        makefile = read_makefile(path)
+        for package in makefile.packages:
+            found[package] = makefile.depends(package)
+    return found
+
+
+def apply_filespec(spec: str, src: Path, dest: Path) -> None:
+    """lang/python/python-package-install.sh: '+|path' copies from src, '-|path' removes from dest; both must match."""
+    for line in spec.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        command, path = (part.strip() for part in line.split("|")[:2])
+        if command == "+":
+            found = sorted(glob.glob(str(src / path.lstrip("/"))))
+            assert found, f"filespec: {path} not found in the installed tree"
+            for item in map(Path, found):
+                target = dest / item.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if item.is_dir():
+                    shutil.copytree(item, target, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(item, target)
+        elif command == "-":
+            found = sorted(glob.glob(str(dest / path.lstrip("/"))))
+            assert found, f"filespec: {path} not found, the SDK's build would fail"
+            for item in map(Path, found):
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
 @cache

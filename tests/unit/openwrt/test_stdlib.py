@@ -3,11 +3,14 @@
 OpenWrt ships the Python standard library in pieces (tests/openwrt_data/python3-stdlib.toml,
 from the packages feed's filespecs). Here the host's stdlib is cut down the same way, per
 branch, to python3-light plus the python3-* subpackages loxgw's Makefile declares (and what
-they depend on). loxgw runs on it with `python -S` (no site-packages), PYTHONHOME pointing
-at the cut-down copy and only the repository and the declared third-party modules
-(pyroute2, netfilterqueue, miniupnpc, as installed in the test venv) on the path. Modules
-the host interpreter has built in (Debian builds in pyexpat and unicodedata) are refused
-when the cut removes them. Any ImportError fails.
+they and our feed's packages it names depend on). loxgw runs on it with `python -S` (no
+site-packages), PYTHONHOME pointing at the cut-down copy and only the repository and the
+declared third-party modules (pyroute2, netfilterqueue, miniupnpc, as installed in the test
+venv) on the path. pyroute2 goes there as our python3-pyroute2-netlink ships it: without its
+package __init__ (the test venv's pyroute2 otherwise, and, marked `sdk`, exactly the files
+the package's filespec takes from the pyroute2 wheel it builds). Modules the host
+interpreter has built in (Debian builds in pyexpat and unicodedata) are refused when the cut
+removes them. Any ImportError fails.
 
 The stdlib is the host's (3.11, as on 23.05 and 24.10; master ships 3.14, whose split is
 applied to 3.11's modules).
@@ -19,6 +22,7 @@ import ast
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -28,12 +32,22 @@ from pathlib import Path
 import pytest
 
 from loxgw.core import catalog
-from tests.unit.openwrt.feed import BRANCHES, FEED, LOXGW_MAKEFILE, ROOT, read_makefile, stdlib_split
+from tests.unit.openwrt.feed import (
+    BRANCHES,
+    FEED,
+    LOXGW_MAKEFILE,
+    PYROUTE2_MAKEFILE,
+    ROOT,
+    apply_filespec,
+    feed_python_packages,
+    read_makefile,
+    stdlib_split,
+)
 from tests.unit.openwrt.pypi import fetch
 
 CONFIG = FEED / "net" / "loxgw" / "files" / "loxgw.config"
 # Python modules of packages from the feeds, not from the stdlib.
-THIRD_PARTY = {"python3-pyroute2": "pyroute2", "python3-netfilterqueue": "netfilterqueue",
+THIRD_PARTY = {"python3-pyroute2-netlink": "pyroute2", "python3-netfilterqueue": "netfilterqueue",
                "python3-miniupnpc": "miniupnpc"}
 STDLIB_PREFIX = "/usr/lib/python$(PYTHON3_VERSION)/"
 
@@ -72,15 +86,17 @@ def declared() -> list[str]:
 
 
 def closure(branch: str, packages: list[str]) -> set[str]:
-    """Stdlib subpackages installed with `packages`: each one's DEPENDS, transitively."""
+    """Stdlib subpackages and our feed's Python packages installed with `packages`: DEPENDS, transitively."""
     subpackages = stdlib_split()[branch]["subpackage"]
-    todo = [p for p in packages if p in subpackages]
+    ours = feed_python_packages()
+    todo = [p for p in packages if p in subpackages or p in ours]
     seen: set[str] = set()
     while todo:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo.extend(subpackages[name]["depends"])
+            depends = subpackages[name]["depends"] if name in subpackages else ours[name]
+            todo.extend(d for d in depends if d in subpackages or d in ours)
     return seen
 
 
@@ -125,7 +141,10 @@ def cut_stdlib(removed: set[str], home: Path) -> Path:
 
 
 def third_party_path(modules: list[str], where: Path) -> Path:
-    """A directory holding only the declared third-party modules, linked from the test venv."""
+    """A directory holding only the declared third-party modules, linked from the test venv.
+
+    pyroute2 without its package __init__, as python3-pyroute2-netlink installs it.
+    """
     where.mkdir()
     for module in modules:
         spec = importlib.util.find_spec(module)
@@ -134,7 +153,13 @@ def third_party_path(modules: list[str], where: Path) -> Path:
         source = Path(spec.origin)
         if spec.submodule_search_locations:
             source = source.parent
-        (where / source.name).symlink_to(source)
+        if module == "pyroute2":
+            (where / source.name).mkdir()
+            for child in source.iterdir():
+                if child.name not in ("__init__.py", "__pycache__"):
+                    (where / source.name / child.name).symlink_to(child)
+        else:
+            (where / source.name).symlink_to(source)
     return where
 
 
@@ -145,9 +170,9 @@ class CutPython:
         installed = closure(branch, packages)
         removed = removed_paths(branch, installed)
         self.home = cut_stdlib(removed, work / "home")
-        self.site = third_party_path([THIRD_PARTY[p] for p in packages if p in THIRD_PARTY], work / "site")
+        self.site = third_party_path([THIRD_PARTY[p] for p in sorted(installed) if p in THIRD_PARTY], work / "site")
         if pyroute2 is not None:
-            (self.site / "pyroute2").unlink()
+            shutil.rmtree(self.site / "pyroute2", ignore_errors=True)
             (self.site / "pyroute2").symlink_to(pyroute2)
         self.refused = sorted(r.split("/")[-1] for r in removed
                               if r.startswith("lib-dynload/") and r.split("/")[-1] in sys.builtin_module_names)
@@ -191,11 +216,12 @@ def imports_of_loxgw() -> list[str]:
 
 
 def test_declared_python_packages_exist_on_every_branch() -> None:
-    names = declared()
+    names = declared() + [d for p in feed_python_packages().values() for d in p]
     assert "python3" not in names, "+python3 pulls the whole stdlib: name the subpackages"
+    assert "python3-pyroute2" not in names, "the feed's python3-pyroute2 depends on +python3"
     for branch in BRANCHES:
         known = set(stdlib_split()[branch]["subpackage"]) | set(THIRD_PARTY) | {"python3-light"}
-        assert [n for n in names if n not in known] == [], f"no such package on {branch}"
+        assert sorted({n for n in names if n.startswith("python3") and n not in known}) == [], f"not on {branch}"
 
 
 def test_loxgw_runs_check_render_catalog_and_status(cut: CutPython, tmp_path: Path) -> None:
@@ -250,14 +276,53 @@ def test_every_declared_subpackage_is_needed(tmp_path: Path) -> None:
         assert loaded.returncode == 1, f"{dropped} is declared but nothing needs it"
 
 
+def slim_pyroute2(where: Path) -> Path:
+    """pyroute2 as python3-pyroute2-netlink installs it: its filespec applied to the wheel of its version."""
+    makefile = read_makefile(PYROUTE2_MAKEFILE)
+    version = makefile.variables["PKG_VERSION"]
+    with zipfile.ZipFile(fetch("pyroute2", f"pyroute2-{version}-py3-none-any.whl")) as wheel:
+        wheel.extractall(where / "wheel")
+    spec = makefile.expand(makefile.defines["Py3Package/python3-pyroute2-netlink/filespec"], {"PYTHON3_PKG_DIR": ""})
+    apply_filespec(spec, where / "wheel", where / "slim")
+    return where / "slim" / "pyroute2"
+
+
 @pytest.mark.sdk
 @pytest.mark.parametrize("branch", BRANCHES)
-def test_loxgw_loads_with_the_pyroute2_each_branch_ships(branch: str, tmp_path: Path) -> None:
-    version = stdlib_split()[branch]["pyroute2"]
-    with zipfile.ZipFile(fetch("pyroute2", f"pyroute2-{version}-py3-none-any.whl")) as wheel:
-        wheel.extractall(tmp_path / "wheel")
-    cut = CutPython(branch, declared(), tmp_path / "cut", pyroute2=tmp_path / "wheel" / "pyroute2")
-    loaded = cut.run("import", "pyroute2:__version__", *imports_of_loxgw())
+def test_loxgw_loads_and_runs_with_the_slim_pyroute2(branch: str, tmp_path: Path) -> None:
+    pyroute2 = slim_pyroute2(tmp_path)
+    assert not (pyroute2 / "__init__.py").exists()
+    cut = CutPython(branch, declared(), tmp_path / "cut", pyroute2=pyroute2)
+    loaded = cut.run("import", *imports_of_loxgw())
     assert (loaded.returncode, loaded.stdout, loaded.stderr) == (0, "\n", "")
-    check = cut.run("cli", "-c", str(CONFIG), "check")
-    assert (check.returncode, check.stderr) == (0, "")
+    for args in (["check"], ["render"], ["render", "--queue", "nft"]):
+        ran = cut.run("cli", "-c", str(CONFIG), *args)
+        assert (ran.returncode, ran.stderr) == (0, "")
+
+
+@pytest.mark.sdk
+def test_the_slim_pyroute2_needs_each_of_its_depends(tmp_path: Path) -> None:
+    pyroute2 = slim_pyroute2(tmp_path)
+    names = [n for n in imports_of_loxgw() if n.startswith("pyroute2")]
+    ours = read_makefile(PYROUTE2_MAKEFILE).depends("python3-pyroute2-netlink")
+    assert ours == ["python3-light", "python3-logging", "python3-multiprocessing"]
+    for dropped in ours[1:]:
+        cut = CutPython("23.05", [p for p in ours if p != dropped], tmp_path / dropped, pyroute2=pyroute2)
+        loaded = cut.run("import", *names)
+        assert loaded.returncode == 1, f"{dropped} is declared but pyroute2's netlink core does not need it"
+
+
+def test_the_cli_imports_pyroute2s_netlink_core_and_nothing_else_of_it() -> None:
+    # With a full pyroute2 installed (plain Linux, the test venv), as python3-pyroute2-netlink
+    # installs it on OpenWrt: no package __init__, so neither NDB (sqlite3) nor IPRoute loads.
+    probe = ("import sys; from loxgw.cli import pyroute2_without_its_package_init as bypass; bypass(); "
+             "import loxgw.daemon.app, loxgw.edges.relaynet, loxgw.edges.mdnsnet, loxgw.edges.detect, "
+             "loxgw.edges.addresses, loxgw.edges.probe, loxgw.edges.nftset, loxgw.edges.nflog, loxgw.edges.dnsqueue; "
+             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('pyroute2', 'sqlite3', 'unittest', 'uuid'))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    modules = loaded.stdout.split()
+    assert [m for m in modules if not m.startswith("pyroute2.netlink") and m not in (
+        "pyroute2", "pyroute2.common", "pyroute2.config", "pyroute2.netns", "pyroute2.process", "pyroute2.requests",
+        "pyroute2.requests.main", "pyroute2.statsd")] == []
+    assert "pyroute2.netlink.nfnetlink.nftsocket" in modules

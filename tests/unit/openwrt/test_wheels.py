@@ -19,7 +19,6 @@ use it. Venvs and sdists are cached in /tmp/loxgw-wheel-cache.
 from __future__ import annotations
 
 import fnmatch
-import glob
 import hashlib
 import json
 import os
@@ -40,6 +39,7 @@ from tests.unit.openwrt.feed import (
     PYTHON_MAKEFILES,
     ROOT,
     Makefile,
+    apply_filespec,
     host_tools,
     read_makefile,
 )
@@ -144,30 +144,6 @@ def build_env(makefile: Makefile, target_ar: str) -> dict[str, str]:
     return env
 
 
-def apply_filespec(spec: str, src: Path, dest: Path) -> None:
-    """lang/python/python-package-install.sh: '+|path' copies from src, '-|path' removes from dest; both must match."""
-    for line in spec.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        command, path = (part.strip() for part in line.split("|")[:2])
-        if command == "+":
-            found = sorted(glob.glob(str(src / path.lstrip("/"))))
-            assert found, f"filespec: {path} not found in the installed tree"
-            for item in map(Path, found):
-                target = dest / item.relative_to(src)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if item.is_dir():
-                    shutil.copytree(item, target, dirs_exist_ok=True)
-                else:
-                    shutil.copy2(item, target)
-        elif command == "-":
-            found = sorted(glob.glob(str(dest / path.lstrip("/"))))
-            assert found, f"filespec: {path} not found, the SDK's build would fail"
-            for item in map(Path, found):
-                shutil.rmtree(item) if item.is_dir() else item.unlink()
-
-
 def flash_files(package_root: Path) -> list[str]:
     """Files of the package as the router gets them: sources compiled to .pyc, the .py removed."""
     return sorted(str(p.relative_to(package_root)) + ("c" if p.suffix == ".py" else "")
@@ -225,11 +201,20 @@ def test_sdk_builds_installs_and_packages_the_wheel(branch: str, makefile_path: 
         if package == "python3-netfilterqueue":
             module = sorted(re.sub(r"\..*\.so$", ".so", Path(f).name) for f in shipped if "/netfilterqueue/" in f)
             assert module == ["__init__.pyc", "_impl.so", "_version.pyc"]
+        if package == "python3-pyroute2-netlink":
+            # pyroute2's netlink core and licence, no package __init__ (it imports all of pyroute2).
+            modules = [f.split("/pyroute2/", 1)[1] for f in shipped if "/pyroute2/" in f]
+            assert modules == ["common.pyc", "config/__init__.pyc", "netlink/__init__.pyc", "netlink/exceptions.pyc",
+                               "netlink/nfnetlink/__init__.pyc", "netlink/nfnetlink/nftsocket.pyc",
+                               "netlink/nlsocket.pyc"]
+            # setuptools >= 80 (24.10, master) puts licence files in dist-info/licenses/.
+            licences = {Path(f).name for f in shipped if ".dist-info/" in f and "LICENSE" in f}
+            assert licences == {"LICENSE", "LICENSE.Apache-2.0", "LICENSE.GPL-2.0-or-later"}
 
 
 def test_every_feed_makefile_is_built_here() -> None:
     built_by_sdk = {m.parent.name for m in MAKEFILES}
-    assert built_by_sdk == {"python-netfilterqueue", "python-miniupnpc", "loxgw"}
+    assert built_by_sdk == {"python-netfilterqueue", "python-miniupnpc", "python-pyroute2-netlink", "loxgw"}
     assert ROOT.joinpath("openwrt", "net", "loxgw", "Makefile") in MAKEFILES
 
 

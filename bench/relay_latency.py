@@ -136,8 +136,9 @@ def idle_rate(pid: int, seconds: float = 3.0) -> float:
     return (cpu_ns(pid) - before) / 1e9 / seconds
 
 
-def one_run(lab: Lab, pid: int, sender: Host, far: Host, near: Host, rate: int, run: int, idle: float) -> Run:
-    seconds = SECONDS.get(rate, DEFAULT_SECONDS)
+def one_run(lab: Lab, pid: int, sender: Host, far: Host, near: Host, rate: int, run: int, idle: float,
+            seconds: float | None = None) -> Run:
+    seconds = seconds or SECONDS.get(rate, DEFAULT_SECONDS)
     settle(pid)
     receivers = []
     for host in (far, near):
@@ -146,13 +147,13 @@ def one_run(lab: Lab, pid: int, sender: Host, far: Host, near: Host, rate: int, 
         receivers.append(proc)
     before, started = cpu_ns(pid), time.monotonic()
     out = lab.run(sender.ns, sys.executable, "-c", SEND, str(rate), str(seconds), str(run), timeout=60).stdout.split()
-    far, near = (dict(json.loads(p.communicate(timeout=30)[0])) for p in receivers)
+    relayed, direct = (dict(json.loads(p.communicate(timeout=30)[0])) for p in receivers)
     cpu = (cpu_ns(pid) - before) / 1e9 - idle * (time.monotonic() - started)
-    got = len(far)
+    got = len(relayed)
     # Added latency per datagram: its relayed copy's arrival minus the original's on the same segment.
-    added = [far[i] - near[i] for i in far if i in near]
-    latency = list(far.values())
-    return Run(rate, int(out[0]), float(out[1]), got, len(near), pct(latency, .5), pct(latency, .99),
+    added = [relayed[i] - direct[i] for i in relayed if i in direct]
+    latency = list(relayed.values())
+    return Run(rate, int(out[0]), float(out[1]), got, len(direct), pct(latency, .5), pct(latency, .99),
                pct(added, .5), pct(added, .99), cpu / got * 10000 if got else float("nan"))
 
 

@@ -125,11 +125,16 @@ Event = AnswerWindow | DiscoveryAnswer
 _LIMIT = {"rate_source": RATE_SOURCE, "rate_global": RATE_GLOBAL}
 
 
+Out = tuple[int, bytes, int, int, int, int, relaypeers.Segment, int]
+"""An egress segment as the copy loop unpacks it: ifindex, link header, tag, broadcast, broadcast's
+words, IP header constant (CopyTemplate), peer state, counter row."""
+
+
 class _Slot:
     """One relayed interface as the hot path reads it: ints, a copy template, precomputed egress."""
 
-    __slots__ = ("address", "base", "broadcast", "egress", "iface", "index", "ingress", "peers", "template",
-                 "windows")
+    __slots__ = ("address", "base", "broadcast", "egress", "iface", "index", "ingress", "outs", "peers",
+                 "template", "window_due", "windows")
 
     def __init__(self, iface: RelayInterface, base: int, peers: relaypeers.Segment | None, ingress: bool) -> None:
         self.iface = iface
@@ -141,7 +146,11 @@ class _Slot:
         self.template = CopyTemplate(self.address, self.broadcast, iface.mac)
         self.peers = peers if peers is not None else relaypeers.Segment(iface.index, self.template.tag)
         self.egress: tuple[_Slot, ...] = ()
+        self.outs: tuple[Out, ...] = ()  # the egress slots, flattened
         self.windows: tuple[str, ...] = ()  # devices segments whose answers a search from here opens
+        # source . source port . port -> when a search like it may need a window written again; until
+        # then its windows are fresh and _open_windows is not called (most searches repeat).
+        self.window_due: dict[int, float] = {}
 
 
 class Relay:
@@ -190,6 +199,8 @@ class Relay:
                                        policy.allow_upstream or not iface.upstream)
         for slot in slots.values():
             slot.egress = tuple(o for o in slots.values() if o is not slot and o.ingress)
+            slot.outs = tuple((o.index, o.template.link, o.template.tag, o.template.broadcast, o.template.dst_words,
+                               o.template.ip_const, o.peers, o.base) for o in slot.egress)
             if slot.iface.role == "clients":
                 slot.windows = tuple(o.iface.name for o in slot.egress if o.iface.role == "devices")
         self._slots = slots
@@ -208,7 +219,7 @@ class Relay:
         if slot is None:  # row 0: interfaces the relay does not use (a refresh under way)
             counts[self._other + NOT_RELAY_INTERFACE] += 1
             return _NOTHING
-        if datagram[:1] == b"\x45" and len(datagram) >= 28:  # no IP options: unpacked here, in one go
+        if len(datagram) >= 28 and datagram[0] == 0x45:  # no IP options: unpacked here, in one go
             _, tos, _, ident, frag, ttl, proto, _, src, dst, sport, dport, udp_len, csum = _HEADERS(datagram)
             payload = datagram[28 : 20 + udp_len]
             if proto != UDP or frag & 0x3FFF or len(payload) != udp_len - 8:
@@ -252,7 +263,8 @@ class Relay:
         if refused:
             counts[base + _LIMIT[refused]] += 1
             return _NOTHING
-        if not slot.egress:
+        outs = slot.outs
+        if not outs:
             counts[base + NO_EGRESS] += 1
             return _NOTHING
         # relaywire.udp_sum and CopyTemplate.frame, inlined: this runs once per relayed broadcast.
@@ -264,23 +276,26 @@ class Relay:
         total = 20 + udp_len
         ip_part = total + (ttl << 8) + src_words
         out = []
-        for egress in slot.egress:
-            t = egress.template
-            check = 0xFFFF - ((partial + t.dst_words) % 0xFFFF or 0xFFFF) or 0xFFFF if csum else 0
-            frame = t.link + _PACK(0x45, RELAY_TOS, total, t.tag, IP_DF, ttl, UDP,
-                                   0xFFFF - ((t.ip_const + ip_part) % 0xFFFF or 0xFFFF), src, t.broadcast,
-                                   sport, dport, udp_len, check) + payload
-            if now < egress.peers.peers_until:
-                verdict = self.arbiter.outgoing(egress.peers, (egress.index, src, sport, dport, payload),
-                                                frame, column, now)
+        for index, link, tag, broadcast, dst_words, ip_const, peers, row in outs:
+            check = 0xFFFF - ((partial + dst_words) % 0xFFFF or 0xFFFF) or 0xFFFF if csum else 0
+            frame = link + _PACK(0x45, RELAY_TOS, total, tag, IP_DF, ttl, UDP,
+                                 0xFFFF - ((ip_const + ip_part) % 0xFFFF or 0xFFFF), src, broadcast,
+                                 sport, dport, udp_len, check) + payload
+            if now < peers.peers_until:
+                verdict = self.arbiter.outgoing(peers, (index, src, sport, dport, payload), frame, column, now)
                 if verdict != relaypeers.SEND:
-                    counts[egress.base + column + _VERDICT[verdict]] += 1
+                    counts[row + column + _VERDICT[verdict]] += 1
                     self.timer_changed |= verdict == relaypeers.DEFERRED
                     continue
-            out.append((egress.index, frame))
-            counts[egress.base + column + RELAYED] += 1
+            out.append((index, frame))
+            counts[row + column + RELAYED] += 1
         if slot.windows:
-            self._open_windows(slot.windows, src, sport, dport, now)
+            due = slot.window_due
+            key = src << 32 | sport << 16 | dport
+            if now >= due.get(key, now):
+                if key not in due and len(due) >= WINDOWS_KEPT:
+                    del due[next(iter(due))]
+                due[key] = self._open_windows(slot.windows, src, sport, dport, now)
         return out
 
     def receive_answer(self, src: int, payload: bytes) -> None:
@@ -322,22 +337,28 @@ class Relay:
             return
         self.events.append(event)
 
-    def _open_windows(self, segments: tuple[str, ...], asker: int, sport: int, dport: int, now: float) -> None:
-        """Answers to a search go to its source port; a Miniserver's LoxLIVE answer to 7071 as well."""
+    def _open_windows(self, segments: tuple[str, ...], asker: int, sport: int, dport: int, now: float) -> float:
+        """Answers to a search go to its source port; a Miniserver's LoxLIVE answer to 7071 as well.
+
+        Returns when the first of these windows needs writing again.
+        """
         ports = (sport, ANSWER_PORT) if dport == SEARCH_PORT and sport != ANSWER_PORT else (sport,)
         windows = self._windows
+        oldest = now
         for segment in segments:
             for port in ports:
                 key = (segment, asker, port)
                 opened = windows.get(key)
                 if opened is not None:
                     if now - opened < ANSWER_REFRESH:
+                        oldest = min(oldest, opened)
                         continue
                     del windows[key]
                 elif len(windows) >= WINDOWS_KEPT:
                     del windows[next(iter(windows))]
                 windows[key] = now
                 self._event(AnswerWindow(segment, asker, port, ANSWER_WINDOW))
+        return oldest + ANSWER_REFRESH
 
     def _column(self, port: int) -> int | None:
         """The counter column of a port (None: not relayed); ranges' columns are remembered per port."""

@@ -63,19 +63,18 @@ ANSWER_SIZE = 4096  # LoxLIVE answers listing many extensions run past 512 bytes
 def dump_interfaces(names: Iterable[str], roles: dict[str, str]) -> list[RelayInterface]:
     """The named interfaces that are up and have an IPv4 address (first address wins)."""
     wanted = set(names)
-    links = {link.index: (link.name, link.address if link.type == ARPHRD_ETHER else b"")
-             for link in rtnl.links() if link.name in wanted and link.flags & IFF_UP}
+    links = {link.index: link for link in rtnl.links() if link.name in wanted and link.flags & IFF_UP}
     upstream = {route.oif for route in rtnl.routes(socket.AF_INET) if route.dst_len == 0}
     found: dict[int, RelayInterface] = {}
     for addr in rtnl.addresses(socket.AF_INET):
-        index = addr.index
-        if index not in links or index in found:
+        link = links.get(addr.index)
+        if link is None or addr.index in found:
             continue
         iface = ipaddress.IPv4Interface(f"{addr.address}/{addr.prefixlen}")
         broadcast = ipaddress.IPv4Address(addr.broadcast) if addr.broadcast else iface.network.broadcast_address
-        name, mac = links[index]
-        found[index] = RelayInterface(name, index, iface.ip, broadcast, index in upstream,
-                                      roles.get(name, ""), mac if len(mac) == 6 else b"")
+        mac = link.address if link.type == ARPHRD_ETHER and len(link.address) == 6 else b""
+        found[addr.index] = RelayInterface(link.name, addr.index, iface.ip, broadcast, addr.index in upstream,
+                                           roles.get(link.name, ""), mac)
     return sorted(found.values(), key=lambda i: i.name)
 
 

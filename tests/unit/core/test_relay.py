@@ -191,6 +191,19 @@ def test_windows_are_written_again_only_after_half_their_time() -> None:
     assert events(core) == [AnswerWindow("br-iot", int(APP), 50000, 10)]
 
 
+def test_a_window_another_search_opened_is_written_again_in_time() -> None:
+    """Searches skip the window check while their windows are fresh; a shared window still gets refreshed."""
+    core = make()
+    core.receive(LAN.index, datagram(sport=7071, dport=7070), 0.0)  # opens (asker, 7071)
+    assert events(core) == [AnswerWindow("br-iot", int(APP), 7071, 10)]
+    core.receive(LAN.index, datagram(sport=50000, dport=7070), 4.0)  # (asker, 7071) is 4 s old: kept
+    assert events(core) == [AnswerWindow("br-iot", int(APP), 50000, 10)]
+    core.receive(LAN.index, datagram(sport=50000, dport=7070), relay.ANSWER_REFRESH + 0.1)
+    assert events(core) == [AnswerWindow("br-iot", int(APP), 7071, 10)]
+    core.receive(LAN.index, datagram(sport=50000, dport=7070), 4.0 + relay.ANSWER_REFRESH + 0.1)
+    assert events(core) == [AnswerWindow("br-iot", int(APP), 50000, 10)]
+
+
 def test_answers_to_the_router_are_handed_on() -> None:
     core = make()
     core.receive_answer(int(IP("192.168.20.10")), b"LoxLIVE: Home")

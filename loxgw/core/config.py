@@ -8,8 +8,6 @@ questions several services ask of the whole config.
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
@@ -19,7 +17,6 @@ from loxgw.core import catalog, uci
 from loxgw.core import configschema as cs
 from loxgw.core.catalog import PortRange, Product
 from loxgw.core.configsections import (
-    DEFAULT_STATUS_SOCKET,
     SECTIONS,
     DnsHold,
     DnsMode,
@@ -37,15 +34,14 @@ from loxgw.core.configsections import (
     Zone,
     ZoneRole,
 )
-from loxgw.core.errors import ConfigError, ConfigProblem
+from loxgw.core.defaults import DEFAULT_PATH, DEFAULT_STATUS_SOCKET
+from loxgw.core.uci import MAX_BYTES, read_config_text
 
 __all__ = ["DEFAULT_PATH", "DEFAULT_STATUS_SOCKET", "MAX_BYTES", "SECTIONS", "Config", "DnsHold", "DnsMode",
            "EgressMode", "FirewallMode", "IPAddress", "IPNetwork", "Knx", "LogLevel", "MainConfig", "Reflector",
            "Relay", "StaticDevice", "Upnp", "Zone", "ZoneRole", "gen1_broadcast_ports", "load_config",
            "parse_config", "read_config_text"]
 
-DEFAULT_PATH = "/etc/config/loxgw"
-MAX_BYTES = 1 << 20  # a config file's size cap; the sample configs are about 1 KB
 SINGLE = ("loxgw", "knx", "reflector")  # section types a file holds at most once
 
 
@@ -266,58 +262,6 @@ def parse_config(text: str, path: str) -> Config:
         knx=knx or Knx(),
         reflector=reflector or Reflector(),
     )
-
-
-_FILE_TYPES = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def read_config_text(path: str) -> str:
-    """A config file's text: a regular file of at most MAX_BYTES of UTF-8, else a one-line ConfigError.
-
-    Opened with O_NONBLOCK and checked with fstat before any read: a FIFO
-    would block `check`, `run` and `status` for good, and /dev/zero would grow
-    memory without end.
-    """
-
-    def fail(message: str, line: int = 0) -> ConfigError:
-        return ConfigError([ConfigProblem(path, line, message)])
-
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise fail(f"cannot read: {exc.strerror}") from exc
-    except ValueError as exc:  # a NUL in the path
-        raise fail(f"cannot read: {exc}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = next((kind for test, kind in _FILE_TYPES if test(info.st_mode)), "a special file")
-            raise fail(f"not a regular file but {kind}; loxgw reads its config only from a regular file")
-        if info.st_size > MAX_BYTES:
-            raise fail(f"{info.st_size} bytes, more than the {MAX_BYTES}-byte limit of a config file")
-        while total <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - total)):
-            chunks.append(chunk)
-            total += len(chunk)
-    except OSError as exc:
-        raise fail(f"cannot read: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    if len(data) > MAX_BYTES:  # it grew after fstat
-        raise fail(f"more than the {MAX_BYTES}-byte limit of a config file")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise fail(f"not UTF-8 text: {exc.reason} at byte {exc.start}", line) from exc
 
 
 def load_config(path: str) -> Config:

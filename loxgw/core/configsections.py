@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Literal, get_args
 from loxgw.core import configschema as cs
 from loxgw.core.catalog import DEVICE_PRODUCTS, PortRange, Product
 from loxgw.core.configschema import option
+from loxgw.core.defaults import DEFAULT_STATUS_SOCKET
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-DEFAULT_STATUS_SOCKET = "/var/run/loxgw/status.sock"
 
 FirewallMode = Literal["auto", "fw4", "standalone"]
 DnsMode = Literal["inline", "passive", "off"]

@@ -69,6 +69,45 @@ def _interface_networks(names: tuple[str, ...]) -> dict[str, tuple[IPNetwork, ..
     return probe.interface_networks(names)
 
 
+class GrantSync:
+    """Keeps the grant memory in step with the DNS ledger, never waiting long for the DNS lock on the loop."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.memory = GrantMemory()
+        self.skipped = 0  # device syncs given up because the DNS thread held its lock
+
+    async def full(self, now: float) -> None:
+        """A full sync: the ledger copied under the DNS lock and the rest computed in a thread."""
+        dns_service = self.daemon.dns
+        old = self.memory.live
+
+        def compute() -> SyncedGrants:
+            # The DNS thread may hold its lock for a whole batch of copies (hundreds of ms while
+            # 50,000 answers arrive): waited for here, never on the loop.
+            with dns_service.lock:
+                raw = dns_service.ledger.raw()
+            return GrantMemory.compute(GrantLedger.grants_of(raw, now), now, old)
+
+        self.memory.apply(await asyncio.to_thread(compute), now)
+
+    def devices(self, devices: set[IPAddress], now: float) -> None:
+        """Sync these devices' grants alone: a question or a new sample needs them fresh."""
+        if not devices:
+            return
+        dns_service = self.daemon.dns
+        if not dns_service.lock.acquire(timeout=LOCK_WAIT):
+            self.skipped += 1  # the DNS thread is busy: answer from the last sync
+            return
+        try:
+            raw = dns_service.ledger.raw()
+        finally:
+            dns_service.lock.release()
+        grants = GrantLedger.grants_of([(key, value) for key, value in raw if key[0] in devices], now)
+        for device in devices:
+            self.memory.sync_device(device, [g for g in grants if g.device == device], now)
+
+
 class DiagnoseService:
     """Owns the blocked-attempts table, the grant memory, and the NFLOG group of the samples."""
 
@@ -78,13 +117,13 @@ class DiagnoseService:
         self.open_log = open_log or _open_log
         self.read_networks = read_networks or _interface_networks
         self.table = BlockedTable()
-        self.memory = GrantMemory()
+        self.grants = GrantSync(daemon)
+        self.memory = self.grants.memory
         self.policy = dns.build_policy(catalog.load(), "devices")
         self.log: Any = None  # edges.nflog.CopyLog while bound
         self.group: int | None = None
         self.log_error: str | None = None
         self.malformed = 0
-        self.sync_skipped = 0
         self.networks: dict[str, tuple[IPNetwork, ...]] = {}
         # Keys of devices some detection source has seen: a reload re-creates static devices with
         # the config as their only source, and doctor must not call them never seen for that.
@@ -143,7 +182,7 @@ class DiagnoseService:
             self.note_seen()
             ledger = self.daemon.dns.ledger
             if now - self.memory.synced_at >= max(SYNC_EVERY, len(ledger) * SYNC_PER_ENTRY):
-                await self.sync_in_thread(now)
+                await self.grants.full(now)
             await asyncio.sleep(TICK)
 
     async def _read_networks(self) -> None:
@@ -184,7 +223,7 @@ class DiagnoseService:
         if not stale:
             return rows
         if max(r.last_seen for r in stale) >= self.memory.synced_at:
-            self.sync_devices({r.sample.src for r in stale if r.sample.direction == "out"}, now)
+            self.grants.devices({r.sample.src for r in stale if r.sample.direction == "out"}, now)
         view = self.view(now)
         for row in stale:
             s = row.sample
@@ -194,36 +233,6 @@ class DiagnoseService:
                 verdict = replace(verdict, code="allowed_now", text=f"allowed now, not when sampled: {verdict.text}")
             row.verdict, row.explained_at = verdict, now
         return rows
-
-    async def sync_in_thread(self, now: float) -> None:
-        """A full sync of the grant memory: the ledger copied under the DNS lock, the rest in a thread."""
-        dns_service = self.daemon.dns
-        old = self.memory.live
-
-        def compute() -> SyncedGrants:
-            # The DNS thread may hold its lock for a whole batch of copies (hundreds of ms while
-            # 50,000 answers arrive): waited for here, never on the loop.
-            with dns_service.lock:
-                raw = dns_service.ledger.raw()
-            return GrantMemory.compute(GrantLedger.grants_of(raw, now), now, old)
-
-        self.memory.apply(await asyncio.to_thread(compute), now)
-
-    def sync_devices(self, devices: set[IPAddress], now: float) -> None:
-        """Sync these devices' grants alone: a question or a new sample needs them fresh."""
-        if not devices:
-            return
-        dns_service = self.daemon.dns
-        if not dns_service.lock.acquire(timeout=LOCK_WAIT):
-            self.sync_skipped += 1  # the DNS thread is busy: answer from the last sync
-            return
-        try:
-            raw = dns_service.ledger.raw()
-        finally:
-            dns_service.lock.release()
-        grants = GrantLedger.grants_of([(key, value) for key, value in raw if key[0] in devices], now)
-        for device in devices:
-            self.memory.sync_device(device, [g for g in grants if g.device == device], now)
 
     # --- the firewall as data --------------------------------------------------------
 
@@ -252,7 +261,7 @@ class DiagnoseService:
         return {"recent": [a.as_json(now, self.names()) for a in recent],
                 "rows": len(self.table), "samples": self.table.samples, "evicted": self.table.evicted,
                 "malformed": self.malformed + (self.log.malformed if self.log is not None else 0),
-                "grant_syncs_skipped": self.sync_skipped,
+                "grant_syncs_skipped": self.grants.skipped,
                 "group": self.group, "listening": self.log is not None, "error": self.log_error}
 
     def handlers(self) -> dict[str, Callable[[list[str]], dict[str, Any]]]:
@@ -290,7 +299,7 @@ class DiagnoseService:
         target = find_device(view.devices, question.host, aliases)
         dst = target.ip if target is not None and target.ip is not None else address_or_none(question.host)
         name = "" if dst is not None else question.host
-        self.sync_devices({src}, now)
+        self.grants.devices({src}, now)
         flow = Flow(src, dst, question.proto, question.port, name)
         verdict = decide(flow, view, self.memory.lookup(src, now, dst, name), now)
         return {"explain": {"device": str(src), "device_name": device.name if device is not None else "",

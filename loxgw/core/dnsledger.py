@@ -40,7 +40,8 @@ class GrantLedger:
 
     def __post_init__(self) -> None:
         self._live: OrderedDict[tuple[IPAddress, IPAddress, Profile], tuple[str, float]] = OrderedDict()
-        self._count: dict[IPAddress, int] = {}
+        # Each device's keys: its count for the cap, and its entries without a pass over all of them.
+        self._keys: dict[IPAddress, set[tuple[IPAddress, IPAddress, Profile]]] = {}
         self._pruned_at = -math.inf
 
     def admit(self, grants: list[Grant], now: float) -> list[Grant]:
@@ -55,15 +56,15 @@ class GrantLedger:
         return admitted
 
     def _room(self, device: IPAddress, now: float) -> bool:
-        if self._count.get(device, 0) < self.per_device and len(self._live) < self.capacity:
+        if len(self._keys.get(device, ())) < self.per_device and len(self._live) < self.capacity:
             return True
         if now - self._pruned_at >= self.prune_every:
             self._prune(now)
-        return self._count.get(device, 0) < self.per_device and len(self._live) < self.capacity
+        return len(self._keys.get(device, ())) < self.per_device and len(self._live) < self.capacity
 
     def _put(self, key: tuple[IPAddress, IPAddress, Profile], grant: Grant, now: float) -> None:
         if self._live.pop(key, None) is None:
-            self._count[grant.device] = self._count.get(grant.device, 0) + 1
+            self._keys.setdefault(grant.device, set()).add(key)
         self._live[key] = (grant.name, now + grant.timeout)
 
     def record(self, grants: Iterable[Grant], now: float) -> None:
@@ -79,11 +80,11 @@ class GrantLedger:
                 self._forget(key)
 
     def _forget(self, key: tuple[IPAddress, IPAddress, Profile]) -> None:
-        left = self._count.get(key[0], 1) - 1
-        if left:
-            self._count[key[0]] = left
-        else:
-            self._count.pop(key[0], None)
+        keys = self._keys.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys[key[0]]
 
     def _prune(self, now: float) -> None:
         self._pruned_at = now
@@ -95,6 +96,12 @@ class GrantLedger:
         """The live grants with their remaining time, to put back what a firewall restart removed."""
         self._prune(now)
         return self.grants_of(self.raw(), now)
+
+    def raw_of(self, devices: Iterable[IPAddress]
+               ) -> list[tuple[tuple[IPAddress, IPAddress, Profile], tuple[str, float]]]:
+        """raw() for these devices only: at most per_device entries each, whatever the ledger holds."""
+        live = self._live
+        return [(key, live[key]) for device in devices for key in self._keys.get(device, ())]
 
     @staticmethod
     def grants_of(raw: Iterable[tuple[tuple[IPAddress, IPAddress, Profile], tuple[str, float]]],
@@ -176,7 +183,7 @@ class GrantLedger:
     def counts_per_device(self) -> dict[str, int]:
         """Live entries per device. Safe without the lock: a plain dict copy runs no Python code,
         so the GIL makes it atomic, and status never waits for the DNS thread."""
-        return {str(device): count for device, count in dict(self._count).items()}
+        return {str(device): len(keys) for device, keys in dict(self._keys).items()}
 
     def live(self, now: float) -> list[dict[str, object]]:
         """The live entries as JSON-able records."""

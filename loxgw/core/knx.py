@@ -49,8 +49,9 @@ HELLO = b"LOXGW-KNX-PEER\x01"  # 'L' (0x4c) where a KNXnet/IP header has its len
 HELLO_INTERVAL = 20.0  # seconds; well inside relaypeers.PEER_MEMORY (60 s)
 HELLO_REPLY_GAP = 1.0  # seconds between hellos answering a new peer's, per interface
 # KNXnet/IP service types copied: routing indication, lost message, busy (flow control must
-# reach the senders it throttles), system broadcast, and the KNX IP Secure wrapper.
-ROUTING_SERVICES = frozenset({0x0530, 0x0531, 0x0532, 0x0533, 0x0950})
+# reach the senders it throttles), system broadcast, the KNX IP Secure wrapper, and Secure's timer
+# notify (0x0955), which keeps the replay timers of both zones in step.
+ROUTING_SERVICES = frozenset({0x0530, 0x0531, 0x0532, 0x0533, 0x0950, 0x0955})
 _HEADER = struct.Struct("!BBHH")
 
 

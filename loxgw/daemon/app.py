@@ -272,8 +272,10 @@ class Daemon:
         # Open the set writer now: its first use probes the kernel with nft runs, which must not
         # stall the event loop later (the relay's first answer pinhole used to pay for it).
         self.dns.open_writer()
-        adopted = self.dns.adopt_kernel_entries()
-        restored = self.dns.restore_saved_entries()
+        # Up to 65,536 entries each (seconds of work): in a thread, so the loop guard and the
+        # services started so far keep running.
+        adopted = await asyncio.to_thread(self.dns.adopt_kernel_entries)
+        restored = await asyncio.to_thread(self.dns.restore_saved_entries)
         if adopted or restored:
             log.info("DNS entries: %d adopted from the kernel, %d restored from %s", adopted, restored,
                      self.dns.state_path)

@@ -100,10 +100,10 @@ class GrantSync:
             self.skipped += 1  # the DNS thread is busy: answer from the last sync
             return
         try:
-            raw = dns_service.ledger.raw()
+            raw = dns_service.ledger.raw_of(devices)
         finally:
             dns_service.lock.release()
-        grants = GrantLedger.grants_of([(key, value) for key, value in raw if key[0] in devices], now)
+        grants = GrantLedger.grants_of(raw, now)
         for device in devices:
             self.memory.sync_device(device, [g for g in grants if g.device == device], now)
 

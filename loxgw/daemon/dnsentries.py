@@ -130,7 +130,8 @@ def put_back(writer: SetWriter, grants: list[dns.Grant], ledger: GrantLedger, lo
                 batch = ledger.as_now(batch, clock())
             offered += len(batch)
             try:
-                writer.drain_errors()  # the DNS thread's, not this batch's (counted in writer.errors)
+                with contextlib.suppress(OSError):  # lost replies of the DNS thread's: not this batch's
+                    writer.drain_errors()  # the DNS thread's, not this batch's (counted in writer.errors)
                 writer.add(batch, drain=False)
                 code = writer.drain_errors()
             except (KernelError, OSError) as exc:  # OSError: ENOBUFS, errors were lost

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import threading
 import time
@@ -40,6 +41,9 @@ from loxgw.core.setkeys import KernelElement
 from loxgw.daemon.logs import log_failure
 
 log = logging.getLogger("loxgw")
+# What the kernel answers to bytes it cannot take: only these, when nft then applies the same
+# change, mean core.setkeys encodes for another kernel. ENOBUFS (replies lost) and the like do not.
+ENCODING_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.EMSGSIZE, errno.ERANGE})
 
 # Seconds the worker waits after a request for more to coalesce with it: a burst of
 # neighbour events becomes one diff.
@@ -96,6 +100,11 @@ class PassTiming:
     diffed: float = 0.0
     applied: float = 0.0
 
+    def spans(self) -> dict[str, float]:
+        waited = self.started - self.requested if self.requested is not None else 0.0
+        return {"wait": waited, "plan": self.planned - self.started, "diff": self.diffed - self.planned,
+                "kernel": self.applied - self.diffed}
+
 
 @dataclass
 class Applied:
@@ -106,6 +115,22 @@ class Applied:
     elements: pinholes.Elements = field(default_factory=dict)
     holes: tuple[pinholes.Pinhole, ...] = ()
     holes_per_device: dict[str, int] = field(default_factory=dict)
+
+
+def declare_table(kernel: FirewallKernel, table: str, script: str, leftover_possible: bool) -> None:
+    """Apply a declaration; where it is refused and a table another run left is there, replace that table.
+
+    A loxgw of another version that was killed may have left a set of another type (relay_answers4
+    gained a key field), which the kernel refuses to declare again.
+    """
+    try:
+        kernel.apply_script(script)
+    except KernelError as exc:
+        if not leftover_possible or not kernel.table_exists(table):
+            raise
+        log.warning("table inet %s left by an earlier run refused the declaration (%s); replacing it", table, exc)
+        kernel.apply_script(ruleset.render_removal(table))
+        kernel.apply_script(script)
 
 
 class FirewallService:
@@ -130,6 +155,7 @@ class FirewallService:
         self._cond = threading.Condition()
         self._desired: Desired | None = None
         self._full = False  # the next pass declares the table
+        self._declared_once = False  # a table found before the first declaration is another run's
         self._verify = False  # the next pass checks that the table is still there
         self._waiters: list[concurrent.futures.Future[None]] = []
         self._stopping = False
@@ -258,18 +284,11 @@ class FirewallService:
                                     elements=wanted if fresh else None).script
             if not fresh:
                 script += ruleset.render_element_changes(table, *pinholes.changes(self.applied.elements, wanted))
-            try:
-                self.kernel.apply_script(script)
-            except KernelError as exc:
-                if not fresh or not self.kernel.table_exists(table):
-                    raise
-                # A table a killed loxgw of another version left may hold a set of another type
-                # (relay_answers4 gained a key field), which the kernel refuses to declare again.
-                log.warning("table inet %s left by an earlier run refused the declaration (%s); replacing it",
-                            table, exc)
-                self.kernel.apply_script(ruleset.render_removal(table))
-                self.kernel.apply_script(script)
+            # Only before the first declaration may a table be another run's: later it is ours (a
+            # recovery after a failed diff), and replacing it would lose its windows.
+            declare_table(self.kernel, table, script, leftover_possible=fresh and not self._declared_once)
             self.counters["declares"] += 1
+            self._declared_once = True
             self._install_queue_rules(desired)
         else:
             delete, add = pinholes.changes(self.applied.elements, wanted)
@@ -307,7 +326,10 @@ class FirewallService:
             except KernelError as exc:
                 self.counters["netlink_refusals"] += 1
                 log_failure(log, "pinhole set elements over netlink; retried with nft -f", exc)
+                encoding_refused = exc.errno in ENCODING_ERRNOS
             self.kernel.apply_script(ruleset.render_element_changes(table, delete, add))
+            if not encoding_refused:  # lost replies, a transient refusal: netlink stays
+                return
             # nft applied what the kernel refused over netlink: this kernel wants other bytes than
             # core.setkeys writes, so stay with nft. (Had nft failed too, the change itself was wrong.)
             log.warning("the kernel refused a set element batch that nft applied; set elements go through "
@@ -323,9 +345,7 @@ class FirewallService:
         """Where a diff's time went, summed in status counters (µs) for the scale benchmark, logged at debug."""
         timing = self._timing
         timing.applied = self.clock()
-        waited = timing.started - timing.requested if timing.requested is not None else 0.0
-        spans = {"wait": waited, "plan": timing.planned - timing.started,
-                 "diff": timing.diffed - timing.planned, "kernel": timing.applied - timing.diffed}
+        spans = timing.spans()
         for name, seconds in spans.items():
             self.counters[f"pass_{name}_us"] += round(seconds * 1e6)
         if log.isEnabledFor(logging.DEBUG):

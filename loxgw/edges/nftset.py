@@ -321,7 +321,7 @@ class ElementBatches:
         self.seq &= 0x7FFFFFFF
         if len(batch) + 64 > self._sndbuf:  # netlink refuses a message larger than the send buffer
             self._grow_send_buffer(len(batch) + 64)
-        self._drain()  # a late reply of an earlier batch must not be read as this one's
+        self._drain(before=True)  # a late reply of an earlier batch must not be read as this one's
         try:
             self.sock.send(batch)
         except OSError as exc:
@@ -336,7 +336,7 @@ class ElementBatches:
                 self.sock.setsockopt(socket.SOL_SOCKET, option, size)
         self._sndbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
 
-    def _drain(self) -> list[int]:
+    def _drain(self, before: bool = False) -> list[int]:
         errors: list[int] = []
         while True:
             try:
@@ -344,6 +344,8 @@ class ElementBatches:
             except BlockingIOError:
                 return errors
             except OSError as exc:  # ENOBUFS: replies were lost; nothing says the batch failed
+                if before:  # earlier batches' replies: this batch is not sent yet, it is not concerned
+                    return errors
                 raise KernelError("netlink set element batch", exc.errno, "replies lost") from exc
             errors += netlink_errors(data)
 

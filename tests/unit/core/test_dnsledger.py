@@ -67,3 +67,17 @@ def test_grants_of_a_copy_leave_out_what_expired() -> None:
     assert GrantLedger.grants_of(raw, 29.5) == [grant(1, 571), grant(2, 1)]
     assert GrantLedger.grants_of(raw, 30.0) == [grant(1, 570)]
     assert ledger.capacity == CLOUD_SET_SIZE  # the size each kernel set is declared with
+
+
+def test_one_devices_entries_without_a_pass_over_all() -> None:
+    ledger = GrantLedger(per_device=3)
+    a, b = ipaddress.ip_address("192.168.20.10"), ipaddress.ip_address("192.168.20.11")
+    weather = Profile("tcp", (PortRange(6066, 6066),))
+    grants = [Grant(device, ipaddress.ip_address(f"203.0.113.{n}"), weather, 60, "weather.loxone.com")
+              for device in (a, b) for n in (1, 2)]
+    ledger.admit(grants, 0.0)
+    assert sorted(str(key[1]) for key, _ in ledger.raw_of([a])) == ["203.0.113.1", "203.0.113.2"]
+    ledger.forget(grants[:1])
+    assert [str(key[1]) for key, _ in ledger.raw_of([a])] == ["203.0.113.2"]
+    assert ledger.counts_per_device() == {"192.168.20.10": 1, "192.168.20.11": 2}
+    assert sorted(ledger.raw_of([a, b])) == sorted(ledger.raw())

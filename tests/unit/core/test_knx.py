@@ -120,3 +120,11 @@ def test_any_datagram_is_copied_whole_or_dropped(data: bytes, tos: int) -> None:
     assert out in ([], [Copy(A_LAN.index, data)]) or hello_answer
     if out:
         assert knx.frame_service(data) in knx.ROUTING_SERVICES and len(data) <= knx.MAX_FRAME
+
+
+def test_knx_secure_timer_notify_crosses_too() -> None:
+    # KNX IP Secure keeps both zones' replay timers in step with TimerNotify (0x0955): without it,
+    # secure routing across zones fails once the timers drift. A 0x0955 header with a 36-byte body.
+    notify = bytes.fromhex("06100955" "0024") + bytes(30)
+    core = router(A_LAN, A_IOT)
+    assert core.receive(A_IOT.index, SENDER, KNX_GROUP, notify, 0, 1.0) == [Copy(A_LAN.index, notify)]

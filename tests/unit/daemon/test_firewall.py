@@ -6,13 +6,15 @@ import asyncio
 import errno
 import ipaddress
 
+import pytest
+
 from loxgw.core import firewall, pinholes, ruleset, setkeys
 from loxgw.core.config import parse_config
 from loxgw.core.devices import Device
 from loxgw.core.dnspath import OFF
 from loxgw.core.errors import KernelError
 from loxgw.core.setkeys import KernelElement
-from loxgw.daemon.firewall import Desired, FirewallService
+from loxgw.daemon.firewall import Applied, Desired, FirewallService
 
 CONFIG = parse_config("""
 config loxgw 'main'
@@ -170,3 +172,26 @@ def test_a_leftover_table_that_refuses_the_declaration_is_replaced() -> None:
     asyncio.run(service.apply(desired(MINISERVER)))
     assert [s.startswith(ruleset.render_removal("loxgw")) for s in scripts.scripts] == [True, False]
     assert service.applied.table == "loxgw"
+
+
+def test_a_transient_refusal_goes_through_nft_once_and_netlink_stays() -> None:
+    batches = Batches()
+    batches.refuse = errno.ENOBUFS  # replies lost: says nothing about the bytes
+    service, scripts = started(batches)
+    service.request(desired(MINISERVER, INTERCOM))
+    service._pass()
+    assert "add element inet loxgw" in scripts.scripts[-1]
+    assert (service.counters["netlink_refusals"], batches.closed, service.elements is batches) == (1, 0, True)
+    batches.refuse = None
+    service.request(desired(MINISERVER))
+    service._pass()
+    assert [table for table, _, _ in batches.batches] == ["loxgw"]
+
+
+def test_a_refused_declaration_of_our_own_table_is_not_replaced() -> None:
+    service, scripts = started(None)
+    service.applied = Applied()  # as after a failed diff: the next pass declares from scratch
+    scripts.refuse = "# loxgw ruleset"
+    with pytest.raises(KernelError):
+        asyncio.run(service.apply(desired(MINISERVER)))
+    assert not any(s.startswith(ruleset.render_removal("loxgw")) for s in scripts.scripts)

@@ -3,12 +3,15 @@
 `get` reads a file with loxgw's own UCI parser (libuci's syntax); `add`, `set` and
 `delete` stage changes as rpcd does per session; `apply` writes the staged packages
 back as UCI text, so a test can run the real `loxgw check` on what the settings page
-saved. Anonymous sections get rpcd-style ids (cfgNNNNNN).
+saved. Anonymous sections get rpcd-style ids (cfgNNNNNN). Calls run one at a time, as in
+rpcd's single-threaded loop (the harness server answers on threads; LuCI's save sends its
+`add` and `set` calls at once).
 """
 
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Any
 
 from loxgw.core import uci
@@ -49,6 +52,7 @@ class UciStore:
         self.dirty: set[str] = set()
         self.applied: list[str] = []
         self.counter = 0x1000
+        self.lock = threading.Lock()
 
     def read(self, config: str) -> dict[str, Section]:
         path = self.files[config]
@@ -71,6 +75,10 @@ class UciStore:
         return self.staged[config]
 
     def handle(self, method: str, args: dict[str, Any]) -> Reply:
+        with self.lock:
+            return self.handle_one(method, args)
+
+    def handle_one(self, method: str, args: dict[str, Any]) -> Reply:
         config = args.get("config", "")
         if method in ("get", "add", "set", "delete") and config not in self.files:
             return Reply(code=4)

@@ -16,7 +16,9 @@
  *   - table cells carry data-title (the option title) for the mobile layout;
  *   - a grid's non-editable cells show textvalue(): the raw value HTML-escaped with '%h'
  *     (a ListValue's too, not its choice's label; Flag shows Yes/No);
- *   - Map.save() alerts 'Cannot save due to invalid values' when a field is invalid.
+ *   - Map.save() with an invalid field rejects, shows LuCI's "Save error" dialog naming the
+ *     option and its validation error, and keeps what the user typed (no re-render); a
+ *     grid's Edit dialog saves silently and stays open.
  */
 
 const CBINode = baseclass.extend({
@@ -148,10 +150,17 @@ const CBIMap = CBINode.extend({
 			.then(this.data.save.bind(this.data))
 			.then(this.load.bind(this))
 			.catch(function(e) {
-				if (!silent)
-					alert('Cannot save due to invalid values');
-				return Promise.reject();
-			}).finally(this.renderContents.bind(this));
+				if (!silent) {
+					ui.showModal(_('Save error'), [
+						E('p', {}, [ _('An error occurred while saving the form:') ]),
+						E('p', {}, [ E('em', { 'style': 'white-space:pre-wrap' }, [ e.message ]) ]),
+						E('div', { 'class': 'right' }, [
+							E('button', { 'class': 'cbi-button', 'click': ui.hideModal }, [ _('Dismiss') ])
+						])
+					]);
+				}
+				return Promise.reject(e);
+			}).then(this.renderContents.bind(this));
 	},
 
 	reset() {
@@ -431,6 +440,17 @@ const CBIAbstractValue = CBINode.extend({
 		return node ? dom.callClassMethod(node, 'isValid') : true;
 	},
 
+	getValidationError(section_id) {
+		const node = this.map.findElement('id', this.cbid(section_id));
+		return node ? dom.callClassMethod(node, 'getValidationError') : '';
+	},
+
+	invalidError(section_id) {
+		const title = this.stripTags(this.title).trim();
+		return new TypeError('%s %s'.format(_('Option "%s" contains an invalid input value.').format(title || this.option),
+			this.getValidationError(section_id)));
+	},
+
 	isActive(section_id) {
 		const field = this.map.findElement('data-field', this.cbid(section_id));
 		return field != null && !field.classList.contains('hidden');
@@ -455,7 +475,7 @@ const CBIAbstractValue = CBINode.extend({
 		const cval = this.cfgvalue(section_id);
 		const fval = active ? this.formvalue(section_id) : null;
 		if (active && !this.isValid(section_id))
-			return Promise.reject(new Error('invalid value in option "%s"'.format(this.option)));
+			return Promise.reject(this.invalidError(section_id));
 		const empty = (fval == null || fval === '' || (Array.isArray(fval) && !fval.length));
 		if (!empty) {
 			if (this.forcewrite || !isEqual(cval, fval))
@@ -465,7 +485,7 @@ const CBIAbstractValue = CBINode.extend({
 			return Promise.resolve(this.remove(section_id));
 		}
 		else if (!isEqual(cval, fval)) {
-			return Promise.reject(new Error('option "%s" must not be empty'.format(this.option)));
+			return Promise.reject(new TypeError(_('Option "%s" must not be empty.').format(this.stripTags(this.title).trim() || this.option)));
 		}
 		return Promise.resolve();
 	},
@@ -664,7 +684,7 @@ const CBITableSection = CBITypedSection.extend({
 	},
 
 	handleModalSave(modalMap, ev) {
-		return modalMap.save()
+		return modalMap.save(null, true)
 			.then(L.bind(this.map.load, this.map))
 			.then(L.bind(this.map.reset, this.map))
 			.then(ui.hideModal)
@@ -992,7 +1012,7 @@ const CBIFlagValue = CBIValue.extend({
 		if (this.isActive(section_id)) {
 			const fval = this.formvalue(section_id);
 			if (!this.isValid(section_id))
-				return Promise.reject(new Error('invalid value in option "%s"'.format(this.option)));
+				return Promise.reject(this.invalidError(section_id));
 			if (fval == this.default && (this.optional || this.rmempty))
 				return Promise.resolve(this.remove(section_id));
 			return Promise.resolve(this.write(section_id, fval));

@@ -86,6 +86,11 @@ return view.extend({
 
 		if (!uci.get('loxgw', 'main'))
 			uci.add('loxgw', 'loxgw', 'main');
+		// Each holds at most one section; the form edits the one there is, or a new one.
+		[ 'knx', 'reflector' ].forEach(function(type) {
+			if (!uci.sections('loxgw', type).length)
+				uci.add('loxgw', type);
+		});
 
 		m = new form.Map('loxgw', _('Loxone gateway: settings'),
 			_('Which networks hold Loxone devices and their clients, what they may reach, and how discovery and remote access work. Save & Apply reloads loxgw.'));
@@ -353,6 +358,64 @@ return view.extend({
 		o.datatype = whole(1, DAY);
 		o.placeholder = '60';
 		o.modalonly = true;
+
+		// --- KNX-IP routing -----------------------------------------------------
+		// One anonymous section, as the sample config writes it (loxgw check refuses a second).
+		s = m.section(form.TypedSection, 'knx', _('KNX-IP routing'),
+			_('Copies KNXnet/IP routing telegrams (224.0.23.12:3671, e.g. a Miniserver Gen. 1\'s KNX) between zones.'));
+		s.anonymous = true;
+		s.addremove = false;
+
+		o = s.option(form.Flag, 'enabled', _('Enabled'));
+		o.default = '0';
+		o.rmempty = false;
+
+		o = s.option(form.MultiValue, 'zone', _('Zones'), _('The zones whose interfaces it copies between: two or more.'));
+		sectionNames('zone').forEach(function(name) { o.value(name); });
+		o.validate = function(section_id, value) {
+			const enabled = this.section.children.filter(function(c) { return c.option == 'enabled'; })[0];
+			if (formValue(enabled, section_id) == '1' && (formValue(this, section_id) || []).length < 2)
+				return _('Copying needs two zones or more');
+			return true;
+		};
+
+		o = s.option(form.Value, 'ttl', _('TTL of the copies'),
+			_('Senders often use 1, which no router forwards.'));
+		o.datatype = whole(1, 255);
+		o.placeholder = '16';
+
+		o = s.option(form.Value, 'rate_limit', _('Rate per sender (telegrams/s)'),
+			_('KNXnet/IP routing allows a device 50 a second.'));
+		o.datatype = whole(1, 10000);
+		o.placeholder = '50';
+
+		// --- reflector ----------------------------------------------------------
+		s = m.section(form.TypedSection, 'reflector', _('Service discovery reflector'),
+			_('Repeats the mDNS and SSDP announcements of Loxone devices into the clients zones (AirPlay, Spotify Connect, the App\'s search).'));
+		s.anonymous = true;
+		s.addremove = false;
+
+		o = s.option(form.Flag, 'enabled', _('Enabled'),
+			_('It runs only where there is a devices zone and a clients zone.'));
+		o.default = '1';
+		o.rmempty = false;
+
+		o = s.option(form.Flag, 'mdns', _('mDNS'), _('Reflect mDNS (224.0.0.251:5353).'));
+		o.default = '1';
+		o.rmempty = false;
+
+		o = s.option(form.Flag, 'ssdp', _('SSDP'), _('Reflect SSDP (239.255.255.250:1900).'));
+		o.default = '1';
+		o.rmempty = false;
+
+		o = s.option(form.DynamicList, 'allow_host', _('Other hosts'),
+			_('IPv4 addresses in devices zones whose records cross as a Loxone device\'s do, e.g. a TV. Their ports are not opened: the firewall\'s zones decide.'));
+		o.datatype = 'ip4addr("nomask")';
+
+		o = s.option(form.Value, 'rate_limit', _('Rate per sender (datagrams/s)'),
+			_('Per sender and protocol.'));
+		o.datatype = whole(1, 10000);
+		o.placeholder = '20';
 
 		return m.render().then(function(node) {
 			return E([], [ checkNotice(check), node ]);

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from loxgw.core import catalog, dns, dnsledger, dnspath
+from loxgw.core import catalog, dns, dnsinspect, dnsledger, dnspath
 from loxgw.core.config import Config, DnsMode
 from loxgw.core.devices import Device
 from loxgw.core.dnspath import DnsPath
@@ -77,7 +77,7 @@ class DnsService:
         # Replaced as a whole when devices change, read by the DNS thread without a lock.
         self.classes: dict[bytes, str] = {}
         self.other_hosts: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-        self.inspector = dns.DnsInspector(dns.policies(catalog.load()), self._limits(), classify=self.classify)
+        self.inspector = dnsinspect.DnsInspector(dns.policies(catalog.load()), self._limits(), classify=self.classify)
         self.ledger = dnsledger.GrantLedger()
         # Inspector, ledger and writer are shared with the DNS thread: touch them under this lock.
         self.lock = threading.Lock()

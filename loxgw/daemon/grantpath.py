@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from loxgw.core.config import ZoneRole
-from loxgw.core.dns import DnsInspector, Grant
+from loxgw.core.dns import Grant
+from loxgw.core.dnsinspect import DnsInspector
 from loxgw.core.dnsledger import GrantLedger
 from loxgw.daemon.logs import log_failure
 

@@ -36,7 +36,7 @@ from pyroute2.netlink import NLM_F_REQUEST
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_QUEUE, nfgen_msg
 
 from loxgw.core.config import ZoneRole
-from loxgw.core.dns import DnsInspector
+from loxgw.core.dnsinspect import DnsInspector
 from loxgw.core.dnsledger import GrantLedger
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import COPY_PREFIX, HOLD_MARK

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loxgw.core.config import ZoneRole
-from loxgw.core.dns import DnsInspector
+from loxgw.core.dnsinspect import DnsInspector
 from loxgw.core.dnsledger import GrantLedger
 from loxgw.daemon.grantpath import GrantPath
 

@@ -18,23 +18,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
 
 from loxgw.core.knx import COPY_TOS, KNX_GROUP, KNX_PORT, Copy, KnxInterface
-from loxgw.edges import rtnl
+from loxgw.edges import multicast, rtnl
+from loxgw.edges.multicast import ANCILLARY
 
 log = logging.getLogger("loxgw")
 
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
-IP_MULTICAST_ALL = 49
 IFF_UP = 1
 BATCH = 64  # datagrams per wake-up: a chatty segment cannot starve the loop
 RECEIVE_SIZE = 2048  # above the core's MAX_FRAME, so an oversized frame shows as such
-ANCILLARY = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4)
 REFRESH_DEBOUNCE = 0.05
 
 Receive = Callable[[int, IPv4Address, IPv4Address, bytes, int], list[Copy]]  # ifindex, src, dst, data, tos
@@ -55,29 +51,6 @@ def dump_interfaces(names: Iterable[str]) -> tuple[list[KnxInterface], frozenset
     return sorted(found.values(), key=lambda i: i.name), frozenset(own)
 
 
-def open_socket(ttl: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, COPY_TOS)
-        sock.bind(("0.0.0.0", KNX_PORT))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _membership(ifindex: int) -> bytes:
-    """struct ip_mreqn: the KNX group, any local address, the interface by index."""
-    return KNX_GROUP.packed + socket.inet_aton("0.0.0.0") + struct.pack("@i", ifindex)
-
 
 class KnxSockets:
     """The KNX router's socket: reads datagrams into `receive` and sends what it returns."""
@@ -97,7 +70,7 @@ class KnxSockets:
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open the socket and join the group; OSError if the kernel refuses (the service reports it)."""
         self._watch.start(loop)
-        sock = self._sock = open_socket(self.ttl)
+        sock = self._sock = multicast.open_socket(KNX_PORT, self.ttl, COPY_TOS)
         loop.add_reader(sock.fileno(), self.drain)
         self._apply(*await asyncio.to_thread(dump_interfaces, self.names))
 
@@ -132,7 +105,7 @@ class KnxSockets:
 
     def _member(self, sock: socket.socket, option: int, iface: KnxInterface) -> None:
         try:
-            sock.setsockopt(socket.IPPROTO_IP, option, _membership(iface.index))
+            sock.setsockopt(socket.IPPROTO_IP, option, multicast.membership(str(KNX_GROUP), iface.index))
         except OSError as exc:  # already joined, or the interface went: nothing to undo
             self.counters["knx_membership_errors"] += 1
             log.debug("knx: group on %s: %s", iface.name, exc)
@@ -151,14 +124,8 @@ class KnxSockets:
                 self.counters["knx_receive_errors"] += 1
                 log.debug("knx receive failed: %s", exc)
                 break
-            ifindex, tos, dst = 0, 0, IPv4Address(0)
-            for level, kind, value in ancillary:
-                if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
-                    ifindex = struct.unpack_from("@i", value)[0]
-                    dst = IPv4Address(value[8:12])
-                elif level == socket.IPPROTO_IP and kind == socket.IP_TOS and value:
-                    tos = value[0]
-            self.send(self.receive(ifindex, IPv4Address(addr[0]), dst, data, tos))
+            ifindex, dst, tos = multicast.received_on(ancillary)
+            self.send(self.receive(ifindex, IPv4Address(addr[0]), IPv4Address(dst), data, tos))
 
     def send(self, copies: Iterable[Copy]) -> None:
         sock = self._sock
@@ -167,9 +134,8 @@ class KnxSockets:
             try:
                 if sock is None or iface is None:
                     raise BrokenPipeError
-                info = struct.pack("@i4s4s", iface.index, iface.address.packed, bytes(4))
-                sock.sendmsg([copy.payload], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0,
-                               (str(KNX_GROUP), KNX_PORT))
+                sock.sendmsg([copy.payload], multicast.leave_by(iface.index, iface.address), 0,
+                             (str(KNX_GROUP), KNX_PORT))
                 self.counters["knx_sent"] += 1
             except OSError as exc:  # a full queue drops the copy (counted); the loop never waits
                 self.counters["knx_send_errors"] += 1

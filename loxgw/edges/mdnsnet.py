@@ -23,26 +23,22 @@ import asyncio
 import ipaddress
 import logging
 import socket
-import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
 
 from loxgw.core.reflect import COPY_TOS, ReflectInterface, Transmit
-from loxgw.edges import rtnl
+from loxgw.edges import multicast, rtnl
+from loxgw.edges.multicast import ANCILLARY
 
 log = logging.getLogger("loxgw")
 
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
-IP_MULTICAST_ALL = 49
 IFF_UP = 1
 MDNS_PORT, SSDP_PORT = 5353, 1900
 GROUPS = {"mdns": "224.0.0.251", "ssdp": "239.255.255.250"}
 TTL = {"mdns": 255, "ssdp": 2, "ssdp-proxy": 2}
 BATCH = 64  # datagrams per wake-up and socket: one chatty segment cannot starve the loop
 RECEIVE_SIZE = 9216  # above mDNS's 9000-byte maximum, so an oversized message shows as such
-ANCILLARY = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4)
 REFRESH_DEBOUNCE = 0.05
 
 Receive = Callable[[str, int, IPv4Address, int, bytes, int], list[Transmit]]  # via, ifindex, src, sport, data, tos
@@ -61,29 +57,6 @@ def dump_interfaces(roles: dict[str, str]) -> tuple[list[ReflectInterface], list
             found[addr.index] = ReflectInterface(name, addr.index, iface.ip, iface.network, roles[name])
     return sorted(found.values(), key=lambda i: i.name), own
 
-
-def open_socket(via: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, TTL[via])
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, COPY_TOS)
-        sock.bind(("0.0.0.0", port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _membership(group: str, ifindex: int) -> bytes:
-    """struct ip_mreqn: the group, any local address, the interface by index."""
-    return socket.inet_aton(group) + socket.inet_aton("0.0.0.0") + struct.pack("@i", ifindex)
 
 
 class ReflectorSockets:
@@ -107,7 +80,7 @@ class ReflectorSockets:
         self.loop = loop
         self._watch.start(loop)
         for via, port in (("mdns", MDNS_PORT), ("ssdp", SSDP_PORT), ("ssdp-proxy", 0)):
-            sock = self._sockets[via] = open_socket(via, port)
+            sock = self._sockets[via] = multicast.open_socket(port, TTL[via], COPY_TOS)
             loop.add_reader(sock.fileno(), self._on_readable, via, sock)
         self._apply(*await asyncio.to_thread(dump_interfaces, self.roles))
 
@@ -144,7 +117,7 @@ class ReflectorSockets:
 
     def _member(self, sock: socket.socket, option: int, group: str, iface: ReflectInterface) -> None:
         try:
-            sock.setsockopt(socket.IPPROTO_IP, option, _membership(group, iface.index))
+            sock.setsockopt(socket.IPPROTO_IP, option, multicast.membership(group, iface.index))
         except OSError as exc:  # already joined, or the interface went: nothing to undo
             self.counters["reflector_membership_errors"] += 1
             log.debug("reflector: group %s on %s: %s", group, iface.name, exc)
@@ -159,12 +132,7 @@ class ReflectorSockets:
                 self.counters["reflector_receive_errors"] += 1
                 log.debug("reflector receive failed: %s", exc)
                 break
-            ifindex, tos = 0, 0
-            for level, kind, value in ancillary:
-                if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 4:
-                    ifindex = struct.unpack_from("@i", value)[0]
-                elif level == socket.IPPROTO_IP and kind == socket.IP_TOS and value:
-                    tos = value[0]
+            ifindex, _, tos = multicast.received_on(ancillary)
             self.send(self.receive(via, ifindex, IPv4Address(addr[0]), addr[1], data, tos))
         self.on_batch()
 
@@ -178,8 +146,7 @@ class ReflectorSockets:
                 if iface is None:
                     sock.sendto(t.payload, (str(t.dst), t.port))
                 else:
-                    info = struct.pack("@i4s4s", iface.index, iface.address.packed, bytes(4))
-                    sock.sendmsg([t.payload], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, (str(t.dst), t.port))
+                    sock.sendmsg([t.payload], multicast.leave_by(iface.index, iface.address), 0, (str(t.dst), t.port))
                 self.counters[f"reflector_sent_{t.via}"] += 1
             except OSError as exc:  # a full queue drops the copy (counted); the loop never waits
                 self.counters["reflector_send_errors"] += 1

@@ -10,9 +10,11 @@ from dnslib import AAAA, CNAME, QTYPE, RR, A, DNSRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loxgw.core import catalog, dns, dnsledger
+from loxgw.core import catalog, dns, dnsledger, dnswire
 from loxgw.core.catalog import PortRange
-from loxgw.core.dns import DnsInspector, Limits, Profile, QueryTracker
+from loxgw.core.dns import Limits, Profile
+from loxgw.core.dnsinspect import DnsInspector, QueryTracker
+from loxgw.core.errors import RemoteDataError
 
 DEVICE = ipaddress.ip_address("192.168.20.10")
 RESOLVER = ipaddress.ip_address("192.168.20.1")
@@ -232,7 +234,7 @@ def test_golden_answer(inspector: DnsInspector) -> None:
     assert (record.header.id, str(record.q.qname), str(record.rr[0].rdata), record.rr[0].ttl) == (
         0x1234, "a7.remcov3.loxonecloud.com.", "203.0.113.7", 300,
     )
-    wire = dns.read_answer(GOLDEN_ANSWER)
+    wire = dnswire.read_answer(GOLDEN_ANSWER)
     assert (wire.qname, wire.addresses) == ("a7.remcov3.loxonecloud.com",
                                             {"a7.remcov3.loxonecloud.com": [(bytes([203, 0, 113, 7]), 300)]})
     q = query("a7.remcov3.loxonecloud.com", qid=0x1234)
@@ -299,8 +301,8 @@ def test_question_case_is_ignored(inspector: DnsInspector) -> None:
     (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01", "truncated"),
 ])
 def test_question_bytes_rejects(payload: bytes, reason: str) -> None:
-    with pytest.raises(dns.RemoteDataError) as info:
-        dns.question_bytes(payload)
+    with pytest.raises(RemoteDataError) as info:
+        dnswire.question_bytes(payload)
     assert info.value.reason == reason
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dnslib import QTYPE, RR, A
 
-from loxgw.core.dns import DnsInspector, Grant, Limits
+from loxgw.core.dns import Grant, Limits
+from loxgw.core.dnsinspect import DnsInspector
 from loxgw.core.dnsledger import GrantLedger
 from loxgw.daemon.grantpath import GrantPath
 from tests.unit.core.test_dns import DEVICE, POLICIES, RESOLVER, answer, query, udp_packet

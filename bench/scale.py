@@ -71,6 +71,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from loxgw.core import firewall
+from loxgw.core.catalog import DEVICE_PRODUCTS
 from tests.lab.loxgwproc import Loxgw
 from tests.lab.netlab import IOT_GW, Host, Lab, _kill_netns_pids, sh
 
@@ -404,11 +406,13 @@ def sighup(gw: Loxgw, log: Log) -> tuple[float, float]:
 
 
 def device_state(lab: Lab, gw: Loxgw, ip: str) -> dict[str, Any]:
-    """A device's line in status and whether pin_in4 holds its address."""
+    """A device's line in status and whether a pinhole set (its own ports, its product's devices) holds its address."""
     found = next((d for d in status(gw)["devices"] if d["ip"] == ip), None)
-    listing = lab.run(lab.ns_router, "nft", "list", "set", "inet", "loxgw", "pin_in4").stdout
+    listing = "".join(lab.run(lab.ns_router, "nft", "list", "set", "inet", "loxgw", name).stdout
+                      for name in (firewall.PIN_PORT, *(firewall.products_set(p) for p in DEVICE_PRODUCTS)))
     neighbour = lab.run(lab.ns_router, "ip", "neigh", "show", ip, "dev", "br-iot").stdout.strip()
-    return {"status": found, "in pin_in4": f"{ip} . tcp" in listing, "neighbour": neighbour}
+    return {"status": found, "in a pinhole set": re.search(rf"\b{re.escape(ip)}\b", listing) is not None,
+            "neighbour": neighbour}
 
 
 PASS_SPANS = ("wait", "plan", "diff", "kernel")  # the firewall worker's counters pass_<span>_us

@@ -21,7 +21,7 @@ from loxgw.core.catalog import Entry, Product
 from loxgw.core.config import IPAddress, IPNetwork, ZoneRole
 from loxgw.core.devices import Device
 from loxgw.core.dns import CloudPolicy, Limits, Profile, target_allowed
-from loxgw.core.pinholes import CLIENT_TO_PRODUCT, HTTP_PORT_ENTRIES, Pinhole
+from loxgw.core.pinholes import CLIENT_TO_PRODUCT, HTTP_PORT_ENTRIES, Pinhole, product_flows
 
 MAX_HOSTS_SHOWN = 3  # catalogue hosts named in one reason
 
@@ -220,12 +220,13 @@ def _from_devices(flow: Flow, view: View, src_seg: Segment | None, dst_seg: Segm
         for hole in view.holes_to.get(flow.dst, ()):
             if hole.kind == "device" and hole.source == src_dev.product and _hole_covers(hole, flow):
                 return Verdict(True, "pinhole", f"device pinhole {hole.describe()}",
-                               f"set {firewall.pin_device_set(src_dev.product)}", (hole.entry,))
+                               _device_rule(view, src_dev.product, hole), (hole.entry,))
     if dst_seg is not None and dst_seg.role == "clients":
         for hole in view.holes_from.get(flow.src, ()):
             if hole.kind == "client" and _hole_covers(hole, flow):
-                return Verdict(True, "pinhole", f"client pinhole {hole.describe()}", f"set {firewall.PIN_CLIENT}",
-                               (hole.entry,))
+                return Verdict(True, "pinhole", f"client pinhole {hole.describe()}",
+                               f'rule "{firewall.client_rule(src_dev.product)}"' if src_dev and src_dev.product
+                               else "a client rule", (hole.entry,))
     mine = [g for g in grants if g.device == flow.src
             and (g.address == flow.dst if flow.dst is not None else g.name == flow.name)]
     live = [g for g in mine if g.until > now]
@@ -309,7 +310,7 @@ def _into_devices(flow: Flow, view: View) -> Verdict:
     holes = view.holes_to.get(flow.dst, []) if flow.dst is not None else []
     for hole in holes:
         if hole.kind == "inbound" and _hole_covers(hole, flow):
-            return Verdict(True, "pinhole", f"inbound pinhole {hole.describe()}", f"set {firewall.PIN_INBOUND}",
+            return Verdict(True, "pinhole", f"inbound pinhole {hole.describe()}", _inbound_rule(view, hole),
                            (hole.entry,))
     device = view.device_by_ip.get(flow.dst) if flow.dst is not None else None
     if device is None:
@@ -327,6 +328,23 @@ def _into_devices(flow: Flow, view: View) -> Verdict:
                        f"({', '.join(e.id for e in entries)}), but the pinhole is not installed", final, _ids(entries))
     return Verdict(False, "not_loxone_function", f"not a Loxone function: no catalogue entry opens {what} on "
                    f"{_a(device.product)} (it gets {_what_it_gets(inbound)})", final)
+
+
+def _device_rule(view: View, source: Product, hole: Pinhole) -> str:
+    """The rule that holds a device-to-device pinhole: the source's and the target's products."""
+    target = view.device_by_ip.get(hole.dst) if hole.dst is not None else None
+    if target is None or target.product is None:
+        return "a device-to-device rule"
+    return f'rule "{firewall.device_rule(source, target.product)}"'
+
+
+def _inbound_rule(view: View, hole: Pinhole) -> str:
+    """Where an inbound pinhole is held: its product's rule, or an element of the per-device set."""
+    device = view.device_by_ip.get(hole.dst) if hole.dst is not None else None
+    if device is not None and device.product is not None and hole in {
+            f.pinhole(hole.dst) for f in product_flows(device.product, view.entries) if hole.dst is not None}:
+        return f'rule "{firewall.inbound_rule(device.product)}"'
+    return f"set {firewall.PIN_PORT}"
 
 
 def _not_loxone_device(address: IPAddress, final: str, more: str = "") -> Verdict:

@@ -60,10 +60,52 @@ class Pinhole:
         return f"{self.kind}: {src} -> {dst} {self.proto}{ports} ({self.entry})"
 
 
-def _ports(entry: Entry, device: Device) -> tuple[PortRange, ...]:
-    if entry.id in HTTP_PORT_ENTRIES:
-        return (PortRange(device.http_port, device.http_port),)
-    return entry.ports
+@dataclass(frozen=True)
+class ProductFlow:
+    """A flow every device of one product gets, whatever its address: the same for all of them,
+    so the firewall holds it as a rule over the product's address set (core.ruleset)."""
+
+    kind: str  # "inbound", "device", "client", "router"
+    proto: Proto
+    ports: PortRange | None  # None for ICMP
+    entry: str
+    source: Product | None = None  # device flows: the product that opens them
+
+    def pinhole(self, address: IPv4) -> Pinhole:
+        if self.kind in ("client", "router"):
+            return Pinhole(self.kind, address, None, self.proto, self.ports, self.entry, self.source)
+        return Pinhole(self.kind, None, address, self.proto, self.ports, self.entry, self.source)
+
+
+def product_flows(product: Product, entries: tuple[Entry, ...]) -> tuple[ProductFlow, ...]:
+    """What every device of `product` gets from the catalogue, less its own HTTP port (a device's own)."""
+    if entries is catalog.load():  # kept per product: hashing the catalogue for a cache key takes 55 µs
+        found = _CATALOGUE_FLOWS.get(product)
+        if found is None:
+            found = _CATALOGUE_FLOWS[product] = _product_flows(product, entries)
+        return found
+    return _product_flows(product, entries)
+
+
+_CATALOGUE_FLOWS: dict[Product, tuple[ProductFlow, ...]] = {}
+
+
+def _product_flows(product: Product, entries: tuple[Entry, ...]) -> tuple[ProductFlow, ...]:
+    flows: list[ProductFlow] = []
+    for entry in entries:
+        target = CLIENT_TO_PRODUCT.get(entry.id, entry.product)
+        if target != product or entry.proto == "igmp" or entry.id in HTTP_PORT_ENTRIES:
+            continue
+        if entry.direction == "inbound" and entry.proto in ("tcp", "udp"):
+            flows += (ProductFlow("inbound", entry.proto, p, entry.id) for p in entry.ports)
+        elif entry.direction == "device" and entry.proto in ("tcp", "udp"):
+            source_product = DEVICE_FLOW_SOURCE.get(entry.id, product)
+            flows += (ProductFlow("device", entry.proto, p, entry.id, source_product) for p in entry.ports)
+        elif entry.direction == "client" and entry.proto in ("tcp", "udp"):
+            flows += (ProductFlow("client", entry.proto, p, entry.id) for p in entry.ports)
+        elif entry.direction == "router" and entry.proto == "icmp":
+            flows.append(ProductFlow("router", "icmp", None, entry.id))
+    return tuple(dict.fromkeys(flows))
 
 
 def plan(devices: Iterable[Device], entries: Iterable[Entry]) -> list[Pinhole]:
@@ -84,22 +126,10 @@ def plan_device(device: Device, entries: tuple[Entry, ...]) -> frozenset[Pinhole
     if device.product is None:
         return frozenset(Pinhole("inbound", None, device.ip, proto, ports, "default")
                          for proto, ports in UNKNOWN_PRODUCT_PORTS)
-    holes: set[Pinhole] = set()
-    for entry in entries:
-        target = CLIENT_TO_PRODUCT.get(entry.id, entry.product)
-        if target != device.product or entry.proto == "igmp":
-            continue
-        if entry.direction == "inbound" and entry.proto in ("tcp", "udp"):
-            holes.update(Pinhole("inbound", None, device.ip, entry.proto, p, entry.id)
-                         for p in _ports(entry, device))
-        elif entry.direction == "device" and entry.proto in ("tcp", "udp"):
-            source_product = DEVICE_FLOW_SOURCE.get(entry.id, device.product)
-            holes.update(Pinhole("device", None, device.ip, entry.proto, p, entry.id, source_product)
-                         for p in entry.ports)
-        elif entry.direction == "client" and entry.proto in ("tcp", "udp"):
-            holes.update(Pinhole("client", device.ip, None, entry.proto, p, entry.id) for p in entry.ports)
-        elif entry.direction == "router" and entry.proto == "icmp":
-            holes.add(Pinhole("router", device.ip, None, "icmp", None, entry.id))
+    holes = {flow.pinhole(device.ip) for flow in product_flows(device.product, entries)}
+    holes.update(Pinhole("inbound", None, device.ip, entry.proto, PortRange(device.http_port, device.http_port),
+                         entry.id) for entry in entries
+                 if entry.id in HTTP_PORT_ENTRIES and entry.product == device.product)
     return frozenset(holes)
 
 
@@ -121,28 +151,25 @@ def elements(holes: Iterable[Pinhole], devices: Iterable[Device], open_egress: I
     """What every pinhole and address set must hold (core.firewall.DESIRED_SETS), in nft syntax.
 
     `open_egress`: products whose devices may reach the internet unrestricted.
-    Ranges of one key are merged: an interval set refuses overlapping elements.
+    A pinhole its device's product gives every device of the product is in
+    the rules, over the product's address set; only the rest, inbound holes
+    of one device (its HTTP port, announced ports, an unknown product's web
+    ports), are elements of PIN_PORT, one per port.
     """
     open_egress = frozenset(open_egress)
-    ranges: dict[tuple[str, str], list[PortRange]] = {}
+    devices = tuple(devices)
+    entries = catalog.load()
+    shared: dict[object, frozenset[Pinhole]] = {}
+    for device in devices:
+        if device.ip is not None and device.product is not None:
+            shared[device.ip] = frozenset(f.pinhole(device.ip) for f in product_flows(device.product, entries))
     out: dict[str, set[str]] = {name: set() for name in firewall.DESIRED_SETS}
     for hole in holes:
         if hole.kind == "router":
             out[firewall.ROUTER_PING].add(str(hole.src))
-            continue
-        if hole.ports is None:
-            continue
-        if hole.kind == "inbound":
-            key = (firewall.PIN_INBOUND, f"{hole.dst} . {hole.proto}")
-        elif hole.kind == "device" and hole.source is not None:
-            key = (firewall.pin_device_set(hole.source), f"{hole.dst} . {hole.proto}")
-        elif hole.kind == "client":
-            key = (firewall.PIN_CLIENT, f"{hole.src} . {hole.proto}")
-        else:
-            continue
-        ranges.setdefault(key, []).append(hole.ports)
-    for (name, prefix), port_ranges in ranges.items():
-        out[name].update(f"{prefix} . {r.nft()}" for r in merge_ranges(port_ranges))
+        elif hole.kind == "inbound" and hole.ports is not None and hole not in shared.get(hole.dst, ()):
+            out[firewall.PIN_PORT].update(f"{hole.dst} . {hole.proto} . {port}"
+                                          for port in range(hole.ports.first, hole.ports.last + 1))
     for device in devices:
         if device.ip is not None and device.product is not None:
             out[firewall.products_set(device.product)].add(str(device.ip))

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loxgw.core import catalog, firewall
+from loxgw.core.catalog import Entry, PortRange, Product
 from loxgw.core.config import Config
 from loxgw.core.dns import Profile, all_profiles
 from loxgw.core.dnspath import OFF, DnsPath
@@ -23,8 +24,8 @@ from loxgw.core.firewall import (
     ADDRESS_SETS,
     DNS_PORT,
     FW4_MARK,
-    PIN_CLIENT,
-    PIN_INBOUND,
+    OBSOLETE_SETS,
+    PIN_PORT,
     PIN_SETS,
     RELAY_ANSWERS,
     ROUTER_PING,
@@ -34,7 +35,7 @@ from loxgw.core.firewall import (
     cloud_set_name,
 )
 from loxgw.core.knx import KNX_GROUP, KNX_PORT
-from loxgw.core.pinholes import Elements
+from loxgw.core.pinholes import Elements, merge_ranges, product_flows
 
 
 @dataclass(frozen=True)
@@ -128,16 +129,19 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         "\t}",
     ]
     for name, key_type, comment in PIN_SETS:
-        lines += [f"\tset {name} {{", f"\t\ttype {key_type}", "\t\tflags interval",
-                  f'\t\tcomment "{comment}"', "\t}"]
+        lines += [f"\tset {name} {{", f"\t\ttype {key_type}", f'\t\tcomment "{comment}"', "\t}"]
     for name, comment in ADDRESS_SETS:
         lines += [f"\tset {name} {{", "\t\ttype ipv4_addr", f'\t\tcomment "{comment}"', "\t}"]
     invalid = ['\t\tct state invalid drop comment "loxgw: conntrack-invalid, never allowed"'] if standalone else []
     lines += ["", "\tchain allow_from_devices {", f"\t\t{established}", *invalid]
-    lines += [f"\t\tip saddr @{firewall.products_set(p)} ip daddr . meta l4proto . th dport "
-              f"@{firewall.pin_device_set(p)} {allow}" for p in catalog.DEVICE_PRODUCTS]
+    rules = ProductRules.of(catalog.load())
+    lines += [f"\t\tip saddr @{firewall.products_set(source)} ip daddr @{firewall.products_set(target)} "
+              f"meta l4proto . th dport {_ports_set(ports)} {allow} comment \"{firewall.device_rule(source, target)}\""
+              for (source, target), ports in rules.device.items()]
     if client_ifs:
-        lines.append(f"\t\toifname {ifset(client_ifs)} ip saddr . meta l4proto . th dport @{PIN_CLIENT} {allow}")
+        lines += [f"\t\toifname {ifset(client_ifs)} ip saddr @{firewall.products_set(product)} "
+                  f"meta l4proto . th dport {_ports_set(ports)} {allow} comment \"{firewall.client_rule(product)}\""
+                  for product, ports in rules.client.items()]
     lines += [f"\t\t{rule} {allow}" for rule in _profile_rules(profiles)]
     lines.append(f"\t\tmeta l4proto udp ip daddr . ip saddr @{firewall.MEDIA} {allow}"
                  ' comment "loxgw: intercom media to an app host in a live session"')
@@ -158,7 +162,9 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         "\tchain allow_into_devices {",
         f"\t\t{established}",
         *invalid,
-        f"\t\tip daddr . meta l4proto . th dport @{PIN_INBOUND} {allow}",
+        *(f"\t\tip daddr @{firewall.products_set(product)} meta l4proto . th dport {_ports_set(ports)} {allow} "
+          f'comment "{firewall.inbound_rule(product)}"' for product, ports in rules.inbound.items()),
+        f"\t\tip daddr . meta l4proto . th dport @{PIN_PORT} {allow}",
         f"\t\tmeta l4proto udp ip saddr . ip daddr @{firewall.MEDIA} {allow}"
         ' comment "loxgw: app host media to an intercom in a live session"',
         _sample_blocked(config, "into_devices"),
@@ -230,10 +236,55 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
             lines.append(f"\t\tiifname {ifset(client_ifs)} oifname {ifset(device_ifs)} jump allow_into_devices")
     lines.append("\t}")
     lines.append("}")
+    for name, key_type, flags in OBSOLETE_SETS:
+        # Declared as an earlier version did, then deleted: gone whether or not it was there.
+        lines += [f"add set inet {table} {name} {{ type {key_type}; flags {flags}; }}",
+                  f"delete set inet {table} {name}"]
     if elements is not None:
         lines += [f"flush set inet {table} {name}" for name in firewall.DESIRED_SETS]
         lines += render_element_changes(table, {}, elements).splitlines()
     return Ruleset(table=table, script="\n".join(lines) + "\n")
+
+
+PortList = tuple[tuple[str, PortRange], ...]  # (proto, ports), merged and sorted
+
+
+@dataclass(frozen=True)
+class ProductRules:
+    """The ports of every device of a product, grouped as the rules match them (core.pinholes.product_flows)."""
+
+    inbound: dict[Product, PortList]  # from clients zones to devices of the product
+    device: dict[tuple[Product, Product], PortList]  # (source product, target product)
+    client: dict[Product, PortList]  # from devices of the product to clients-zone hosts
+
+    @classmethod
+    def of(cls, entries: tuple[Entry, ...]) -> ProductRules:
+        inbound: dict[Product, list[tuple[str, PortRange]]] = {}
+        device: dict[tuple[Product, Product], list[tuple[str, PortRange]]] = {}
+        client: dict[Product, list[tuple[str, PortRange]]] = {}
+        for product in catalog.DEVICE_PRODUCTS:
+            for flow in product_flows(product, entries):
+                if flow.ports is None:
+                    continue
+                if flow.kind == "inbound":
+                    inbound.setdefault(product, []).append((flow.proto, flow.ports))
+                elif flow.kind == "device" and flow.source is not None:
+                    device.setdefault((flow.source, product), []).append((flow.proto, flow.ports))
+                elif flow.kind == "client":
+                    client.setdefault(product, []).append((flow.proto, flow.ports))
+        return cls({k: _merged(v) for k, v in inbound.items()}, {k: _merged(v) for k, v in device.items()},
+                   {k: _merged(v) for k, v in client.items()})
+
+
+def _merged(ports: list[tuple[str, PortRange]]) -> PortList:
+    """Per protocol, overlapping ranges joined: an interval set refuses overlaps."""
+    protos = sorted({proto for proto, _ in ports})
+    return tuple((proto, r) for proto in protos for r in merge_ranges(p for q, p in ports if q == proto))
+
+
+def _ports_set(ports: PortList) -> str:
+    """An anonymous set of `proto . ports` (a constant of the rule: it changes with the catalogue only)."""
+    return "{ " + ", ".join(f"{proto} . {r.nft()}" for proto, r in ports) + " }"
 
 
 def _sample_blocked(config: Config, chain: str) -> str:

@@ -115,7 +115,7 @@ def test_a_netlink_diff_leaves_the_sets_as_nft_leaves_them(namespaces: tuple[str
     for name in firewall.DESIRED_SETS:
         assert listed(by_netlink, "loxgw", name) == listed(by_nft, "loxgw", name), name
         compared += bool(after[name])
-    assert compared >= 5  # pin_in4, pin_client4, device flows and address sets all held something
+    assert compared >= 5  # pin_port4, router_ping4 and the products' address sets all held something
     # And both hold what a fresh declaration of AFTER holds (listed in another order: the order of insertion).
     nft(by_nft, script=ruleset.render(CONFIG, "standalone", elements=after).script)
     for name in firewall.DESIRED_SETS:
@@ -132,8 +132,8 @@ def test_a_refused_batch_changes_nothing_and_names_the_errno(namespaces: tuple[s
     _, before = pinholes.desired(CONFIG, BEFORE)
     nft(ns, script=ruleset.render(CONFIG, "standalone", elements=before).script)
     listing = {name: listed(ns, "loxgw", name) for name in firewall.DESIRED_SETS}
-    absent = {firewall.PIN_INBOUND: frozenset({"192.168.20.99 . tcp . 80"})}
-    added = {firewall.PIN_INBOUND: frozenset({"192.168.20.98 . tcp . 80"})}
+    absent = {firewall.PIN_PORT: frozenset({"192.168.20.99 . tcp . 80"})}
+    added = {firewall.PIN_PORT: frozenset({"192.168.20.98 . tcp . 80"})}
     assert apply_netlink(ns, "loxgw", absent, added) == "2"  # ENOENT: the delete of what is not there
     assert {name: listed(ns, "loxgw", name) for name in firewall.DESIRED_SETS} == listing
     assert apply_netlink(ns, "nosuchtable", {}, added) == "2"

@@ -339,11 +339,11 @@ def test_audioserver_router_ping_and_device_flows() -> None:
                          ("udp", "111"), ("udp", "2049"))} | {("miniserver", "192.168.20.10", "tcp", "443")}
     assert [str(h.src) for h in holes if h.kind == "router"] == ["192.168.30.11"]
     elements = pinholes.elements(holes, inv.devices())
-    # Device flows are keyed by their target; the source is matched through its product's address set.
+    # Device flows are rules over the products' address sets: the devices are their only elements.
     assert elements["dev_miniserver4"] == {"192.168.20.10"}
     assert elements["dev_audioserver4"] == {"192.168.30.11"}
-    assert elements["pin_dev_miniserver4"] == {"192.168.30.11 . tcp . 80", "192.168.30.11 . tcp . 443",
-                                               "192.168.30.11 . tcp . 7095", "192.168.20.10 . tcp . 443"}
+    assert elements["router_ping4"] == {"192.168.30.11"}
+    assert elements["pin_port4"] == {"192.168.20.10 . tcp . 80"}  # the Miniserver's own HTTP port
 
 
 def test_a_static_device_keeps_the_name_it_announces() -> None:

@@ -98,12 +98,12 @@ def test_what_no_catalogue_entry_covers() -> None:
 
 def test_device_and_client_pinholes() -> None:
     assert ask(MS.ip, AUDIO.ip, "tcp", 7095)[:2] + ask(MS.ip, AUDIO.ip, "tcp", 7095)[3:] == (
-        True, "pinhole", "set pin_dev_miniserver4", ("as-miniserver",))
+        True, "pinhole", 'rule "loxgw: miniserver to audioserver ports"', ("as-miniserver",))
     passes, code, text, _, _ = ask(AUDIO.ip, MS.ip, "tcp", 7095)
     assert (passes, code) == (False, "not_loxone_function")
     assert text == "no catalogue entry lets an audioserver open TCP 7095 on a miniserver (it may open: nothing)"
     assert ask(MS.ip, PHONE, "udp", 7777)[:2] + ask(MS.ip, PHONE, "udp", 7777)[3:] == (
-        True, "pinhole", "set pin_client4", ("ms-debug-monitor",))
+        True, "pinhole", 'rule "loxgw: miniserver to clients-zone hosts"', ("ms-debug-monitor",))
     assert ask(MS.ip, PHONE, "tcp", 22)[1:3] == (
         "not_loxone_function", "no catalogue entry lets a miniserver reach clients on TCP 22 (it may: UDP 7777)")
     assert ask(PLAIN, PHONE, "udp", 7777)[1] == "not_loxone_device"
@@ -111,8 +111,9 @@ def test_device_and_client_pinholes() -> None:
 
 def test_from_clients_into_devices() -> None:
     assert ask(PHONE, MS.ip, "tcp", 443) == (
-        True, "pinhole", "inbound pinhole inbound: clients -> 192.168.20.10 tcp/443 (ms-https)", "set pin_in4",
-        ("ms-https",))
+        True, "pinhole", "inbound pinhole inbound: clients -> 192.168.20.10 tcp/443 (ms-https)",
+        'rule "loxgw: miniserver ports from clients zones"', ("ms-https",))
+    assert ask(PHONE, MS.ip, "tcp", 80)[3] == "set pin_port4"  # its own HTTP port: an element of its own
     assert ask(PHONE, MS.ip, "tcp", 8080)[1:3] == (
         "not_loxone_function", "not a Loxone function: no catalogue entry opens TCP 8080 on a miniserver (it gets TCP "
         "20, TCP 21, TCP 443, TCP 47808, TCP 80, UDP 47808)")

@@ -105,9 +105,9 @@ def test_announced_services_add_their_pinholes_and_take_them_away() -> None:
     devices = [device(1, "audioserver")]
     announced = (pinholes.Pinhole("inbound", None, devices[0].ip, "tcp", PortRange(5000, 5000), "mdns"),)
     assert planned(planner, devices, announced) == from_scratch(devices, announced)
-    assert "192.168.20.1 . tcp . 5000" in planner.desired(CONFIG, devices, announced)[1][firewall.PIN_INBOUND]
+    assert "192.168.20.1 . tcp . 5000" in planner.desired(CONFIG, devices, announced)[1][firewall.PIN_PORT]
     assert planned(planner, devices) == from_scratch(devices)
-    assert "192.168.20.1 . tcp . 5000" not in planner.desired(CONFIG, devices)[1][firewall.PIN_INBOUND]
+    assert "192.168.20.1 . tcp . 5000" not in planner.desired(CONFIG, devices)[1][firewall.PIN_PORT]
 
 
 def test_open_egress_follows_the_product() -> None:

@@ -72,16 +72,16 @@ def test_elements_that_do_not_fit_their_set_are_refused(layout: KeyLayout, text:
 def test_every_desired_set_has_the_layout_the_renderer_declares() -> None:
     assert set(setkeys.DESIRED_LAYOUTS) == set(firewall.DESIRED_SETS)
     assert {name: (" . ".join(layout.fields), layout.interval) for name, layout in setkeys.DESIRED_LAYOUTS.items()
-            if name in {s[0] for s in firewall.PIN_SETS}} == {name: (key_type, True)
+            if name in {s[0] for s in firewall.PIN_SETS}} == {name: (key_type, False)
                                                                for name, key_type, _ in firewall.PIN_SETS}
     assert all(setkeys.DESIRED_LAYOUTS[name] == ADDRESS for name, _ in firewall.ADDRESS_SETS)
 
 
 def test_kernel_changes_sorts_and_leaves_out_empty_sets() -> None:
-    changes = setkeys.kernel_changes({firewall.PIN_INBOUND: {"192.168.20.6 . tcp . 80", "192.168.20.5 . tcp . 80"},
+    changes = setkeys.kernel_changes({firewall.PIN_PORT: {"192.168.20.6 . tcp . 80", "192.168.20.5 . tcp . 80"},
                                       firewall.ROUTER_PING: set()})
-    assert [e.key[:4].hex() for e in changes[firewall.PIN_INBOUND]] == ["c0a81405", "c0a81406"]
-    assert set(changes) == {firewall.PIN_INBOUND}
+    assert [e.key[:4].hex() for e in changes[firewall.PIN_PORT]] == ["c0a81405", "c0a81406"]
+    assert set(changes) == {firewall.PIN_PORT}
 
 
 def test_a_set_without_a_layout_is_a_bug_said_plainly() -> None:

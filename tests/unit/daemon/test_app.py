@@ -40,7 +40,7 @@ class FakeKernel:
         self.scripts.append(script)
         for line in script.splitlines():
             words = line.split()
-            if words[:1] == ["delete"]:
+            if words[:3] == ["delete", "table", "inet"]:
                 self.tables.discard(words[3])
             elif words[:2] == ["table", "inet"]:
                 self.tables.add(words[2])

@@ -137,7 +137,8 @@ def test_explain_before_during_and_after_a_grant(setup: tuple[daemon.Daemon, Dia
     assert service.explain(["living", "weather.loxone.com", "6066"], 1100.0)["explain"]["why"] == (
         "`weather.loxone.com` resolved, but its grant expired 40 s ago (the device has not resolved it again)")
     phone = service.explain(["192.168.10.20", "ms", "443"], 1100.0)["explain"]
-    assert (phone["passes"], phone["rule"], phone["entries"]) == (True, "set pin_in4", ["ms-https"])
+    assert (phone["passes"], phone["rule"], phone["entries"]) == (
+        True, 'rule "loxgw: miniserver ports from clients zones"', ["ms-https"])
 
 
 def test_bad_questions_get_an_error(setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:

@@ -130,7 +130,14 @@ def test_refused_both_ways_the_table_is_declared_again() -> None:
     batches = Batches()
     batches.refuse = errno.ENOENT
     service, scripts = started(batches)
-    scripts.refuse = "add element inet loxgw pin_in4 { 192.168.20.12"
+    declare = scripts.apply_script
+
+    def refuse_diffs(script: str) -> None:  # the element diff is refused, a whole declaration is not
+        if not script.startswith("# loxgw ruleset"):
+            raise KernelError("nft -f", errno.ENOENT, "No such file or directory")
+        declare(script)
+
+    scripts.apply_script = refuse_diffs  # type: ignore[method-assign]
     service.request(desired(MINISERVER, INTERCOM))
     service._pass()
     assert service.counters["declares"] == 2

@@ -2,7 +2,9 @@
 
 Run as root: `.venv/bin/python -m bench.router_class [--idle SECONDS] [--quota PERCENT]`
 (`--quota 0` runs the same measurements without a quota, for the figures beside them;
-`--relay-seconds`, `--names`, `--starts`, `--rounds` shorten a try).
+`--relay-seconds`, `--names`, `--starts`, `--rounds` shorten a try; `--startup-only` takes
+the start-up figures alone; `--cli-runs N` also times N `loxgw status` commands, whole
+processes, outside the quota).
 
 A router's CPU is 10-20 times slower than this machine's cores, and loxgw
 shares it with everything else the router runs. The daemon therefore runs in
@@ -31,8 +33,11 @@ Measured, in this order:
    added latency of the relayed copy against the original on its own segment.
 4. A 20-device change: 20 neighbour entries with Loxone MACs appear in the
    router's table in one batch (as if 20 devices sent ARP at once); time until
-   each one's inbound pinholes are in the kernel set `pin_in4`, read from
-   nftables' netlink notifications (no polling). `--rounds` rounds, new devices each time.
+   each one's pinholes are in: its address in its product's set `dev_<product>4`,
+   which the rules of the product's ports match, or (a product not identified
+   yet, as these are) its web ports in `pin_port4` (core.firewall), read from
+   nftables' netlink notifications (no polling). `--rounds` rounds, new devices
+   each time.
 5. Idle CPU: the daemon's CPU seconds (every thread's run time, and its
    reaped children's) over an idle window of `--idle` seconds, with the
    cgroup's throttling counters.
@@ -222,6 +227,34 @@ class Results:
     idle_seconds: float = 0.0
     idle_cpu: float = 0.0
     throttled: dict[str, int] = field(default_factory=dict)
+    cli: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)  # form -> wall, CPU seconds
+
+
+# `loxgw status` as the console script pip installs runs it, with this venv's site (its editable
+# install's .pth hook costs ~15 ms a process) and without (-S: near a router's Python, whose site
+# has no such hook).
+CONSOLE_SCRIPT = "import sys; from loxgw.cli import main; sys.exit(main())"
+CLI_FORMS = {"python (venv site)": [], "python -S": ["-S"]}
+
+
+def status_cli_times(gw: QuotaLoxgw, runs: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Wall and CPU seconds (wait4) of `runs` status commands per form, interleaved, against the running daemon."""
+    env = dict(os.environ, PYTHONPATH=loxgwproc.REPO)
+    found: dict[str, tuple[list[float], list[float]]] = {form: ([], []) for form in CLI_FORMS}
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for _ in range(runs):
+            for form, flags in CLI_FORMS.items():
+                argv = [sys.executable, *flags, "-c", CONSOLE_SCRIPT, "-c", gw.config_path, "status"]
+                started = time.perf_counter()
+                pid = os.posix_spawn(argv[0], argv, env, file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1)])
+                _, code, usage = os.wait4(pid, 0)
+                found[form][0].append(time.perf_counter() - started)
+                found[form][1].append(usage.ru_utime + usage.ru_stime)
+                assert os.waitstatus_to_exitcode(code) == 0, form
+    finally:
+        os.close(devnull)
+    return found
 
 
 def first_connections(lab: Lab, ns: str, names: int) -> tuple[dict[str, list[float]], int]:
@@ -233,10 +266,10 @@ def first_connections(lab: Lab, ns: str, names: int) -> tuple[dict[str, list[flo
 
 
 # argv: the addresses to watch. Prints "ready", then "ADDRESS MONOTONIC" when an element with that
-# address is added to pin_in4 (nftables' netlink notifications; `nft monitor` 1.0.6 crashes on
-# this set's concatenated interval elements).
+# address is added to a dev_<product>4 set or to pin_port4 (nftables' netlink notifications: `nft
+# monitor` 1.0.6 crashed on the concatenated interval sets that held pinholes before).
 WATCH_PINHOLES = r"""
-import socket, struct, sys, time
+import re, socket, struct, sys, time
 wanted = {socket.inet_aton(a): a for a in sys.argv[1:]}
 s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -247,7 +280,7 @@ while wanted:
     while at + 16 <= len(data):
         length, kind = struct.unpack_from("=IH", data, at)
         message = data[at : at + length]
-        if kind == (10 << 8 | 12) and b"pin_in4\0" in message:  # NFT_MSG_NEWSETELEM
+        if kind == (10 << 8 | 12) and re.search(rb"(dev_[a-z]+|pin_port)4\0", message):  # NFT_MSG_NEWSETELEM
             for key in [k for k in wanted if k in message]:
                 print(wanted.pop(key), now, flush=True)
         at += max(16, (length + 3) & ~3)
@@ -296,7 +329,14 @@ def measure(args: argparse.Namespace, quota: CpuQuota) -> Results:
         gw = QuotaLoxgw(lab, quota)
         for n in range(args.starts):
             timed = gw.start_timed()
-            results.starts.append((*timed, gw.stop_timed() if n < args.starts - 1 else float("nan")))
+            if n == args.starts - 1 and args.cli_runs:
+                assert gw.proc is not None
+                relay_latency.settle(gw.proc.pid)  # its start-up's work done: the answer is what is timed
+                results.cli = status_cli_times(gw, args.cli_runs)
+            last = n == args.starts - 1 and not args.startup_only
+            results.starts.append((*timed, float("nan") if last else gw.stop_timed()))
+        if args.startup_only:
+            return results
         assert gw.proc is not None
         pid = gw.proc.pid
         lab.run(ms.ns, "ping", "-c1", "-W1", IOT_GW)
@@ -332,6 +372,11 @@ def report(args: argparse.Namespace, results: Results, load: tuple[str, str]) ->
     print(f"| start-up: CPU by then (the daemon's threads and its reaped children) | - | "
           f"{', '.join(f'{t:.2f}' for t in cpu)} s |")
     print(f"| stop: SIGTERM to exit ({len(stops)}x) | - | {', '.join(f'{t:.2f}' for t in stops)} s |")
+    for form, (wall, used) in results.cli.items():
+        print(f"| `loxgw status`, {form}, whole process ({len(wall)}x): wall p50 / min; CPU p50 | <= 40 ms | "
+              f"{pct(wall, .5) * 1e3:.1f} / {min(wall) * 1e3:.1f} ms; {pct(used, .5) * 1e3:.1f} ms |")
+    if args.startup_only:
+        return
     c = results.connects
     print(f"| DNS first connection at 50 names/s ({len(c['first'])}): added (first - again, per name) "
           f"p50 / p99 | p99 <= 20 ms | {pct(c['added'], .5):.2f} / {pct(c['added'], .99):.2f} ms |")
@@ -370,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--names", type=int, default=500, help="first connections, at 50/s")
     parser.add_argument("--relay-seconds", type=float, default=20.0, help="per round, at 50/s")
     parser.add_argument("--rounds", type=int, default=3, help="relay and device-change rounds")
+    parser.add_argument("--startup-only", action="store_true", help="the start-up and stop figures alone")
+    parser.add_argument("--cli-runs", type=int, default=0, help="time this many `loxgw status` per form")
     args = parser.parse_args(argv)
     load_before = f"{os.getloadavg()[0]:.2f}"
     with CpuQuota(args.quota) as quota:

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+import types
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 # Commands import what they need when they run: `loxgw status` must not pay for asyncio, pyroute2,
 # the daemon's modules (the CLI took ~500 ms with 250 devices for a 2-18 ms daemon answer), nor
 # the config model and catalogue (35 ms): it reads the status socket's path from the UCI file.
+# Nor for importing and building the whole argument parser (9-11 ms with the locale and shutil
+# imports it triggers): plain `status` and `run` command lines are read by _plain_args.
 from loxgw.core.defaults import DEFAULT_PATH, DEFAULT_STATUS_SOCKET
 from loxgw.core.errors import ConfigError, KernelError, LoxgwError
 from loxgw.edges import status
 
 if TYPE_CHECKING:
+    import argparse
+
     from loxgw.core.config import Config
     from loxgw.core.doctor import Facts
 
+    Arguments = argparse.Namespace | types.SimpleNamespace  # the parser's, or _plain_args'
+
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="loxgw",
         description="Loxone gateway: DNS-driven nftables sets, exact pinholes, discovery relay.",
@@ -79,7 +87,7 @@ def _load(path: str) -> Config:
     return load_config(path)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: Arguments) -> int:
     try:
         config = _load(args.config)
     except ConfigError as exc:
@@ -91,7 +99,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_catalog(args: argparse.Namespace) -> int:
+def cmd_catalog(args: Arguments) -> int:
     from loxgw.core import catalog
 
     entries = catalog.load()
@@ -102,7 +110,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_render(args: argparse.Namespace) -> int:
+def cmd_render(args: Arguments) -> int:
     from loxgw.core import dnspath, pinholes, ruleset
     from loxgw.core.devices import Inventory
     from loxgw.daemon.app import resolve_firewall
@@ -137,7 +145,7 @@ def _status_socket_of(config_path: str) -> str:
     return DEFAULT_STATUS_SOCKET
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: Arguments) -> int:
     path = args.socket or _status_socket_of(args.config)
     try:
         snapshot = status.query(path, full=args.full)
@@ -151,7 +159,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
+def cmd_doctor(args: Arguments) -> int:
     from loxgw.core import doctor
     from loxgw.edges import diagnose
 
@@ -201,7 +209,7 @@ def _doctor_facts(config: Config | None, answer: dict[str, object] | None, daemo
         empty_zones=tuple(empty))
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
+def cmd_explain(args: Arguments) -> int:
     from loxgw.core.question import format_answer
     from loxgw.edges import diagnose
 
@@ -215,7 +223,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0 if verdict.get("passes") else 1
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: Arguments) -> int:
+    # The daemon speaks no TLS, and OpenWrt's loxgw does not depend on python3-openssl, so there
+    # asyncio runs without ssl. Elsewhere asyncio imports it when it can: 10-25 ms of start-up CPU
+    # (libssl, libcrypto and ssl.py's enums), a tenth of a second or more on a router's CPU.
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     import asyncio
 
     from loxgw.daemon import app as daemon
@@ -271,8 +283,43 @@ def pyroute2_without_its_package_init() -> None:
     sys.modules["pyroute2"] = package
 
 
+def _plain_args(argv: Sequence[str]) -> types.SimpleNamespace | None:
+    """The arguments of a `status` or `run` command line in its plain forms, as the parser would give them;
+    None for anything else (help, errors, abbreviations, other commands: the parser answers those).
+
+    `loxgw status` is what scripts and LuCI call every few seconds, and building the parser of
+    every command cost more than the daemon's answer; `run` is what procd starts on a router
+    whose CPU is 10-20 times slower than a PC's.
+    """
+    values: dict[str, object] = {"config": DEFAULT_PATH, "log_streams": False, "command": None}
+    top = {"-c": "config", "--config": "config", "--log-streams": "log_streams"}
+    sub = {"--json": "json", "--full": "full", "--socket": "socket"}
+    words = list(argv)
+    while words:
+        word = words.pop(0)
+        options = top if values["command"] is None else sub if values["command"] == "status" else {}
+        name, has_value, value = word.partition("=")
+        if values["command"] is None and word in ("status", "run"):
+            values["command"] = word
+            values |= {"json": False, "full": False, "socket": None} if word == "status" else {}
+        elif name in options and options[name] in ("config", "socket"):
+            if not has_value:
+                if not words or words[0].startswith("-"):
+                    return None
+                value = words.pop(0)
+            if not value:
+                return None
+            values[options[name]] = value
+        elif word in options and not has_value:
+            values[options[word]] = True
+        else:
+            return None
+    return types.SimpleNamespace(**values) if values["command"] is not None else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args: Arguments = _plain_args(words) or _parser().parse_args(words)
     if args.command not in ("status", "explain"):  # the socket clients never reach pyroute2
         pyroute2_without_its_package_init()
     try:

@@ -164,16 +164,25 @@ class Daemon:
         self.firewall.request(self.desired())
 
     async def _read_other_hosts(self) -> None:
-        """Subnets of devices zones whose other hosts may have the devices' cloud entries (zone other_hosts).
+        """Subnets of devices zones whose other hosts may have the devices' cloud entries (zone other_hosts)."""
+        await self._take_other_hosts(self._start_reading_other_hosts())
+
+    def _start_reading_other_hosts(self) -> asyncio.Future[list[Any]] | None:
+        """Hand the address dump of the other_hosts zones to a thread now (None: no such zone).
 
         In a thread: pyroute2 cannot dump from inside a running event loop.
         """
         names = tuple(i for z in self.config.zones if z.role == "devices" and z.other_hosts for i in z.interfaces)
         if not names:
+            return None
+        return asyncio.get_running_loop().run_in_executor(None, self.ports.interface_networks, names)
+
+    async def _take_other_hosts(self, reading: asyncio.Future[list[Any]] | None) -> None:
+        if reading is None:
             self.dns.set_other_hosts(())
             return
         try:
-            self.dns.set_other_hosts(await asyncio.to_thread(self.ports.interface_networks, names))
+            self.dns.set_other_hosts(await reading)
         except OSError as exc:
             logs.log_failure(log, "reading the addresses of other_hosts zones", exc)
 
@@ -260,21 +269,40 @@ class Daemon:
             changed.clear()
             self.check_firewall()
 
+    def _table_left_by_earlier_run(self) -> bool:
+        """Whether loxgw's table is there before this run declares it: only then can it hold DNS entries to
+        adopt. Asked over netlink; the listing of every entry (an `nft -j` run) is skipped on a clean start."""
+        try:
+            return self.ports.table_exists(self.config.main.table)
+        except KernelError as exc:
+            log.warning("could not tell whether table inet %s is there (%s); adopting what it holds",
+                        self.config.main.table, exc)
+            return True
+
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
         loop = asyncio.get_running_loop()
         guard = LoopGuard.from_environment(loop)
         socket_path = self.config.main.status_socket
         prepare_socket_path(socket_path)
+        left_by_earlier_run = self._table_left_by_earlier_run()
         self.dns.choose()
-        await self._read_other_hosts()
-        await self.apply()
-        # Open the set writer now: its first use probes the kernel with nft runs, which must not
-        # stall the event loop later (the relay's first answer pinhole used to pay for it).
+        # The address dump and the set-refresh probe wait on the kernel, not the CPU, and need nothing
+        # of loxgw's table: threads run them beside the first declaration. Submitted now, not when the
+        # loop next runs a task: the first apply's pass runs on this thread.
+        reading = self._start_reading_other_hosts()
+        probing = loop.run_in_executor(None, self.dns.probe_set_refresh)
+        try:
+            await self.apply()
+        finally:
+            await probing
+            await self._take_other_hosts(reading)
+        # Open the set writer now: its first use probes the kernel, which must not stall the event
+        # loop later (the relay's first answer pinhole used to pay for it).
         self.dns.open_writer()
         # Up to 65,536 entries each (seconds of work): in a thread, so the loop guard and the
         # services started so far keep running.
-        adopted = await asyncio.to_thread(self.dns.adopt_kernel_entries)
+        adopted = await asyncio.to_thread(self.dns.adopt_kernel_entries) if left_by_earlier_run else 0
         restored = await asyncio.to_thread(self.dns.restore_saved_entries)
         if adopted or restored:
             log.info("DNS entries: %d adopted from the kernel, %d restored from %s", adopted, restored,

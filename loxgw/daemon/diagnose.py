@@ -21,6 +21,7 @@ last full sync.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -119,7 +120,6 @@ class DiagnoseService:
         self.table = BlockedTable()
         self.grants = GrantSync(daemon)
         self.memory = self.grants.memory
-        self.policy = dns.build_policy(catalog.load(), "devices")
         self.log: Any = None  # edges.nflog.CopyLog while bound
         self.group: int | None = None
         self.log_error: str | None = None
@@ -235,6 +235,12 @@ class DiagnoseService:
         return rows
 
     # --- the firewall as data --------------------------------------------------------
+
+    @functools.cached_property
+    def policy(self) -> dns.CloudPolicy:
+        """The devices policy the view explains with: built at first use, a second or more after
+        start-up, whose CPU is what a router waits for."""
+        return dns.build_policy(catalog.load(), "devices")
 
     def view(self, now: float) -> View:
         d = self.daemon

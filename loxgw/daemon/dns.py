@@ -137,20 +137,31 @@ class DnsService:
         self.path = dnspath.choose(self.config.main.dns_mode, self.queue_mode, nflog, self.config.main.dns_hold)
         return self.path
 
-    def open_writer(self) -> SetWriter:
-        """The netlink set writer; opened at start-up, because its kernel probe runs nft."""
-        if self.writer is None:
+    def probe_set_refresh(self) -> str:
+        """How this kernel refreshes a set element, asked once (the kernel does not change under a daemon).
+
+        Needs nothing of loxgw's table, so start-up runs it in a thread beside the firewall's first
+        declaration: it waits on the kernel (its scratch table's removal waits out an RCU grace
+        period, ~10-25 ms), not on the CPU.
+        """
+        if self.set_refresh == "-":
             try:
-                self.set_refresh = self.ports.probe_set_refresh()
+                refresh = self.ports.probe_set_refresh()
             except (KernelError, OSError) as exc:
                 log.warning("could not probe how set elements are refreshed (%s)", exc)
-                self.set_refresh = "none"
-            if self.set_refresh == "none":
+                refresh = "none"
+            if refresh == "none":
                 log.warning("this kernel can neither update a set element's expiry nor replace it in one "
                             "batch (Linux 6.3 or later can): a DNS entry keeps the expiry of the answer "
                             "that created it, and a later answer re-creates it only once it has expired")
+            self.set_refresh = refresh
+        return self.set_refresh
+
+    def open_writer(self) -> SetWriter:
+        """The netlink set writer; opened at start-up, because its kernel probe must not stall the loop later."""
+        if self.writer is None:
             self.writer = dnsentries.BatchedWriter(
-                self.ports.open_writer(self.config.main.table, self.profiles, self.set_refresh))
+                self.ports.open_writer(self.config.main.table, self.profiles, self.probe_set_refresh()))
         return self.writer
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:

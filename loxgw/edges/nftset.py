@@ -1,11 +1,14 @@
 """Set elements over netlink, no subprocess: DNS grants (SetWriter) and pinhole diffs (ElementBatches).
 
-SetWriter: pyroute2 encodes the NFT_MSG_NEWSETELEM messages (once, as
-templates); the batch is sent on a raw NETLINK_NETFILTER socket. nfnetlink
-commits a batch synchronously inside send(), so when send() returns the
-elements are live: the DNS answer can be released and the device's first
-packet finds its element. Errors come back as netlink error messages, read
-without blocking and counted.
+SetWriter: the NFT_MSG_NEWSETELEM messages are encoded once, as templates,
+to the bytes pyroute2's nft_set_elem_list_msg gives (tests/unit/edges/test_nftset.py
+compares them). Encoded here: importing pyroute2's nftsocket took 33-41 ms
+of the daemon's start-up CPU and its templates 8-11 ms per writer (here
+0.6 ms), most of a second on a router's CPU. The batch is sent on a raw
+NETLINK_NETFILTER socket. nfnetlink commits a batch synchronously inside
+send(), so when send() returns the elements are live: the DNS answer can be
+released and the device's first packet finds its element. Errors come back
+as netlink error messages, read without blocking and counted.
 
 ElementBatches: deletes and adds elements of the pinhole and address sets
 in one batch, keys encoded by core.setkeys; the messages are the bytes nft
@@ -18,25 +21,40 @@ import contextlib
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
-
-from pyroute2.netlink import NLM_F_CREATE, NLM_F_REQUEST, NLMSG_ERROR
-from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES, nfgen_msg
-from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_NEWSETELEM, nft_set_elem_list_msg
 
 from loxgw.core.dns import Grant, Profile
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import cloud_set_name
 from loxgw.core.setkeys import KernelElement
-from loxgw.edges import nft
-from loxgw.edges.nft import NETLINK_NETFILTER
+from loxgw.edges.nft import (
+    NETLINK_NETFILTER,
+    NFNL_MSG_BATCH_BEGIN,
+    NFNL_MSG_BATCH_END,
+    NFNL_SUBSYS_NFTABLES,
+    NFPROTO_INET,
+    NFT_MSG_DELSETELEM,
+    NFT_MSG_NEWSETELEM,
+    NFTA_DATA_VALUE,
+    NFTA_LIST_ELEM,
+    NFTA_SET_ELEM_EXPIRATION,
+    NFTA_SET_ELEM_KEY,
+    NFTA_SET_ELEM_LIST_ELEMENTS,
+    NFTA_SET_ELEM_LIST_SET,
+    NFTA_SET_ELEM_LIST_TABLE,
+    NFTA_SET_ELEM_TIMEOUT,
+    NLM_F_CREATE,
+    NLM_F_REQUEST,
+    NetfilterRequests,
+    attr,
+    batch_marker,
+    message,
+)
+from loxgw.edges.nft import netlink_errors as netlink_errors  # tests/unit/edges/test_captures.py reads it here
 
-NFPROTO_INET = 1
 NFT_MSG_DESTROYSETELEM = 30  # Linux 6.3+: delete an element, no error if it is absent
-NFNL_MSG_BATCH_BEGIN = 0x10
-NFNL_MSG_BATCH_END = 0x11
 
 
 Element = tuple[str, bytes, int]  # set name, key as the kernel stores it, timeout in seconds
@@ -65,9 +83,9 @@ class _Template:
 class SetWriter:
     """Adds grants as set elements with timeouts; one instance per daemon.
 
-    pyroute2 encodes every message kind once, at start-up, with sentinel key
-    and timeout; per answer only the key, timeout and sequence number bytes
-    are patched in. Encoding through pyroute2 per answer cost ~150 µs, most of
+    Every message kind is encoded once, at start-up, with sentinel key and
+    timeout; per answer only the key, timeout and sequence number bytes are
+    patched in. Encoding through pyroute2 per answer cost ~150 µs, most of
     the inline path's added latency.
     """
 
@@ -91,34 +109,23 @@ class SetWriter:
     def close(self) -> None:
         self.sock.close()
 
-    def _encode_marker(self, kind: int) -> bytes:
-        msg = nfgen_msg()
-        msg["res_id"] = NFNL_SUBSYS_NFTABLES
-        msg["header"]["type"] = kind
-        msg["header"]["flags"] = NLM_F_REQUEST
-        msg.encode()
-        data: bytes = msg.data
-        return data
+    @staticmethod
+    def _encode_marker(kind: int) -> bytes:
+        return batch_marker(kind, 0)
 
     def _encode_element(self, set_name: str, key_length: int, kind: int = NFT_MSG_NEWSETELEM) -> _Template:
         sentinel_key = bytes([_KEY_SENTINEL_BYTE]) * key_length
-        attrs: list[tuple[str, object]] = [("NFTA_SET_ELEM_KEY", {"attrs": [("NFTA_DATA_VALUE", sentinel_key)]})]
+        # Nests without NLA_F_NESTED, as pyroute2 wrote them (the kernel takes both).
+        fields = attr(NFTA_SET_ELEM_KEY, attr(NFTA_DATA_VALUE, sentinel_key))
         if kind == NFT_MSG_NEWSETELEM:
-            attrs.append(("NFTA_SET_ELEM_TIMEOUT", _TIMEOUT_SENTINEL))
+            fields += attr(NFTA_SET_ELEM_TIMEOUT, struct.pack(">Q", _TIMEOUT_SENTINEL))
             if self.refresh == "expiration":  # older kernels may refuse it; only sent where it works
-                attrs.append(("NFTA_SET_ELEM_EXPIRATION", _EXPIRATION_SENTINEL))
-        msg = nft_set_elem_list_msg()
-        msg["nfgen_family"] = NFPROTO_INET
-        msg["attrs"] = [
-            ("NFTA_SET_ELEM_LIST_TABLE", self.table),
-            ("NFTA_SET_ELEM_LIST_SET", set_name),
-            ("NFTA_SET_ELEM_LIST_ELEMENTS", [{"attrs": attrs}]),
-        ]
-        msg["header"]["type"] = (NFNL_SUBSYS_NFTABLES << 8) | kind
+                fields += attr(NFTA_SET_ELEM_EXPIRATION, struct.pack(">Q", _EXPIRATION_SENTINEL))
+        body = (attr(NFTA_SET_ELEM_LIST_TABLE, self.table.encode() + b"\0")
+                + attr(NFTA_SET_ELEM_LIST_SET, set_name.encode() + b"\0")
+                + attr(NFTA_SET_ELEM_LIST_ELEMENTS, attr(NFTA_LIST_ELEM, fields)))
         # NLM_F_CREATE without EXCL: adding an element that exists is no error.
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_CREATE
-        msg.encode()
-        data: bytes = msg.data
+        data = message((NFNL_SUBSYS_NFTABLES << 8) | kind, NLM_F_REQUEST | NLM_F_CREATE, 0, NFPROTO_INET, 0, body)
         key_offset = data.find(sentinel_key)
         if kind != NFT_MSG_NEWSETELEM:
             if key_offset < 0:
@@ -218,26 +225,7 @@ class SetWriter:
                 last = code
 
 
-def netlink_errors(data: bytes) -> list[int]:
-    """The errnos of the NLMSG_ERROR messages in one netlink read (acknowledgements, code 0, left out)."""
-    codes = []
-    offset = 0
-    while offset + 20 <= len(data):
-        length, kind = struct.unpack_from("=IH", data, offset)
-        if kind == NLMSG_ERROR:
-            code = -struct.unpack_from("=i", data, offset + 16)[0]
-            if code:
-                codes.append(code)
-        offset += max((length + 3) & ~3, 20)
-    return codes
-
-
-NFT_MSG_DELSETELEM = 14
-NLA_F_NESTED = 0x8000
-NFTA_LIST_ELEM = 1
-NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
-NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_KEY_END = 1, 3, 10
-NFTA_DATA_VALUE = 1
+NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_KEY_END = 3, 10
 # Elements per message: a netlink attribute's length is 16 bits, and the elements nest is one attribute
 # (a pinhole element takes 48 bytes); nft splits its messages too.
 ELEMENTS_PER_MESSAGE = 512
@@ -246,29 +234,19 @@ SO_SNDBUFFORCE = 32
 KernelChanges = Mapping[str, Sequence[KernelElement]]  # set name -> kernel elements
 
 
-def _attr(kind: int, payload: bytes, nested: bool = False) -> bytes:
-    header = struct.pack("=HH", 4 + len(payload), kind | (NLA_F_NESTED if nested else 0))
-    return header + payload + b"\0" * (-len(payload) % 4)
-
-
 def _data(kind: int, value: bytes) -> bytes:
-    return _attr(kind, _attr(NFTA_DATA_VALUE, value), nested=True)
+    return attr(kind, attr(NFTA_DATA_VALUE, value), nested=True)
 
 
 def encode_element(element: KernelElement) -> bytes:
     """One NFTA_LIST_ELEM: key, key end (concatenated intervals) and flags, as nft sends them."""
     inner = b""
     if element.flags:
-        inner += _attr(NFTA_SET_ELEM_FLAGS, struct.pack(">I", element.flags))
+        inner += attr(NFTA_SET_ELEM_FLAGS, struct.pack(">I", element.flags))
     inner += _data(NFTA_SET_ELEM_KEY, element.key)
     if element.key_end is not None:
         inner += _data(NFTA_SET_ELEM_KEY_END, element.key_end)
-    return _attr(NFTA_LIST_ELEM, inner, nested=True)
-
-
-def _message(kind: int, flags: int, seq: int, family: int, res_id: int, body: bytes) -> bytes:
-    header = struct.pack("=IHHII", 16 + 4 + len(body), kind, flags, seq, 0)
-    return header + struct.pack("=BBH", family, 0, socket.htons(res_id)) + body
+    return attr(NFTA_LIST_ELEM, inner, nested=True)
 
 
 def encode_changes(table: str, delete: KernelChanges, add: KernelChanges, first_seq: int = 1) -> tuple[bytes, int]:
@@ -279,19 +257,19 @@ def encode_changes(table: str, delete: KernelChanges, add: KernelChanges, first_
     and the kernel then applies nothing of the batch.
     """
     seq = first_seq
-    parts = [_message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, b"")]
+    parts = [batch_marker(NFNL_MSG_BATCH_BEGIN, seq)]
     for command, flags, changes in ((NFT_MSG_DELSETELEM, NLM_F_REQUEST, delete),
                                     (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE, add)):
         for set_name, found in changes.items():
-            names = _attr(NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0") + \
-                _attr(NFTA_SET_ELEM_LIST_SET, set_name.encode() + b"\0")
+            names = attr(NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0") + \
+                attr(NFTA_SET_ELEM_LIST_SET, set_name.encode() + b"\0")
             for start in range(0, len(found), ELEMENTS_PER_MESSAGE):
                 nest = b"".join(encode_element(e) for e in found[start : start + ELEMENTS_PER_MESSAGE])
                 seq += 1
-                parts.append(_message((NFNL_SUBSYS_NFTABLES << 8) | command, flags, seq, NFPROTO_INET, 0,
-                                      names + _attr(NFTA_SET_ELEM_LIST_ELEMENTS, nest, nested=True)))
+                parts.append(message((NFNL_SUBSYS_NFTABLES << 8) | command, flags, seq, NFPROTO_INET, 0,
+                                     names + attr(NFTA_SET_ELEM_LIST_ELEMENTS, nest, nested=True)))
     seq += 1
-    parts.append(_message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, b""))
+    parts.append(batch_marker(NFNL_MSG_BATCH_END, seq))
     return b"".join(parts), seq + 1
 
 
@@ -352,43 +330,44 @@ class ElementBatches:
 
 PROBE_TABLE = "loxgw_probe"
 _PROBE_KEY = bytes([192, 0, 2, 1, 192, 0, 2, 2])
+_PROBE_KEY_TYPE = 7 << 6 | 7  # ipv4_addr . ipv4_addr, as nft encodes a concatenation, for `nft list`
 
 
-def probe_refresh(run_script: Callable[[str], None] = nft.run_script,
-                  list_elements: Callable[[str, str], dict[str, list[tuple[list[str], int]]]] = nft.list_set_elements,
-                  ) -> RefreshMode:
+def probe_refresh() -> RefreshMode:
     """Find out, in a scratch table, how this kernel lets a later answer extend an element's timeout.
 
     Asked of the kernel rather than read from its version: distributions
     backport netfilter changes. "expiration": an element added to expire in
     100 s and added again to expire in 1000 s keeps the later expiry.
     "replace": an element of 100 s destroyed and added for 1000 s in one
-    batch is there with 1000 s.
+    batch is there with 1000 s. All over netlink: through nft this took four
+    processes at every start.
     """
-    def kept() -> int:
-        found = list_elements(PROBE_TABLE, "s").get("s", [])
-        return found[0][1] if found else 0
+    with NetfilterRequests() as requests:
+        def kept() -> int:
+            found = requests.set_expirations(PROBE_TABLE, "s")
+            return found[0][1] // 1000 if found else 0
 
-    run_script(f"table inet {PROBE_TABLE} {{\n\tset s {{\n\t\ttype ipv4_addr . ipv4_addr\n"
-               "\t\tflags timeout\n\t}\n}\n")
-    try:
-        writer = SetWriter(PROBE_TABLE, (), "expiration")
+        requests.delete_table(PROBE_TABLE)  # a killed probe's
+        requests.create_timeout_set(PROBE_TABLE, "s", _PROBE_KEY_TYPE, len(_PROBE_KEY))
         try:
-            writer.add_elements([("s", _PROBE_KEY, 1000)], expires=100)
-            honoured = 0 < kept() <= 100
-            writer.add_elements([("s", _PROBE_KEY, 1000)])
-        finally:
-            writer.close()
-        if honoured and kept() > 500:
-            return "expiration"
-        run_script(f"flush set inet {PROBE_TABLE} s\n")
-        attempts: tuple[tuple[RefreshMode, int], ...] = (("none", 100), ("replace", 1000))
-        for mode, timeout in attempts:
-            writer = SetWriter(PROBE_TABLE, (), mode)
+            writer = SetWriter(PROBE_TABLE, (), "expiration")
             try:
-                writer.add_elements([("s", _PROBE_KEY, timeout)])
+                writer.add_elements([("s", _PROBE_KEY, 1000)], expires=100)
+                honoured = 0 < kept() <= 100
+                writer.add_elements([("s", _PROBE_KEY, 1000)])
             finally:
                 writer.close()
-        return "replace" if kept() > 500 else "none"
-    finally:
-        run_script(f"table inet {PROBE_TABLE}\ndelete table inet {PROBE_TABLE}\n")
+            if honoured and kept() > 500:
+                return "expiration"
+            requests.flush_set(PROBE_TABLE, "s")
+            attempts: tuple[tuple[RefreshMode, int], ...] = (("none", 100), ("replace", 1000))
+            for mode, timeout in attempts:
+                writer = SetWriter(PROBE_TABLE, (), mode)
+                try:
+                    writer.add_elements([("s", _PROBE_KEY, timeout)])
+                finally:
+                    writer.close()
+            return "replace" if kept() > 500 else "none"
+        finally:
+            requests.delete_table(PROBE_TABLE)

@@ -2,7 +2,8 @@
 
 OpenWrt has the nft queue expression (kmod-nft-queue); kernels without it
 still have the xtables NFQUEUE target, reachable through iptables-nft. The
-mode is chosen at start by asking the kernel (`nft -c` of a queue rule).
+mode is chosen at start by asking the kernel: a queue rule checked as `nft -c`
+checks it, over netlink (an `nft -c` run was one of the start's processes).
 
 The xtables rules are written with one `iptables-nft-restore --noflush` per
 family (atomic: one nftables transaction) and read back with one
@@ -16,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,11 +30,10 @@ from loxgw.core.xtables import NOTHING, Mangle, chain_args, expected, parse_save
 from loxgw.edges import nft
 
 FAMILIES = (4, 6)
-PROBE = (
-    "table inet loxgw_probe {\n"
-    "\tchain c {\n\t\ttype filter hook output priority 0; policy accept;\n"
-    "\t\tudp sport 1 queue num 1 bypass\n\t}\n}\n"
-)
+PROBE_TABLE = "loxgw_probe"
+NFTA_QUEUE_NUM, NFTA_QUEUE_TOTAL, NFTA_QUEUE_FLAGS = 1, 2, 3
+NFT_QUEUE_FLAG_BYPASS = 0x01
+NLM_F_APPEND = 0x800
 
 # Runs one command with `input` on stdin (the restore script, or "" for save).
 Runner = Callable[[Sequence[str], str], subprocess.CompletedProcess[str]]
@@ -43,10 +44,35 @@ def run_tool(argv: Sequence[str], data: str) -> subprocess.CompletedProcess[str]
     return subprocess.run(list(argv), input=data, capture_output=True, text=True, check=False)
 
 
+def queue_expression() -> bytes:
+    """`queue num 1 bypass` as an NFTA_LIST_ELEM: the bytes nft sends for it."""
+    queue = (nft.attr(NFTA_QUEUE_NUM, struct.pack(">H", 1)) + nft.attr(NFTA_QUEUE_TOTAL, struct.pack(">H", 1))
+             + nft.attr(NFTA_QUEUE_FLAGS, struct.pack(">H", NFT_QUEUE_FLAG_BYPASS)))
+    expression = nft.attr(nft.NFTA_EXPR_NAME, b"queue\0") + nft.attr(nft.NFTA_EXPR_DATA, queue, nested=True)
+    return nft.attr(nft.NFTA_LIST_ELEM, expression, nested=True)
+
+
+def rule_check(expressions: bytes) -> list[tuple[int, int, bytes]]:
+    """`table inet loxgw_probe { chain c { EXPRESSIONS } }` as nf_tables messages, to be checked, never applied.
+
+    A regular chain: what is asked is whether the kernel has an expression (kmod-nft-queue), and
+    an expression's hook checks run only where a base chain reaches it.
+    """
+    name = PROBE_TABLE.encode() + b"\0"
+    return [
+        (nft.NFT_MSG_NEWTABLE, 0, nft.attr(nft.NFTA_TABLE_NAME, name)),
+        (nft.NFT_MSG_NEWCHAIN, nft.NLM_F_CREATE, nft.attr(nft.NFTA_CHAIN_TABLE, name)
+         + nft.attr(nft.NFTA_CHAIN_NAME, b"c\0")),
+        (nft.NFT_MSG_NEWRULE, nft.NLM_F_CREATE | NLM_F_APPEND, nft.attr(nft.NFTA_RULE_TABLE, name)
+         + nft.attr(nft.NFTA_RULE_CHAIN, b"c\0") + nft.attr(nft.NFTA_RULE_EXPRESSIONS, expressions, nested=True)),
+    ]
+
+
 def native_queue_supported() -> bool:
     """Whether the kernel has the nft queue expression (checked without changing anything)."""
     try:
-        nft.run_script(PROBE, check_only=True)
+        with nft.NetfilterRequests() as requests:
+            requests.transact(rule_check(queue_expression()), "checking the nft queue expression", check_only=True)
         return True
     except KernelError:
         return False

@@ -6,8 +6,8 @@ document and closes. Small and debuggable with socat.
 
 from __future__ import annotations
 
+import _socket  # socket.py's enums and selectors cost ~3 ms of each `loxgw status` (~40 ms in all)
 import json
-import socket
 from typing import Any
 
 from loxgw.core.errors import LoxgwError
@@ -22,7 +22,7 @@ class NotRunning(LoxgwError):
 def query(path: str, timeout: float = 5.0, full: bool = False, line: bytes | None = None) -> dict[str, Any]:
     """Ask the daemon at `path` for its status (`full`: every DNS entry and pinhole, not counts), or send
     another request `line` (edges.diagnose) and return its JSON answer."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         try:

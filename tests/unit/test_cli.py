@@ -58,3 +58,37 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
         cli.main([command, "--help"])
     assert info.value.code == 0
     assert f"usage: loxgw {command}" in capsys.readouterr().out
+
+
+PLAIN_LINES = [
+    ["status"], ["status", "--json"], ["status", "--full", "--json"], ["-c", "/etc/x", "status"],
+    ["--config", "/etc/x", "status", "--socket", "/run/s.sock"], ["--config=/etc/x", "status", "--socket=/s"],
+    ["-c=/etc/x", "--log-streams", "status", "--full"], ["-c", "a", "-c", "status", "status", "--json", "--json"],
+    ["status", "--socket", "/a", "--socket", "/b"],
+    ["run"], ["-c", "/etc/config/loxgw", "--log-streams", "run"], ["--log-streams", "--config=/x", "run"],
+]
+# Help, errors, abbreviations and other commands go to the parser.
+PARSER_LINES = [
+    [], ["status", "--help"], ["status", "-h"], ["--help"], ["status", "--js"], ["status", "--json=1"],
+    ["status", "extra"], ["status", "--socket"], ["status", "--socket", "--json"], ["-c", "status"],
+    ["status", "-c", "x"], ["--conf", "x", "status"], ["-cx", "status"], ["status", "--"], ["check"],
+    ["--config=", "status"], ["doctor", "--json"], ["explain", "a", "status", "80"],
+    ["run", "--json"], ["run", "--log-streams"], ["run", "status"], ["status", "run"], ["run", "-h"],
+]
+
+
+@pytest.mark.parametrize("argv", PLAIN_LINES)
+def test_plain_status_and_run_lines_are_read_as_the_parser_reads_them(argv: list[str]) -> None:
+    assert vars(cli._plain_args(argv) or {}) == vars(cli._parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", PARSER_LINES)
+def test_everything_else_is_left_to_the_parser(argv: list[str]) -> None:
+    assert cli._plain_args(argv) is None
+
+
+def test_a_status_line_the_parser_refuses_gets_its_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["status", "extra"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "loxgw: error: unrecognized arguments: extra"

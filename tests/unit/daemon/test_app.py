@@ -170,6 +170,46 @@ def test_run_serves_status_and_cleans_up(setup: tuple[Path, Path, FakeKernel]) -
     assert kernel.tables == set()
 
 
+def run_once(d: daemon.Daemon, sock: Path) -> None:
+    async def scenario() -> None:
+        task = asyncio.create_task(d.run())
+        for _ in range(200):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.01)
+        d.request_stop()
+        assert await task == 0
+
+    asyncio.run(scenario())
+
+
+def test_entries_are_adopted_only_from_a_table_an_earlier_run_left(setup: tuple[Path, Path, FakeKernel]) -> None:
+    """A clean start has nothing to adopt: the listing (an `nft -j` run) is skipped; after a kill it is done."""
+    cfg, sock, kernel = setup
+    listed: list[tuple[str, str]] = []
+    ports = kernel.ports()
+    ports.list_set_elements = lambda table, prefix: listed.append((table, prefix)) or {}  # type: ignore[func-returns-value]
+    run_once(daemon.Daemon(load_config(str(cfg)), ports), sock)
+    assert (listed, kernel.tables) == ([], set())
+    kernel.tables.add("loxgw")  # what a killed loxgw leaves
+    run_once(daemon.Daemon(load_config(str(cfg)), ports), sock)
+    assert (listed, kernel.tables) == ([("loxgw", "cloud")], set())
+
+
+def test_a_table_that_cannot_be_asked_about_is_adopted_from(setup: tuple[Path, Path, FakeKernel]) -> None:
+    cfg, sock, kernel = setup
+    listed: list[str] = []
+    ports = kernel.ports()
+    ports.list_set_elements = lambda table, prefix: listed.append(table) or {}  # type: ignore[func-returns-value]
+
+    def unknown(table: str) -> bool:
+        raise KernelError("nft get table", 1, "Operation not permitted")
+
+    ports.table_exists = unknown
+    run_once(daemon.Daemon(load_config(str(cfg)), ports), sock)
+    assert listed == ["loxgw"]
+
+
 def test_second_instance_refuses_to_start(setup: tuple[Path, Path, FakeKernel]) -> None:
     cfg, sock, kernel = setup
     first = daemon.Daemon(load_config(str(cfg)), kernel.ports())

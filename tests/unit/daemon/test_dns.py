@@ -9,6 +9,7 @@ from pathlib import Path
 from loxgw.core.config import parse_config
 from loxgw.core.devices import Device
 from loxgw.core.dns import Grant
+from loxgw.core.errors import KernelError
 from loxgw.core.firewall import CLOUD_SET_SIZE
 from loxgw.daemon.dns import DnsPorts, DnsService
 from loxgw.edges import clock
@@ -85,3 +86,35 @@ def test_a_rebuilt_table_gets_every_live_entry_back(tmp_path: Path) -> None:
     dns.reinsert_live()
     assert ([len(b) for b in writer.batches], len(writer.kernel), dns.status()["dns_restore"]["source"]) == (
         [256, 256, 88], 600, "rebuilt table")
+
+
+def test_the_kernel_is_asked_once_how_set_elements_are_refreshed() -> None:
+    asked: list[str] = []
+    opened: list[str] = []
+
+    def probe() -> str:
+        asked.append("probe")
+        return "replace"
+
+    def open_writer(table: str, profiles: object, refresh: str) -> FakeWriter:
+        opened.append(refresh)
+        return FakeWriter()
+
+    dns = DnsService(parse_config(CONFIG, "t"), DnsPorts(lambda mode: "off", lambda table, prefix: {},
+                                                         probe_set_refresh=probe, open_writer=open_writer))
+    assert dns.set_refresh == "-"
+    assert dns.probe_set_refresh() == "replace"  # start-up asks it in a thread, before the writer is opened
+    dns.open_writer()
+    dns.close(None)  # type: ignore[arg-type]  # a rebuild of the DNS path opens a writer again
+    dns.open_writer()
+    assert (asked, opened, dns.set_refresh) == (["probe"], ["replace", "replace"], "replace")
+
+
+def test_a_refresh_probe_the_kernel_refuses_means_none() -> None:
+    def probe() -> str:
+        raise KernelError("creating table inet loxgw_probe", 1, "Operation not permitted")
+
+    dns = DnsService(parse_config(CONFIG, "t"), DnsPorts(lambda mode: "off", lambda table, prefix: {},
+                                                         probe_set_refresh=probe,
+                                                         open_writer=lambda table, profiles, refresh: FakeWriter()))
+    assert (dns.probe_set_refresh(), dns.set_refresh) == ("none", "none")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES
+from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES, nfgen_msg
 from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_NEWSETELEM, nft_set_elem_list_msg
 
 from loxgw.core import catalog, setkeys
 from loxgw.core.catalog import PortRange
 from loxgw.core.dns import Grant, Profile, all_profiles
 from loxgw.core.firewall import cloud_set_name
+from loxgw.edges.nft import NFT_MSG_DELSETELEM
 from loxgw.edges.nftset import (
     ELEMENTS_PER_MESSAGE,
-    NFT_MSG_DELSETELEM,
     NFT_MSG_DESTROYSETELEM,
     SetWriter,
     encode_changes,
@@ -198,3 +198,59 @@ def test_element_batches_delete_first_and_split_long_lists() -> None:
 def test_an_empty_change_is_an_empty_batch() -> None:
     batch, _ = encode_changes("loxgw", {}, {})
     assert [struct.unpack_from("=H", m, 4)[0] for m in split(batch)] == [0x10, 0x11]
+
+
+def with_seq(message: bytes, seq: int) -> bytes:
+    patched = bytearray(message)
+    struct.pack_into("=I", patched, 8, seq)
+    return bytes(patched)
+
+
+def pyroute2_template(table: str, set_name: str, key: bytes, kind: int, timeout: int | None,
+                      expiration: int | None) -> bytes:
+    """The message pyroute2's nftsocket encodes for one element: what SetWriter sent while it encoded through it."""
+    attrs: list[tuple[str, object]] = [("NFTA_SET_ELEM_KEY", {"attrs": [("NFTA_DATA_VALUE", key)]})]
+    if timeout is not None:
+        attrs.append(("NFTA_SET_ELEM_TIMEOUT", timeout))
+    if expiration is not None:
+        attrs.append(("NFTA_SET_ELEM_EXPIRATION", expiration))
+    msg = nft_set_elem_list_msg()
+    msg["nfgen_family"] = 1
+    msg["attrs"] = [("NFTA_SET_ELEM_LIST_TABLE", table), ("NFTA_SET_ELEM_LIST_SET", set_name),
+                    ("NFTA_SET_ELEM_LIST_ELEMENTS", [{"attrs": attrs}])]
+    msg["header"]["type"] = (NFNL_SUBSYS_NFTABLES << 8) | kind
+    msg["header"]["flags"] = 0x401  # NLM_F_REQUEST | NLM_F_CREATE
+    msg.encode()
+    return bytes(msg.data)
+
+
+def pyroute2_marker(kind: int) -> bytes:
+    msg = nfgen_msg()
+    msg["res_id"] = NFNL_SUBSYS_NFTABLES
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = 0x1  # NLM_F_REQUEST
+    msg.encode()
+    return bytes(msg.data)
+
+
+def test_set_writer_sends_the_bytes_pyroute2_encoded() -> None:
+    v4, v6 = KEY, bytes(range(32))
+    expected: dict[str, list[tuple[str, bytes, int, int | None, int | None]]] = {
+        "expiration": [("cloud4_0", v4, NFT_MSG_NEWSETELEM, 300_000, 300_000),
+                       ("cloud6_13", v6, NFT_MSG_NEWSETELEM, 61_000, 61_000)],
+        "replace": [("cloud4_0", v4, NFT_MSG_DESTROYSETELEM, None, None),
+                    ("cloud4_0", v4, NFT_MSG_NEWSETELEM, 300_000, None),
+                    ("cloud6_13", v6, NFT_MSG_DESTROYSETELEM, None, None),
+                    ("cloud6_13", v6, NFT_MSG_NEWSETELEM, 61_000, None)],
+        "none": [("cloud4_0", v4, NFT_MSG_NEWSETELEM, 300_000, None),
+                 ("cloud6_13", v6, NFT_MSG_NEWSETELEM, 61_000, None)],
+    }
+    for mode, messages in expected.items():
+        writer = SetWriter("a_longer_table", PROFILES, mode)  # type: ignore[arg-type]
+        try:
+            batch, _ = writer.encode_batch([("cloud4_0", v4, 300), ("cloud6_13", v6, 61)])
+        finally:
+            writer.close()
+        sent = [with_seq(m, 0) for m in split(batch)]
+        references = [pyroute2_template("a_longer_table", *m) for m in messages]
+        assert sent == [pyroute2_marker(0x10), *references, pyroute2_marker(0x11)], mode

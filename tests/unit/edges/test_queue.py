@@ -129,3 +129,22 @@ def test_nothing_is_written_where_the_tools_are_missing() -> None:
     xt = queue.XtablesQueue(run=fake, tools=lambda family: fake.tools(4) if family == 4 else None)
     xt.install(RULES, HOLD)
     assert fake.names() == ["iptables-nft-restore"]
+
+
+# --- the nft queue expression check ------------------------------------------------------
+
+# The NFTA_LIST_ELEM `nft -c` sent for `queue num 1 bypass` (nftables 1.0.6, strace of its batch).
+NFT_QUEUE_EXPRESSION = ("2c000180" "0a000100" "7175657565000000" "1c000280" "06000100" "00010000"
+                        "06000200" "00010000" "06000300" "00010000")
+
+
+def test_the_queue_check_sends_the_expression_nft_sends() -> None:
+    assert queue.queue_expression().hex() == NFT_QUEUE_EXPRESSION
+
+
+def test_the_queue_check_is_table_chain_and_rule_of_the_probe_table() -> None:
+    (table, chain, rule) = queue.rule_check(b"EXPR")
+    assert [command for command, _, _ in (table, chain, rule)] == [0, 3, 6]  # NEWTABLE, NEWCHAIN, NEWRULE
+    assert table[2] == bytes.fromhex("10000100") + b"loxgw_probe\0"
+    assert chain[2] == bytes.fromhex("10000100") + b"loxgw_probe\0" + bytes.fromhex("06000300") + b"c\0\0\0"
+    assert rule[2].endswith(bytes.fromhex("08000480") + b"EXPR")

@@ -1,0 +1,100 @@
+"""The netlink requests of edges.nft and the set-refresh probe against a real kernel, read back with real nft."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.lab.loxgwproc import REPO
+from tests.lab.netlab import PREFIX, sh
+
+# Run in the namespace: prints what the netlink side sees, as JSON.
+ASK = """
+import json, sys
+from loxgw.edges import nft, nftset
+what = sys.argv[1]
+if what == "exists":
+    print(json.dumps([nft.table_exists(name) for name in sys.argv[2:]]))
+elif what == "expirations":
+    with nft.NetfilterRequests() as requests:
+        print(json.dumps([[key.hex(), ms] for key, ms in requests.set_expirations(sys.argv[2], sys.argv[3])]))
+elif what == "probe":
+    print(json.dumps(nftset.probe_refresh()))
+elif what == "refresh":  # the probe's question, asked through SetWriter and answered by nft
+    writer = nftset.SetWriter("t", (), "expiration")
+    key = bytes([192, 0, 2, 1, 192, 0, 2, 2])
+    writer.add_elements([("s", key, 1000)], expires=100)
+    writer.add_elements([("s", key, 1000)])
+    print(json.dumps(writer.errors))
+"""
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    name = f"{PREFIX}-{os.getpid()}-nft"
+    try:
+        sh("ip", "netns", "add", name)
+        yield name
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+
+
+def nft(ns: str, *args: str) -> str:
+    proc = subprocess.run(["ip", "netns", "exec", ns, "nft", *args], capture_output=True, text=True, check=False,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def ask(ns: str, *args: str) -> object:
+    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", ASK, *args], capture_output=True,
+                          text=True, check=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+    return json.loads(proc.stdout)
+
+
+def test_table_exists_agrees_with_nft(namespace: str) -> None:
+    nft(namespace, "add", "table", "inet", "loxgw")
+    nft(namespace, "add", "table", "ip", "only_ip")
+    assert ask(namespace, "exists", "loxgw", "only_ip", "absent") == [True, False, False]
+
+
+def test_set_expirations_agree_with_nft(namespace: str) -> None:
+    script = ("table inet t {\n\tset s {\n\t\ttype ipv4_addr . ipv4_addr\n\t\tflags timeout\n\t}\n}\n"
+              "add element inet t s { 192.0.2.1 . 192.0.2.2 timeout 1000s expires 100s, "
+              "10.0.0.1 . 10.0.0.2 timeout 60s }\n")
+    subprocess.run(["ip", "netns", "exec", namespace, "nft", "-f", "-"], input=script, text=True, check=True)
+    answer = ask(namespace, "expirations", "t", "s")
+    assert isinstance(answer, list)
+    found = {key: ms for key, ms in answer}
+    listed = json.loads(nft(namespace, "-j", "list", "set", "inet", "t", "s"))["nftables"]
+    (nft_set,) = [item["set"] for item in listed if "set" in item]
+    by_nft = {"".join(f"{int(b):02x}" for part in e["elem"]["val"]["concat"] for b in part.split(".")):
+              e["elem"]["expires"] for e in nft_set["elem"]}
+    assert sorted(found) == sorted(by_nft) == ["0a0000010a000002", "c0000201c0000202"]
+    for key, seconds in by_nft.items():
+        assert abs(found[key] / 1000 - seconds) <= 2, key
+
+
+def test_the_refresh_probe_answers_what_nft_shows_and_leaves_nothing(namespace: str) -> None:
+    mode = ask(namespace, "probe")
+    assert mode in ("expiration", "replace", "none")
+    assert "loxgw_probe" not in nft(namespace, "list", "tables")
+    script = "table inet t {\n\tset s {\n\t\ttype ipv4_addr . ipv4_addr\n\t\tflags timeout\n\t}\n}\n"
+    subprocess.run(["ip", "netns", "exec", namespace, "nft", "-f", "-"], input=script, text=True, check=True)
+    assert ask(namespace, "refresh") == 0
+    listed = json.loads(nft(namespace, "-j", "list", "set", "inet", "t", "s"))["nftables"]
+    (nft_set,) = [item["set"] for item in listed if "set" in item]
+    (entry,) = nft_set["elem"]
+    assert (entry["elem"]["expires"] > 500) == (mode == "expiration"), (mode, entry)
+
+
+def test_the_probe_replaces_a_probe_table_a_killed_run_left(namespace: str) -> None:
+    nft(namespace, "add", "table", "inet", "loxgw_probe")
+    nft(namespace, "add", "set", "inet", "loxgw_probe", "s", "{ type ipv4_addr; }")
+    assert ask(namespace, "probe") in ("expiration", "replace", "none")
+    assert "loxgw_probe" not in nft(namespace, "list", "tables")

@@ -319,8 +319,10 @@ class RulesetWatch:
                 data = self.sock.recv(1 << 16)
             except BlockingIOError:
                 return deleted
-            except OSError:  # ENOBUFS: notifications were lost, so assume the worst
-                deleted = True
+            except OSError as exc:
+                if exc.errno != errno_module.ENOBUFS:  # closed under a drain (daemon stopping)
+                    return deleted
+                deleted = True  # notifications were lost, so assume the worst
                 continue
             offset = 0
             while offset + 16 <= len(data):

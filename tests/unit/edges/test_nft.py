@@ -127,3 +127,38 @@ def test_a_kernel_that_never_answers_is_a_kernel_error() -> None:
     with pytest.raises(KernelError) as silent:
         req.table_exists("loxgw")
     assert silent.value.what == "nft get table"
+
+
+class Notifications:
+    """A netlink socket's reads, one per recv: bytes, or an errno to raise."""
+
+    def __init__(self, *reads: bytes | int) -> None:
+        self.reads = list(reads)
+
+    def recv(self, size: int) -> bytes:
+        read = self.reads.pop(0) if self.reads else errno.EAGAIN
+        if isinstance(read, int):
+            raise BlockingIOError(read, "again") if read == errno.EAGAIN else OSError(read, "refused")
+        return read
+
+
+def notification(command: int) -> bytes:
+    return nft.nft_message(command, 0, 0, b"")
+
+
+def watch_reading(*reads: bytes | int) -> nft.RulesetWatch:
+    watch = nft.RulesetWatch.__new__(nft.RulesetWatch)
+    watch.sock = Notifications(*reads)  # type: ignore[assignment]
+    return watch
+
+
+def test_the_watch_reports_deletions_not_element_changes() -> None:
+    elements = notification(nft.NFT_MSG_NEWSETELEM) + notification(nft.NFT_MSG_DELSETELEM)
+    assert watch_reading(elements).drain() is False
+    assert watch_reading(elements, notification(8)).drain() is True  # NFT_MSG_DELRULE
+
+
+def test_lost_notifications_count_as_a_deletion_and_a_closed_socket_ends_the_drain() -> None:
+    assert watch_reading(errno.ENOBUFS).drain() is True
+    # Closed while a drain ran in a thread (the daemon stopping): the drain ends, it does not spin.
+    assert watch_reading(errno.EBADF, notification(8)).drain() is False

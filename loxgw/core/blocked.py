@@ -22,12 +22,35 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from loxgw.core.config import IPAddress
 from loxgw.core.dns import Grant, Profile
-from loxgw.core.explain import GrantSeen, Verdict, describe_port
 from loxgw.core.firewall import BLOCKED_PREFIX
+
+if TYPE_CHECKING:  # core.explain explains the rows; only the daemon's diagnose service needs it, and late
+    from loxgw.core.explain import Verdict
+
+
+@dataclass(frozen=True)
+class GrantSeen:
+    """A DNS grant as the ledger held it: `until` in the daemon's clock, in the past once expired."""
+
+    device: IPAddress
+    address: IPAddress
+    name: str
+    profile: Profile
+    until: float
+
+
+def describe_port(proto: str, port: int | None) -> str:
+    """"TCP 443", "ICMP echo", "proto 47"."""
+    if proto in ("icmp", "icmpv6"):
+        return "ICMP echo"
+    if port is None:
+        return proto.upper() if not proto.isdigit() else f"IP protocol {proto}"
+    return f"{proto.upper()} {port}"
+
 
 Direction = Literal["out", "in"]
 DIRECTION_OF_PREFIX: dict[str, Direction] = {BLOCKED_PREFIX["from_devices"]: "out",

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from loxgw.core import catalog, firewall
+from loxgw.core.blocked import GrantSeen, describe_port
 from loxgw.core.catalog import Entry, Product
 from loxgw.core.config import IPAddress, IPNetwork, ZoneRole
 from loxgw.core.devices import Device
@@ -24,17 +25,6 @@ from loxgw.core.dns import CloudPolicy, Limits, Profile, target_allowed
 from loxgw.core.pinholes import CLIENT_TO_PRODUCT, HTTP_PORT_ENTRIES, Pinhole, product_flows
 
 MAX_HOSTS_SHOWN = 3  # catalogue hosts named in one reason
-
-
-@dataclass(frozen=True)
-class GrantSeen:
-    """A DNS grant as the ledger held it: `until` in the daemon's clock, in the past once expired."""
-
-    device: IPAddress
-    address: IPAddress
-    name: str
-    profile: Profile
-    until: float
 
 
 @dataclass(frozen=True)
@@ -109,15 +99,6 @@ class View:
             return None
         return next((s for s in self.segments if any(address in n for n in s.networks
                                                      if n.version == address.version)), None)
-
-
-def describe_port(proto: str, port: int | None) -> str:
-    """"TCP 443", "ICMP echo", "proto 47"."""
-    if proto in ("icmp", "icmpv6"):
-        return "ICMP echo"
-    if port is None:
-        return proto.upper() if not proto.isdigit() else f"IP protocol {proto}"
-    return f"{proto.upper()} {port}"
 
 
 def describe_profile(profile: Profile) -> str:

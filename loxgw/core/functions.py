@@ -16,10 +16,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from loxgw.core.blocked import Attempt
+from loxgw.core.blocked import Attempt, GrantSeen
 from loxgw.core.catalog import Entry
 from loxgw.core.devices import Device
-from loxgw.core.explain import GrantSeen, host_matches
+from loxgw.core.explain import host_matches
 from loxgw.core.pinholes import CLIENT_TO_PRODUCT, Pinhole
 
 RECENT = 300.0  # seconds a blocked attempt (or a resolved name) counts for a function's state

@@ -323,21 +323,7 @@ class Daemon:
         changed = asyncio.Event()
         watch = self.ports.watch_ruleset()
         if watch is not None:
-            # Every set element anyone writes is a notification too (50,000 DNS entries put back
-            # after a flush: 50,000 messages, 50-100 ms of parsing): read in a thread, never on
-            # the loop. The reader is off meanwhile; epoll is level-triggered, so nothing that
-            # arrives in between is missed.
-            def on_drained(drained: asyncio.Future[bool]) -> None:
-                if not drained.cancelled() and drained.exception() is None and drained.result():
-                    changed.set()
-                if not self._stop.is_set():
-                    loop.add_reader(watch.fileno(), on_ruleset_event)
-
-            def on_ruleset_event() -> None:
-                loop.remove_reader(watch.fileno())
-                loop.run_in_executor(None, watch.drain).add_done_callback(on_drained)
-
-            loop.add_reader(watch.fileno(), on_ruleset_event)
+            watch.start(loop, changed.set)
         watcher = loop.create_task(self._watch_changes(changed))
         if guard is not None:
             guard.start()
@@ -355,7 +341,6 @@ class Daemon:
             self.devices.close(loop)
             self.diagnose.close(loop)
             if watch is not None:
-                loop.remove_reader(watch.fileno())
                 watch.close()
             await self.status.close()
             self.reflector.close(loop)

@@ -34,14 +34,13 @@ from loxgw.core.blocked import Attempt, BlockedTable, GrantMemory, SyncedGrants,
 from loxgw.core.config import Config, IPAddress, IPNetwork
 from loxgw.core.dnsledger import GrantLedger
 from loxgw.core.errors import KernelError
-from loxgw.core.explain import Flow, Segment, View, decide, describe_port
 from loxgw.core.firewall import BLOCKED_GROUP_OFFSET
-from loxgw.core.functions import FunctionState, device_functions
-from loxgw.core.question import address_or_none, find_device, parse_question
 from loxgw.daemon.logs import log_failure
 from loxgw.edges import clock
 
 if TYPE_CHECKING:
+    from loxgw.core.explain import Segment, View
+    from loxgw.core.functions import FunctionState
     from loxgw.daemon.app import Daemon
 
 log = logging.getLogger("loxgw")
@@ -219,6 +218,8 @@ class DiagnoseService:
 
     def explained(self, rows: list[Attempt], now: float) -> list[Attempt]:
         """The rows, each explained as of when it was last seen (again if seen since its last explanation)."""
+        from loxgw.core.explain import Flow, decide  # imported at first use: see view()
+
         stale = [r for r in rows if r.verdict is None or r.explained_at < r.last_seen]
         if not stale:
             return rows
@@ -243,6 +244,10 @@ class DiagnoseService:
         return dns.build_policy(catalog.load(), "devices")
 
     def view(self, now: float) -> View:
+        # core.explain (with core.functions and core.question) is imported when the first row or
+        # question needs it, not at start-up: ~10 ms of CPU, a tenth of a second on a router's.
+        from loxgw.core.explain import View
+
         d = self.daemon
         applied = d.firewall.applied
         key = (d.config, d.mode, applied.table, applied.holes)
@@ -292,6 +297,10 @@ class DiagnoseService:
         return {"error": "unknown request"}
 
     def explain(self, words: list[str], now: float) -> dict[str, Any]:
+        from loxgw.core.blocked import describe_port
+        from loxgw.core.explain import Flow, decide
+        from loxgw.core.question import address_or_none, find_device, parse_question
+
         try:
             question = parse_question(words)
         except ValueError as exc:
@@ -314,6 +323,8 @@ class DiagnoseService:
 
     def doctor(self, now: float) -> dict[str, Any]:
         """What the daemon knows for `loxgw doctor`: its mode, DNS path, devices and their functions."""
+        from loxgw.core.functions import device_functions
+
         d, cfg = self.daemon, self.daemon.config
         self.note_seen()
         view = self.view(now)
@@ -351,6 +362,8 @@ class DiagnoseService:
 
 
 def segments(config: Config, networks: dict[str, tuple[IPNetwork, ...]]) -> list[Segment]:
+    from loxgw.core.explain import Segment
+
     return [Segment(i, z.name, z.role, z.cloud, networks.get(i, ())) for z in config.zones for i in z.interfaces]
 
 

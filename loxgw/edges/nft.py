@@ -18,9 +18,15 @@ import shutil
 import socket
 import struct
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
+from loxgw.core import nftwatch
 from loxgw.core.errors import KernelError
+from loxgw.edges import socketfilter
+
+if TYPE_CHECKING:
+    import asyncio
 
 # nft reports kernel refusals as strerror text; map it back to the errno.
 _STRERROR_TO_ERRNO = {os.strerror(code): code for code in sorted(errno_module.errorcode)}
@@ -302,13 +308,43 @@ class RulesetWatch:
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        # Element and generation notifications never reach Python (core.nftwatch says why).
+        socketfilter.attach(self.sock, nftwatch.notification_filter())
         self.sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
         self.sock.setblocking(False)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_deletion: Callable[[], None] = lambda: None
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    def start(self, loop: asyncio.AbstractEventLoop, on_deletion: Callable[[], None]) -> None:
+        """Call `on_deletion` on the loop after notifications that hold a deletion (or were lost).
+
+        Every set element anyone writes is a notification too: 50,000 DNS
+        entries put back after a flush are 50,000 messages, 50-100 ms of
+        parsing. They are read in a thread, never on the loop; the reader is
+        off meanwhile, and epoll is level-triggered, so nothing that arrives
+        in between is missed.
+        """
+        self._loop, self._on_deletion = loop, on_deletion
+        loop.add_reader(self.fileno(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(self.fileno())
+        self._loop.run_in_executor(None, self.drain).add_done_callback(self._on_drained)
+
+    def _on_drained(self, drained: asyncio.Future[bool]) -> None:
+        if not drained.cancelled() and drained.exception() is None and drained.result():
+            self._on_deletion()
+        if self._loop is not None and self.sock.fileno() >= 0:  # not closed meanwhile
+            self._loop.add_reader(self.fileno(), self._on_readable)
+
     def close(self) -> None:
+        if self._loop is not None and self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.fileno())
+        self._loop = None
         self.sock.close()
 
     def drain(self) -> bool:

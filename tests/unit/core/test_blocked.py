@@ -8,10 +8,10 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loxgw.core.blocked import BlockedTable, GrantMemory, Sample, format_attempts, parse_sample
+from loxgw.core.blocked import BlockedTable, GrantMemory, GrantSeen, Sample, format_attempts, parse_sample
 from loxgw.core.catalog import PortRange
 from loxgw.core.dns import Grant, Profile
-from loxgw.core.explain import GrantSeen, Verdict
+from loxgw.core.explain import Verdict
 from loxgw.core.firewall import BLOCKED_PREFIX
 
 OUT, IN = BLOCKED_PREFIX["from_devices"], BLOCKED_PREFIX["into_devices"]

@@ -6,11 +6,11 @@ import ipaddress
 from typing import Any
 
 from loxgw.core import catalog, pinholes
-from loxgw.core.blocked import BlockedTable, Sample
+from loxgw.core.blocked import BlockedTable, GrantSeen, Sample
 from loxgw.core.catalog import PortRange
 from loxgw.core.devices import Device
 from loxgw.core.dns import Profile
-from loxgw.core.explain import GrantSeen, Verdict
+from loxgw.core.explain import Verdict
 from loxgw.core.functions import FUNCTIONS, FunctionState, device_functions, function_of, product_functions
 
 ip = ipaddress.ip_address

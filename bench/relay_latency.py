@@ -1,6 +1,12 @@
 """What the discovery relay costs: added latency, loss and CPU per copy, in the lab.
 
-Run as root: `.venv/bin/python -m bench.relay_latency [--repeat N] [--rates R,R,...]`.
+Run as root: `.venv/bin/python -m bench.relay_latency [--repeat N] [--rates R,R,...] [--kernel off|auto]`.
+
+`--kernel`: the relay's `kernel` option (default `off`: the Python path, as
+the figures in bench/RESULTS.md were measured). With `auto` the kernel
+copies (core.relaykernel) and the CPU column counts only the daemon's own
+(nearly nothing): the copies' CPU is spent in the sender's softirq, which
+bench.relay_kernel measures.
 
 A sender in `lan` broadcasts to 255.255.255.255:7070 at a fixed rate; each
 payload carries its send time (CLOCK_MONOTONIC is shared by all namespaces).
@@ -75,6 +81,7 @@ config relay
 \tlist zone 'lan'
 \toption rate_limit '100000'
 \toption global_rate '1000000'
+\toption kernel '{kernel}'
 """
 RATES = (1000, 10000, 20000, 30000)
 SECONDS = {1000: 5.0}  # the CPU figure at 1,000/s needs more copies than 2 s give
@@ -161,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rates", default=",".join(map(str, RATES)))
+    parser.add_argument("--kernel", choices=("off", "auto"), default="off")
     args = parser.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",")]
     # The daemon as deployed: the lab's loop guard probes the loop 200 times a second from a thread
@@ -171,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         sender = lab.add_host("sender", "lan", 20)
         far = lab.add_host("far", "iot", 10)
         near = lab.add_host("near", "lan", 21)
-        gw = Loxgw(lab, extra=RELAY, main_extra="\toption log_level 'warning'\n\toption dns_mode 'off'\n").start()
+        gw = Loxgw(lab, extra=RELAY.format(kernel=args.kernel),
+                   main_extra="\toption log_level 'warning'\n\toption dns_mode 'off'\n").start()
         assert gw.proc is not None
+        relay = gw.status()["relay"]
+        print(f"relay path: {relay['path']} ({relay['path_reason']})", flush=True)
         idle = idle_rate(gw.proc.pid)
         for repeat in range(args.repeat):
             runs += [one_run(lab, gw.proc.pid, sender, far, near, rate, repeat * len(rates) + i, idle)

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 FirewallMode = Literal["auto", "fw4", "standalone"]
 DnsMode = Literal["inline", "passive", "off"]
 DnsHold = Literal["connection", "answer"]  # what waits for loxgw in a devices zone (inline mode)
+# Whether the relay may copy in the kernel (core.relaykernel): `auto` where the kernel takes it.
+RelayKernel = Literal["auto", "off"]
 LogLevel = Literal["debug", "info", "notice", "warning", "error"]
 ZoneRole = Literal["devices", "clients"]
 # How a device product reaches the internet: `catalog` (exactly the catalogue's names and
@@ -152,6 +154,10 @@ class Relay:
         "global_rate", cs.int_range(1, 1000000), "packets/s for all sources"))
     allow_upstream: bool = field(default=False, metadata=option(
         "allow_upstream", cs.boolean, "also relay to/from the interface with the default route"))
+    kernel: RelayKernel = field(default="auto", metadata=option(
+        "kernel", cs.choice(*get_args(RelayKernel)),
+        "`auto`: copy in the kernel (an nftables `netdev` table) where it takes the table and no second "
+        "relay copies on the same segments, else in loxgw's process; `off`: always in loxgw's process"))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,12 @@ FW4_MARK = 0x10000000
 # Set by the hold chain on a first packet that must wait for loxgw (xtables mode, where the
 # queue itself is an iptables rule); loxgw clears it again in its verdict.
 HOLD_MARK = 0x20000000
+# The relay's kernel path (core.relaykernel): its netdev ingress chain marks a copy before `dup`
+# (the egress chain of the copy's device rewrites marked packets only, then clears the bit) and
+# the relayed original (table inet loxgw's relay_windows chain opens its answer windows, then
+# clears the bit). Set and cleared under a mask: other bits of the mark belong to others.
+RELAY_COPY_MARK = 0x40000000
+RELAY_ORIGINAL_MARK = 0x08000000
 # Beyond this rate first packets are not held: they go straight to the allow rules (and may
 # race a grant, a TCP retransmission later finding it), so a flood cannot stall loxgw.
 HOLD_RATE = "2000/second burst 500 packets"

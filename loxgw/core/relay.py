@@ -181,6 +181,7 @@ class Relay:
         self.answers_handed_on = 0
         self.events_dropped = 0
         self.timer_changed = False  # a copy was deferred: the adapter should call get_timer() again
+        self.peers_changed = False  # a peer relay appeared on a segment: the adapter reads peers_until(), clears it
 
     # --- interfaces ----------------------------------------------------------------------------
 
@@ -240,6 +241,8 @@ class Relay:
         base = slot.base + column
         if tos & DSCP_MASK == RELAY_TOS:  # a peer relay's copy (our own never come back: relaywire)
             counts[base + PEER_COPY_SEEN] += 1
+            if now >= slot.peers.peers_until:
+                self.peers_changed = True  # the first copy of a peer (again): the kernel path must yield
             verdict = self.arbiter.peer_copy(slot.peers, ident, (ifindex, src, sport, dport, payload), now)
             if verdict == relaypeers.CANCELLED:
                 counts[base + LEFT_TO_PEER] += 1
@@ -327,6 +330,10 @@ class Relay:
                 self._counts[slot.base + entry.column + RELAYED] += 1
                 out.append((entry.key[0], entry.frame))
         return out
+
+    def peers_until(self) -> float:
+        """Until when a peer relay counts as present on any segment (-inf: none seen)."""
+        return max((slot.peers.peers_until for slot in self._slots.values()), default=float("-inf"))
 
     def next_event(self) -> Event | None:
         return self.events.popleft() if self.events else None

@@ -121,7 +121,7 @@ class CopyTemplate:
 
 Instruction = tuple[int, int, int, int]  # code, jump if true, jump if false, k (struct sock_filter)
 
-_LD_W_ABS, _LD_H_IND, _LDX_B_MSH, _RET_K = 0x20, 0x48, 0xB1, 0x06
+_LD_W_ABS, _LD_B_ABS, _LD_H_IND, _LDX_B_MSH, _AND_K, _RET_K = 0x20, 0x30, 0x48, 0xB1, 0x54, 0x06
 _JEQ_K, _JGT_K, _JGE_K = 0x15, 0x25, 0x35
 _PKTTYPE = 0xFFFFF004  # SKF_AD_OFF (-0x1000) + SKF_AD_PKTTYPE (4): skb->pkt_type
 PACKET_HOST, PACKET_BROADCAST, PACKET_LOOPBACK = 0, 1, 5
@@ -140,7 +140,7 @@ def merged(ports: Iterable[PortRange]) -> list[tuple[int, int]]:
     return out
 
 
-def receive_filter(ports: Iterable[PortRange], ethernet: bool) -> list[Instruction]:
+def receive_filter(ports: Iterable[PortRange], ethernet: bool, peer_copies_only: bool = False) -> list[Instruction]:
     """For a raw IPPROTO_UDP socket on one segment: broadcasts to a relayed port, never our own copies.
 
     The relay's own copies never reach it: on Ethernet they leave through a
@@ -149,16 +149,28 @@ def receive_filter(ports: Iterable[PortRange], ethernet: bool) -> list[Instructi
     link-layer broadcasts pass (originals, and copies from peer relays,
     which arrive from the wire like any broadcast); on other links all but
     looped-back packets. Destination port in the configured ranges.
+
+    `peer_copies_only`: while the kernel copies (core.relaykernel), only
+    other relays' copies (DSCP 5), so the arbiter still learns its peers and
+    no original reaches Python.
     """
     ranges = merged(ports)
+    tos: list[Instruction] = []
+    if peer_copies_only:
+        tos = [(_LD_B_ABS, 0, 0, 1), (_AND_K, 0, 0, DSCP_MASK), (_JEQ_K, 0, 0, RELAY_TOS)]  # jf filled in below
     if len(ranges) > MAX_FILTER_RANGES:  # jump offsets would not fit: the core checks ports alone
-        kind = (_JEQ_K, 0, 1, PACKET_BROADCAST) if ethernet else (_JEQ_K, 1, 0, PACKET_LOOPBACK)
-        return [(_LD_W_ABS, 0, 0, _PKTTYPE), kind, (_RET_K, 0, 0, _ACCEPT), (_RET_K, 0, 0, 0)]
+        kind = (_JEQ_K, 0, 1 + len(tos), PACKET_BROADCAST) if ethernet else (_JEQ_K, 1 + len(tos), 0, PACKET_LOOPBACK)
+        if tos:
+            tos[-1] = (_JEQ_K, 0, 1, RELAY_TOS)
+        return [(_LD_W_ABS, 0, 0, _PKTTYPE), kind, *tos, (_RET_K, 0, 0, _ACCEPT), (_RET_K, 0, 0, 0)]
     n = len(ranges)
-    drop = 2 + 2 * n  # from instruction 1 to the drop at 4 + 2n
+    drop = 2 + 2 * n + len(tos)  # from instruction 1 to the drop at 4 + 2n + len(tos)
+    if tos:
+        tos[-1] = (_JEQ_K, 0, 2 + 2 * n, RELAY_TOS)
     prog: list[Instruction] = [
         (_LD_W_ABS, 0, 0, _PKTTYPE),
         (_JEQ_K, 0, drop, PACKET_BROADCAST) if ethernet else (_JEQ_K, drop, 0, PACKET_LOOPBACK),
+        *tos,
         (_LDX_B_MSH, 0, 0, 0),  # X = IP header length
         (_LD_H_IND, 0, 0, 2),  # A = UDP destination port
     ]
@@ -182,6 +194,12 @@ def run_filter(prog: list[Instruction], packet: bytes, pkttype: int) -> bool:
         pc += 1
         if code == _LD_W_ABS and k == _PKTTYPE:
             a = pkttype
+        elif code == _LD_B_ABS:
+            if k >= len(packet):
+                return False
+            a = packet[k]
+        elif code == _AND_K:
+            a &= k
         elif code == _LDX_B_MSH:
             if k >= len(packet):
                 return False
@@ -197,11 +215,6 @@ def run_filter(prog: list[Instruction], packet: bytes, pkttype: int) -> bool:
             pc += jt if taken else jf
         else:
             raise ValueError(f"unknown instruction {code:#x}")
-
-
-def encode_filter(prog: list[Instruction]) -> bytes:
-    """The program as an array of struct sock_filter (native byte order)."""
-    return b"".join(struct.pack("=HBBI", *insn) for insn in prog)
 
 
 # --- answer-window set elements --------------------------------------------------------------

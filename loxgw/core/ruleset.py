@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from loxgw.core import catalog, firewall
+from loxgw.core import catalog, firewall, relay, relaykernel
 from loxgw.core.catalog import Entry, PortRange, Product
 from loxgw.core.config import Config
 from loxgw.core.dns import Profile, all_profiles
@@ -60,7 +60,8 @@ class Ruleset:
 
 
 def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", path: DnsPath = OFF,
-           forwards: Sequence[UpnpForward] = (), elements: Elements | None = None) -> Ruleset:
+           forwards: Sequence[UpnpForward] = (), elements: Elements | None = None,
+           relay_kernel: bool | None = None) -> Ruleset:
     """Render the complete ruleset for a config.
 
     Standalone: loxgw is the firewall of its zones. Forwarded traffic from a
@@ -83,6 +84,11 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
     `elements`: the desired pinhole and address sets, for a script that
     starts from nothing (`loxgw render`, the first apply); the daemon adds
     them as a diff instead.
+
+    `relay_kernel`: False keeps out chain relay_windows, where the originals
+    the relay copies in the kernel open their answer windows; None: wherever
+    an enabled relay's `kernel` option allows the kernel path. The chain costs one
+    mark test per packet to the router while the Python path runs.
     """
     table = config.main.table
     device_ifs = config.interfaces_with_role("devices")
@@ -114,7 +120,9 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
     lines += [
         f"\tset {RELAY_ANSWERS} {{",
         "\t\ttype ifname . ipv4_addr . inet_service",
-        "\t\tflags timeout",
+        # dynamic: the kernel path's relay_windows chain writes it from the packet path, and the kernel
+        # marks a set so written dynamic; declared so always, a reload's declaration matches it.
+        "\t\tflags dynamic,timeout",
         '\t\tcomment "devices interface . asker . port a relayed discovery request may be answered on"',
         "\t}",
         f"\tset {firewall.MEDIA} {{",
@@ -197,6 +205,7 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         lines += [f"\t\tip daddr {f.router_address} {f.proto} dport {f.port} dnat ip to {f.device}:{f.device_port}"
                   for f in forwards]
         lines += ["\t}", ""]
+    lines += _relay_window_chain(config, relay_kernel)
     if not standalone:
         lines += [
             "\tchain input {",
@@ -328,6 +337,34 @@ def _relay_input_rules(config: Config, allow: str) -> list[str]:
         rules.append(f"\t\tiifname {ifset(names)} meta pkttype broadcast udp dport {{ {ports} }} {allow}"
                      f' comment "loxgw: discovery broadcasts for relay {section.name}"')
     return rules
+
+
+def _relay_window_chain(config: Config, relay_kernel: bool | None) -> list[str]:
+    """The relay's kernel path: a relayed original (RELAY_ORIGINAL_MARK, core.relaykernel) opens its answer windows.
+
+    In the input hook, not prerouting: where br_netfilter runs the inet
+    hooks for bridged frames, prerouting sees them before the netdev hook
+    has marked them.
+    """
+    kernel = [r for r in config.relays if r.enabled and r.kernel != "off" and len(config.relay_interfaces(r)) >= 2]
+    if not kernel or relay_kernel is False:
+        return []
+    roles = config.interface_roles()
+    pairs = dict.fromkeys((clients, devices) for r in kernel for clients in config.relay_interfaces(r)
+                          for devices in config.relay_interfaces(r)
+                          if roles.get(clients) == "clients" and roles.get(devices) == "devices")
+    mark = firewall.RELAY_ORIGINAL_MARK
+    rules = relaykernel.answer_window_rules(pairs, relay.ANSWER_WINDOW, relay.SEARCH_PORT, relay.ANSWER_PORT,
+                                            RELAY_ANSWERS)
+    return [
+        "\tchain relay_windows {",
+        "\t\ttype filter hook input priority filter - 10; policy accept;",
+        f'\t\tmeta mark & {mark:#010x} == 0 return comment "loxgw: not an original the kernel relayed"',
+        f"\t\tmeta mark set meta mark & {~mark & 0xFFFFFFFF:#010x}",
+        *(f"\t\t{rule}" for rule in rules),
+        "\t}",
+        "",
+    ]
 
 
 def render_element_changes(table: str, delete: Elements, add: Elements) -> str:

@@ -10,6 +10,17 @@ copy leaves (it shares no lock with the DNS thread, so a burst of DNS
 answers never delays a copy), and discovery answers go to the devices
 service's queue on the event loop, never handled inside the relay's packet
 handler.
+
+The per-packet copy runs in the kernel where it can (core.relaykernel, a
+netdev table: 0.12-0.18 s of CPU per 10,000 copies against 0.59-0.66 s
+here, no loss at 30,000/s), for the first relay whose `kernel` option
+allows it. daemon.relaykernel reconciles that path like any desired
+state: from the interfaces the sockets report, the config and whether a peer relay was seen, it
+renders the table (or none), applies it in a worker thread, and swaps the
+receive filters so Python sees no originals, only peers' copies. A peer
+relay hands every copy back to the Python path, whose arbiter lets each
+broadcast cross once; the kernel path returns once no peer was seen for
+relaypeers.PEER_MEMORY.
 """
 
 from __future__ import annotations
@@ -23,12 +34,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from loxgw.core import relay, relaywire
+from loxgw.core import relay, relaykernel, relaywire
 from loxgw.core.catalog import PortRange
 from loxgw.core.config import Config
+from loxgw.core.configsections import Relay as RelaySection
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import RELAY_ANSWERS
 from loxgw.core.relay import AnswerWindow, Relay
+from loxgw.daemon.relaykernel import KERNEL, PYTHON, KernelEdge, KernelPaths
 from loxgw.edges import clock
 
 if TYPE_CHECKING:
@@ -40,14 +53,25 @@ AnswerSink = Callable[[ipaddress.IPv4Address, bytes], None]
 
 
 class _Running:
-    """One relay: its core, its sockets and the core's timer (`when` under the lock, `timer` on the loop)."""
+    """One relay: its core, its sockets and the core's timer (`when` under the lock, `timer` on the loop).
 
-    def __init__(self, name: str, core: Relay) -> None:
+    `path` and `reason`: where its copies are made and why; `kernel`: the
+    netdev table the kernel holds for it (None: none).
+    """
+
+    def __init__(self, name: str, core: Relay, section: RelaySection | None = None, kernel_allowed: str = "") -> None:
         self.name = name
         self.core = core
+        self.section = section
         self.sockets: RelaySockets | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.when: float | None = None
+        self.kernel_allowed = kernel_allowed  # "" if the kernel path may run, else why not
+        self.path = PYTHON
+        self.reason = kernel_allowed or "starting"
+        self.kernel: relaykernel.KernelRelay | None = None
+        self.peers_until = float("-inf")
+        self.peer_timer: asyncio.TimerHandle | None = None
 
 
 def _relayed_ports(config: Config) -> tuple[tuple[PortRange, ...], ...]:
@@ -58,8 +82,10 @@ def _relayed_ports(config: Config) -> tuple[tuple[PortRange, ...], ...]:
 class RelayService:
     """Runs the configured relays; restarts them when their config or zones change."""
 
-    def __init__(self, config: Config, open_writer: Callable[[], Any], on_loxlive: AnswerSink) -> None:
+    def __init__(self, config: Config, open_writer: Callable[[], Any], on_loxlive: AnswerSink,
+                 kernel: KernelEdge | None = None, now: Callable[[], float] = clock.now) -> None:
         self.config = config
+        self.paths = KernelPaths(self, kernel if kernel is not None else KernelEdge(), now)
         self.open_writer = open_writer
         self.on_loxlive = on_loxlive
         self.relays: list[_Running] = []
@@ -70,6 +96,10 @@ class RelayService:
         self.lock = threading.Lock()  # every call into a core, and the writer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
 
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """One relay per enabled section with two interfaces or more; KernelError if its sockets fail."""
@@ -94,17 +124,19 @@ class RelayService:
             ports = config.relay_ports(section)  # the Gen. 1 Intercom's ports when one is configured
             run = _Running(section.name, relay.Relay(
                 relay.RelayPolicy(ports, frozenset(names), section.allow_upstream),
-                relay.RateLimiter(section.rate_limit, section.global_rate)))
+                relay.RateLimiter(section.rate_limit, section.global_rate)), section, self.paths.allowed(section))
             sockets = run.sockets = relaynet.RelaySockets(run.core, roles, self.lock,
-                                                         functools.partial(self._on_core, run), clock.now)
+                                                         functools.partial(self._on_core, run), clock.now,
+                                                         functools.partial(self.paths.reconcile_soon, run))
             try:
                 await sockets.start(loop)
             except OSError as exc:
                 sockets.close(loop)
                 raise KernelError(f"relay {section.name}: opening sockets", exc.errno, exc.strerror or "") from exc
             self.relays.append(run)
-            log.info("relay %s: ports %s between %s", section.name,
-                     ",".join(str(p) for p in ports), ", ".join(names))
+            await self.paths.reconcile(run)
+            log.info("relay %s: ports %s between %s, copies in %s (%s)", section.name,
+                     ",".join(str(p) for p in ports), ", ".join(names), run.path, run.reason)
 
     def _prepare_writer(self) -> None:
         """Open the set writer now (not on the first search) and learn the kernel's answer-key layout."""
@@ -123,6 +155,8 @@ class RelayService:
             log.info("relay: the answer set is keyed asker . port; answers must come from a relayed port")
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the sockets; remove the netdev table (one `nft` run, at stop and reload only)."""
+        self.paths.close(self.relays)
         for run in self.relays:
             if run.sockets is not None:
                 run.sockets.close(loop)
@@ -168,6 +202,13 @@ class RelayService:
                     self._loop.call_soon_threadsafe(self.on_loxlive, ipaddress.IPv4Address(event.src), event.payload)
             if windows:
                 self._open_windows(windows)
+        if core.peers_changed:
+            core.peers_changed = False
+            until = core.peers_until()
+            if on_loop:
+                self.paths.peers_seen(run, until)
+            elif self._loop is not None:
+                self._loop.call_soon_threadsafe(self.paths.peers_seen, run, until)
         if rearm or core.timer_changed:
             when = core.get_timer()
             if when != run.when:
@@ -229,9 +270,16 @@ class RelayService:
             if run.sockets is not None:
                 counters.update(run.sockets.counters)
         counters.update(self.counters)
+        self.paths.read_counters(now)
+        # The kernel's per-port counts, named as the core's: views read one set of names for either path.
+        counters.update({k: v for k, v in self.paths.counters.items() if k.count(":") == 2})
+        first = self.relays[0] if self.relays else None
         return {
             "interfaces": sorted({i.name for run in self.relays for i in run.core.interfaces}),
             "counters": dict(counters),
             "peers": peers,
             "holdoff_ms": holdoff,
+            "path": KERNEL if any(run.path == KERNEL for run in self.relays) else PYTHON,
+            "path_reason": first.reason if first is not None else "no relay runs",
+            "kernel_counters": dict(self.paths.counters),
         }

@@ -33,23 +33,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import ipaddress
 import logging
 import socket
-import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from loxgw.core import relaywire
 from loxgw.core.relay import ANSWER_PORT, Relay, RelayInterface, Transmit
-from loxgw.edges import rtnl
+from loxgw.edges import rtnl, socketfilter
 
 log = logging.getLogger("loxgw")
 
 SO_BINDTODEVICE = 25
-SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 ARPHRD_ETHER = 1
 IFF_UP = 1
@@ -78,10 +75,7 @@ def dump_interfaces(names: Iterable[str], roles: dict[str, str]) -> list[RelayIn
     return sorted(found.values(), key=lambda i: i.name)
 
 
-def attach_filter(sock: socket.socket, program: list[relaywire.Instruction]) -> None:
-    """SO_ATTACH_FILTER: struct sock_fprog points at the program (the kernel copies it)."""
-    code = ctypes.create_string_buffer(relaywire.encode_filter(program))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("@HP", len(program), ctypes.addressof(code)))
+attach_filter = socketfilter.attach  # SO_ATTACH_FILTER: the kernel drops what the program refuses
 
 
 def _receiver(iface: RelayInterface, program: list[relaywire.Instruction]) -> socket.socket:
@@ -155,8 +149,10 @@ class RelaySockets:
     """
 
     def __init__(self, core: Relay, roles: dict[str, str], lock: threading.Lock, on_core: Callable[[], None],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], on_interfaces: Callable[[], None] | None = None) -> None:
         self.core = core
+        self.on_interfaces = on_interfaces  # on the loop, after the core took a change of interfaces
+        self.peer_copies_only = False  # while the kernel copies: the receive filters pass peers' copies only
         self.roles = roles
         self.lock = lock
         self.on_core = on_core
@@ -232,8 +228,7 @@ class RelaySockets:
                     sock = _sender(iface)
                     self._senders[index] = (iface, sock, sock.send)
                 if index not in self._readers:
-                    program = relaywire.receive_filter(self.core.policy.ports, ethernet=bool(iface.mac))
-                    sock = _receiver(iface, program)
+                    sock = _receiver(iface, self._filter(iface))
                     sock.setblocking(True)
                     reader = self._readers[index] = _Reader(iface, sock, self._read_forever)
                     reader.thread.start()
@@ -242,6 +237,28 @@ class RelaySockets:
                     raise
                 self.counters["socket_errors"] += 1
                 log.error("relay: sockets on %s: %s", iface.name, exc)
+        if self.on_interfaces is not None:
+            self.on_interfaces()
+
+    def set_peer_copies_only(self, only: bool) -> None:
+        """Swap every receive filter: other relays' copies only (the kernel copies) or every broadcast.
+
+        SO_ATTACH_FILTER replaces a socket's filter at once; datagrams the old
+        filter passed and that are still queued are read as before.
+        """
+        if only == self.peer_copies_only:
+            return
+        self.peer_copies_only = only
+        for reader in list(self._readers.values()):
+            try:
+                attach_filter(reader.sock, self._filter(reader.iface))
+            except OSError as exc:
+                self.counters["socket_errors"] += 1
+                log.error("relay: receive filter on %s: %s", reader.iface.name, exc)
+
+    def _filter(self, iface: RelayInterface) -> list[relaywire.Instruction]:
+        return relaywire.receive_filter(self.core.policy.ports, ethernet=bool(iface.mac),
+                                        peer_copies_only=self.peer_copies_only)
 
     # --- datagrams -----------------------------------------------------------
 
@@ -271,7 +288,7 @@ class RelaySockets:
                 return
             with lock:
                 copies = receive(ifindex, datagram, clock())
-                if events or core.timer_changed:
+                if events or core.timer_changed or core.peers_changed:
                     on_core()
             if copies:
                 send(copies)

@@ -1,16 +1,25 @@
-"""Adapter: ask the kernel how long the answer-window set's key is (one NFT_MSG_GETSET, no subprocess).
+"""Adapter: the relay's nftables state: the answer set's key length, the netdev table of its kernel path.
 
 The relay writes answer windows in the layout the kernel's set was declared
 with (core.relaywire.answer_key), so a renderer and a relay of different
-ages never disagree about the key; asked once per start.
+ages never disagree about the key; asked once per start (one
+NFT_MSG_GETSET, no subprocess).
+
+The kernel path's netdev table (core.relaykernel) is applied and removed
+with one `nft -f` each, rarely (start, interface changes, a peer relay
+appearing or going), and its counters are read with one `nft -j` when the
+status asks; all in worker threads, never on the event loop.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
+import subprocess
 
-from loxgw.edges.nft import NETLINK_NETFILTER
+from loxgw.core.errors import KernelError
+from loxgw.edges.nft import NETLINK_NETFILTER, nft_binary, run_script
 
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWSET, NFT_MSG_GETSET = 9, 10
@@ -83,3 +92,72 @@ def _acked(data: bytes) -> bool:
             return True
         offset += (length + 3) & ~3
     return False
+
+
+NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE = 0, 1
+NFPROTO_NETDEV = 5
+NFTA_TABLE_NAME = 1
+
+
+def table_request(table: str, seq: int = 1) -> bytes:
+    """The NFT_MSG_GETTABLE message for one netdev table."""
+    body = struct.pack("=BBH", NFPROTO_NETDEV, 0, 0) + _attr(NFTA_TABLE_NAME, table.encode() + b"\0")
+    kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE
+    return struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+
+
+def holds_table(reply: bytes) -> bool:
+    """Whether the replies in `reply` describe a table (an error reply: no such table)."""
+    offset = 0
+    while offset + 16 <= len(reply):
+        length, kind = struct.unpack_from("=IH", reply, offset)
+        if length < 16:
+            return False
+        if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE:
+            return True
+        offset += (length + 3) & ~3
+    return False
+
+
+def netdev_table_exists(table: str) -> bool:
+    """Whether `table netdev NAME` exists (one netlink request: fw4 flush or `nft flush ruleset` deletes it)."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.bind((0, 0))
+        sock.send(table_request(table))
+        reply = b""
+        while True:
+            data = sock.recv(65536)
+            reply += data
+            if holds_table(reply) or _acked(data):
+                return holds_table(reply)
+
+
+def apply_kernel_table(script: str) -> None:
+    """Apply the relay's netdev table script in one transaction; KernelError if the kernel refuses it."""
+    run_script(script, what="relay: nft -f of the netdev table")
+
+
+COUNTERS_TIMEOUT = 5.0  # seconds; a status must not wait longer for the kernel's counters
+
+
+def kernel_counters(table: str) -> dict[str, int]:
+    """Packets per named counter of `table netdev NAME` ({} if there is no such table)."""
+    try:
+        proc = subprocess.run([nft_binary(), "-j", "list", "counters", "table", "netdev", table],
+                              capture_output=True, text=True, check=False, timeout=COUNTERS_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        raise KernelError("relay: nft -j list counters timed out", None, str(exc)) from exc
+    if proc.returncode != 0:
+        return {}
+    return counters_of(proc.stdout)
+
+
+def counters_of(text: str) -> dict[str, int]:
+    """The named counters' packets from `nft -j list counters` output."""
+    found: dict[str, int] = {}
+    for item in json.loads(text).get("nftables", []):
+        counter = item.get("counter") if isinstance(item, dict) else None
+        if isinstance(counter, dict) and isinstance(counter.get("name"), str):
+            found[counter["name"]] = int(counter.get("packets", 0))
+    return found

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+import pytest
+
+from loxgw.core import relaywire
 from tests.lab.loxgwproc import Loxgw
 from tests.lab.netlab import Lab, wait_for
 
+# The Python path (option kernel 'off'); the kernel path's tests are at the end.
 RELAY = """
 config relay
 \tlist zone 'iot'
 \tlist zone 'lan'
 \toption rate_limit '20'
+\toption kernel 'off'
 """
 
 # Receive datagrams on PORT for SECONDS; print "src_ip:src_port payload" per datagram.
@@ -151,10 +157,11 @@ def test_flood_is_cut_to_the_rate_limit(lab: Lab) -> None:
     assert [k for k in counters if k.endswith(":peer_copy_seen")] == []
 
 
-def test_interface_added_after_start_is_relayed_to(lab: Lab) -> None:
+@pytest.mark.parametrize("kernel", ["off", "auto"])
+def test_interface_added_after_start_is_relayed_to(lab: Lab, kernel: str) -> None:
     app = lab.add_host("app", "lan", 20)
-    extra = RELAY + "\tlist interface 'br-new'\n"
-    Loxgw(lab, extra=extra).start()
+    extra = RELAY.replace("\toption kernel 'off'", f"\toption kernel '{kernel}'") + "\tlist interface 'br-new'\n"
+    gw = Loxgw(lab, extra=extra).start()
     lab.add_vlan("new", "192.168.30.1")
     late = lab.add_host("late", "new", 10)
 
@@ -164,6 +171,7 @@ def test_interface_added_after_start_is_relayed_to(lab: Lab) -> None:
         return [s.split(":")[0] for s in received(listener)] == [app.ip]
 
     wait_for(relayed, 30, "relay to the new interface", interval=0.1)
+    assert gw.status()["relay"]["path"] == ("kernel" if kernel == "auto" else "python")
 
 
 SECOND_RELAY = """
@@ -175,6 +183,7 @@ config loxgw 'main'
 config relay
 \tlist interface 'lan0'
 \tlist interface 'iot0'
+\toption kernel 'off'
 """
 
 
@@ -322,6 +331,7 @@ config relay
 \tlist zone 'iot'
 \tlist zone 'lan'
 \toption rate_limit '100000'
+\toption kernel 'off'
 """
 
 FLOOD_SECOND_RELAY = SECOND_RELAY + "\toption rate_limit '100000'\n"
@@ -356,3 +366,160 @@ def test_two_relays_under_a_flood_copy_each_broadcast_once(lab: Lab) -> None:
     assert twice == [], figures
     assert len(later) >= 2000, figures  # the flood did get through, from both relays' shares
     assert all(n > 0 for n in admitted), figures
+
+
+# --- the kernel path (core.relaykernel): a netdev table copies, loxgw's process only watches ---
+
+KERNEL_RELAY = """
+config relay
+\tlist zone 'iot'
+\tlist zone 'lan'
+\toption rate_limit '20'
+"""
+
+# Frames to UDP 7070-7079 arriving on eth0 for SECONDS (stop SETTLE s after the first); hex per line.
+CAPTURE = r"""
+import socket, sys, time
+seconds, settle = float(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.bind(("eth0", 0))
+print("ready", flush=True)
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    s.settimeout(max(0.01, end - time.monotonic()))
+    try:
+        frame = s.recv(2048)
+    except OSError:
+        break
+    if len(frame) >= 38 and frame[23] == 17 and 7070 <= int.from_bytes(frame[36:38], "big") <= 7079:
+        print(frame.hex(), flush=True)
+        end = min(end, time.monotonic() + settle)
+"""
+
+# ETHTOOL_STXCSUM off (there is no ethtool binary): the sender's frames carry finished UDP
+# checksums, as on a real wire, so the copies' bytes can be compared with the Python path's.
+TX_CHECKSUM_OFF = r"""
+import ctypes, fcntl, socket, struct
+value = ctypes.create_string_buffer(struct.pack("II", 0x17, 0))
+fcntl.ioctl(socket.socket(), 0x8946, struct.pack("16sP", b"eth0", ctypes.addressof(value)) + b"\0" * 16)
+"""
+
+
+def netdev_tables(lab: Lab) -> list[str]:
+    return [line for line in lab.run(lab.ns_router, "nft", "list", "tables").stdout.splitlines()
+            if line.startswith("table netdev")]
+
+
+def test_the_kernel_copies_as_the_python_path_does_and_opens_the_answer_window(lab: Lab) -> None:
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    app = lab.add_host("app", "lan", 20)
+    lab.run(app.ns, sys.executable, "-c", TX_CHECKSUM_OFF)
+    gw = Loxgw(lab, extra=KERNEL_RELAY).start()
+    relay = gw.status()["relay"]
+    assert (relay["path"], relay["path_reason"]) == ("kernel", "the kernel copies (nftables netdev table)")
+    assert netdev_tables(lab) == ["table netdev loxgw_relay"]
+    capture = lab.popen(ms.ns, [sys.executable, "-c", CAPTURE, "15", "1"], stdout=subprocess.PIPE)
+    assert capture.stdout is not None and capture.stdout.readline().strip() == b"ready"
+    listener = listen(lab, ms.ns, 7070, 15, reply="LoxLIVE: Miniserver Home 192.168.20.10:80 504F94A00001 15.0.0.0")
+    answer = lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "00", "3").stdout.strip()
+    seen = received(listener)
+    frames = [bytes.fromhex(line) for line in received(capture)]
+    assert len(seen) == 1 and len(frames) == 1, (seen, frames)
+    # The answer window the kernel's relayed original opened let the Miniserver's answer through.
+    assert answer == f"{ms.ip} LoxLIVE: Miniserver Home 192.168.20.10:80 504F94A00001 15.0.0.0"
+    sport = int(seen[0].split(" ")[0].split(":")[1])
+    mac = bytes.fromhex(json.loads(lab.run(lab.ns_router, "ip", "-j", "link", "show", "br-iot").stdout)[0]
+                        ["address"].replace(":", ""))
+    src, iot_gw = (int.from_bytes(socket.inet_aton(a), "big") for a in (app.ip, "192.168.20.1"))
+    template = relaywire.CopyTemplate(iot_gw, int.from_bytes(socket.inet_aton("192.168.20.255"), "big"), mac)
+    want = template.frame(src, sport, 7070, 64, b"\x00", relaywire.udp_sum(src, sport, 7070, b"\x00"))
+    assert frames[0].hex() == want.hex()
+    assert run_counters(gw) == {}  # no original reached loxgw's process
+
+    def counted() -> bool:
+        relay = gw.status()["relay"]
+        return (relay["kernel_counters"].get("br-lan>br-iot:copies"), relay["counters"].get("br-iot:7070:relayed"),
+                relay["counters"].get("br-lan:7070:received")) == (1, 1, 1)
+
+    wait_for(counted, 10, "the kernel's counters in the status", interval=0.2)
+    assert gw.stop() == 0
+    assert netdev_tables(lab) == []
+
+
+def run_counters(gw: Loxgw) -> dict[str, int]:
+    """The Python path's per-port counters (the kernel's are read a moment later: none yet)."""
+    relay = gw.status()["relay"]
+    return {k: v for k, v in relay["counters"].items() if k not in relay["kernel_counters"] and k.count(":") == 2}
+
+
+def test_the_kernels_rate_limit_holds(lab: Lab) -> None:
+    flooder = lab.add_host("flooder", "lan", 40)
+    app = lab.add_host("app", "lan", 20)
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    gw = Loxgw(lab, extra=KERNEL_RELAY).start()
+    assert gw.status()["relay"]["path"] == "kernel"
+    listener = listen(lab, ms.ns, 7070, 8.0)
+    flood = lab.popen(flooder.ns, [sys.executable, "-c", FLOOD, "20000", "1"], stdout=subprocess.PIPE)
+    time.sleep(0.3)  # the flood is under way (real traffic, not logic time)
+    lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "a5", "0")
+    flood_out, _ = flood.communicate(timeout=30)
+    seen = received(listener)
+    from_flooder = [s for s in seen if s.startswith(flooder.ip + ":")]
+    from_app = [s for s in seen if s.startswith(app.ip + ":")]
+    sent, seconds = flood_out.split()
+    assert int(sent) == 20000
+    assert 20 <= len(from_flooder) <= 20 + 20 * float(seconds) + 2, (len(from_flooder), seconds)
+    assert len(from_app) == 1
+
+    def dropped() -> int:
+        return int(gw.status()["relay"]["kernel_counters"].get("br-lan:dropped_rate_source", 0))
+
+    wait_for(lambda: dropped() >= 15000, 10, "the kernel's drop counter", interval=0.2)
+
+
+def test_a_peer_relay_hands_the_copies_back_to_python_and_each_broadcast_crosses_once(lab: Lab) -> None:
+    app = lab.add_host("app", "lan", 20)
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    first = Loxgw(lab, extra=KERNEL_RELAY).start()
+    assert first.status()["relay"]["path"] == "kernel"
+    box = lab.add_relay_box("relay2", 3)
+    # A second kernel relay: the kernel does not arbitrate, so it copies every broadcast (a Python
+    # peer might see the kernel's copy first and stand back for good, never showing itself).
+    second = Loxgw(lab, ns=box, config_text=SECOND_RELAY.replace("\toption kernel 'off'\n", ""),
+                   name="relay2").start()
+    assert second.status()["relay"]["path"] == "kernel"
+    # The first broadcast: both copy it; each sees the other's copy and hands its copies to
+    # loxgw's process, whose arbiters let one relay lead.
+    listener = listen(lab, ms.ns, 7070, 15.0, settle=1.0)
+    lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "00", "0")
+    assert len(received(listener)) == 2
+    for gw in (first, second):
+        wait_for(lambda gw=gw: gw.status()["relay"]["path"] == "python", 10, "the fall-back to the Python path")
+    assert first.status()["relay"]["path_reason"] == \
+        "a second relay copies on the same segments; loxgw's process arbitrates"
+    assert netdev_tables(lab) == []
+    for payload in ("01", "02", "03"):
+        listener = listen(lab, ms.ns, 7070, 15.0, settle=1.0)
+        lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", payload, "0")
+        seen = received(listener)
+        assert len(seen) == 1 and seen[0].endswith(f" {payload}"), seen
+
+
+def test_a_flushed_ruleset_gets_its_netdev_table_back_and_reloads_work(lab: Lab) -> None:
+    """`fw4 flush` (nft flush ruleset) deletes every table; the relay applies its own again."""
+    app = lab.add_host("app", "lan", 20)
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    gw = Loxgw(lab, extra=KERNEL_RELAY).start()
+    lab.run(lab.ns_router, "nft", "flush", "ruleset")
+    wait_for(lambda: netdev_tables(lab) == ["table netdev loxgw_relay"], 10, "the netdev table applied again")
+    listener = listen(lab, ms.ns, 7070, 15.0, settle=1.0)
+    lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "07", "0")
+    assert [line.split(":")[0] for line in received(listener)] == [app.ip]
+    relay = gw.status()["relay"]
+    assert (relay["path"], relay["counters"]["relay_kernel_restores"]) == ("kernel", 1)
+    # A reload declares table inet loxgw again: its answer-window set, which the kernel path's
+    # chain writes, must match the declaration.
+    gw.write_config(extra=KERNEL_RELAY + GEN1_DOOR)
+    gw.signal(signal.SIGHUP)
+    wait_for(lambda: gw.status()["counters"].get("reloads") == 1, 10, "the reload")
+    assert gw.status()["counters"].get("reloads_failed") is None

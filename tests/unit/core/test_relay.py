@@ -320,9 +320,28 @@ def test_receive_filter_with_many_ranges_leaves_ports_to_the_core() -> None:
     assert len(prog) == 4 and relaywire.run_filter(prog, datagram(dport=9), relaywire.PACKET_BROADCAST)
 
 
-def test_filters_encode_as_struct_sock_filter() -> None:
+def test_peer_copy_filter_passes_only_other_relays_copies_to_relayed_ports() -> None:
+    b, loop = relaywire.PACKET_BROADCAST, relaywire.PACKET_LOOPBACK
+    many = tuple(PortRange(p, p) for p in range(1000, 1000 + 2 * relaywire.MAX_FILTER_RANGES + 2, 2))
+    for ports, kinds in ((PORTS, ((True, b), (False, b), (False, relaywire.PACKET_HOST))),
+                         (many, ((True, b), (False, b), (False, relaywire.PACKET_HOST)))):
+        for ethernet, kind in kinds:
+            prog = relaywire.receive_filter(ports, ethernet=ethernet, peer_copies_only=True)
+            copy = bytearray(datagram(dport=7079 if ports is PORTS else 1000))
+            original = bytes(copy)
+            copy[1] = relaywire.RELAY_TOS | 0x01  # ECN bits do not matter
+            assert (relaywire.run_filter(prog, bytes(copy), kind), relaywire.run_filter(prog, original, kind)) == (
+                True, False), (ethernet, kind)
+    prog = relaywire.receive_filter(PORTS, ethernet=False, peer_copies_only=True)
+    copy = bytearray(datagram(dport=7079))
+    copy[1] = relaywire.RELAY_TOS
+    assert relaywire.run_filter(prog, bytes(copy), loop) is False  # our own, looped back
+    copy[23] = 80  # destination port 7760: not relayed
+    assert relaywire.run_filter(prog, bytes(copy), b) is False
+
+
+def test_the_answer_filter_takes_datagrams_to_this_host_only() -> None:
     prog = relaywire.answer_filter()
-    assert len(relaywire.encode_filter(prog)) == 8 * len(prog)
     assert [relaywire.run_filter(prog, datagram(), kind) for kind in (0, 1, 5)] == [True, False, False]
 
 
@@ -423,6 +442,20 @@ def test_peers_are_forgotten_after_a_minute_of_silence() -> None:
     assert b.receive(LAN_B.index, datagram(payload=b"\x07"), relaypeers.PEER_MEMORY - 1) == []
     assert len(b.receive(LAN_B.index, datagram(payload=b"\x08"), relaypeers.PEER_MEMORY + 1)) == 1
     assert b.status(relaypeers.PEER_MEMORY + 1)["peers"] == {}
+
+
+def test_a_peer_appearing_is_flagged_once_and_counts_for_a_minute() -> None:
+    a, b = pair()
+    assert (b.peers_changed, b.peers_until()) == (False, float("-inf"))
+    meet(a, b, 0.0)
+    assert (b.peers_changed, b.peers_until()) == (True, relaypeers.PEER_MEMORY)
+    b.peers_changed = False  # the adapter took note
+    to_b = on_wire(a.receive(LAN.index, datagram(payload=b"\x09"), 1.0))
+    b.receive(IOT_B.index, to_b, 1.0)
+    assert (b.peers_changed, b.peers_until()) == (False, 1.0 + relaypeers.PEER_MEMORY)  # known already
+    to_b = on_wire(a.receive(LAN.index, datagram(payload=b"\x0a"), 100.0))
+    b.receive(IOT_B.index, to_b, 100.0)
+    assert b.peers_changed is True  # back after it had been forgotten
 
 
 def test_status_shows_peers_by_their_tag() -> None:

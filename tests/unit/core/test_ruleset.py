@@ -95,7 +95,33 @@ def test_relay_answers_are_keyed_by_segment_and_asker_not_by_source_port() -> No
     script = render_case("standalone", "nft", "connection")
     assert "\t\tiifname . ip daddr . udp dport @relay_answers4 accept" \
         ' comment "loxgw: answers to a relayed discovery request"' in script.splitlines()
-    assert "udp sport" not in script
+    matches = [line for line in script.splitlines() if "@relay_answers4" in line and "update" not in line]
+    assert [m for m in matches if "udp sport" in m] == []
+
+
+def test_originals_the_kernel_relayed_open_answer_windows_from_clients_to_devices() -> None:
+    script = render_case("standalone", "nft", "connection")
+    chain = script.split("\tchain relay_windows {\n", 1)[1].split("\t}\n", 1)[0].splitlines()
+    assert chain == [
+        "\t\ttype filter hook input priority filter - 10; policy accept;",
+        '\t\tmeta mark & 0x08000000 == 0 return comment "loxgw: not an original the kernel relayed"',
+        "\t\tmeta mark set meta mark & 0xf7ffffff",
+        '\t\tiifname "br-lan" update @relay_answers4 { "br-iot" . ip saddr . udp sport timeout 10s }'
+        ' comment "loxgw: answers to a search the kernel relayed to br-iot"',
+        '\t\tiifname "br-lan" udp dport 7070 udp sport != 7071'
+        ' update @relay_answers4 { "br-iot" . ip saddr . 7071 timeout 10s }',
+    ]
+
+
+def test_no_answer_window_chain_without_the_relays_kernel_path() -> None:
+    text = (GOLDEN / "lab.uci").read_text(encoding="utf-8")
+    config = parse_config(text, "lab.uci")
+    assert "chain relay_windows" not in ruleset.render(config, "standalone", relay_kernel=False).script
+    off = parse_config(text.replace("config relay 'discovery'", "config relay 'discovery'\n\toption kernel 'off'"),
+                       "lab.uci")
+    assert [r.kernel for r in off.relays] == ["off"]
+    assert "chain relay_windows" not in ruleset.render(off, "standalone").script
+    assert "chain relay_windows" in ruleset.render(config, "standalone").script
 
 
 def test_fw4_input_lets_in_only_the_protocols_the_reflector_reflects() -> None:

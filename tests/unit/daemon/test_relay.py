@@ -68,6 +68,9 @@ class Sockets:
     def holds_port(self, port: int) -> bool:
         return port == 7071
 
+    def set_peer_copies_only(self, only: bool) -> None:
+        self.log.append(f"peer copies only: {only}")
+
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         pass
 
@@ -96,7 +99,7 @@ def receive(svc: RelayService, run: _Running, sockets: Sockets, index: int, data
     """What a reader thread does with one datagram."""
     with svc.lock:
         copies = run.core.receive(index, data, now)
-        if run.core.events or run.core.timer_changed:
+        if run.core.events or run.core.timer_changed or run.core.peers_changed:
             svc._on_core(run)
     sockets.send(copies)
 

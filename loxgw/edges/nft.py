@@ -100,7 +100,7 @@ NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_CREATE = 0x1, 0x4, 0x300, 0x400
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLA_F_NESTED = 0x8000
 NLA_TYPE_MASK = 0x3FFF
-NFPROTO_INET = 1
+NFPROTO_INET, NFPROTO_NETDEV = 1, 5
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE = 0, 1, 2
 NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET = 3, 6, 9
@@ -115,6 +115,10 @@ NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 
 NFTA_LIST_ELEM = 1
 NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_TIMEOUT, NFTA_SET_ELEM_EXPIRATION = 1, 4, 5
 NFTA_DATA_VALUE = 1
+NFT_MSG_GETOBJ = 19
+NFTA_OBJ_TABLE, NFTA_OBJ_NAME, NFTA_OBJ_TYPE, NFTA_OBJ_DATA = 1, 2, 3, 4
+NFT_OBJECT_COUNTER = 1
+NFTA_COUNTER_PACKETS = 2
 MAX_REPLY_BYTES = 1 << 20  # one netlink read; a dump answers in parts of a page or so
 
 
@@ -130,9 +134,9 @@ def message(kind: int, flags: int, seq: int, family: int, res_id: int, body: byt
     return header + struct.pack("=BBH", family, 0, socket.htons(res_id)) + body
 
 
-def nft_message(command: int, flags: int, seq: int, body: bytes) -> bytes:
-    """An nf_tables message about the inet family."""
-    return message((NFNL_SUBSYS_NFTABLES << 8) | command, flags, seq, NFPROTO_INET, 0, body)
+def nft_message(command: int, flags: int, seq: int, body: bytes, family: int = NFPROTO_INET) -> bytes:
+    """An nf_tables message about a family (inet unless said)."""
+    return message((NFNL_SUBSYS_NFTABLES << 8) | command, flags, seq, family, 0, body)
 
 
 def batch_marker(kind: int, seq: int) -> bytes:
@@ -224,11 +228,11 @@ class NetfilterRequests:
         except OSError as exc:
             raise KernelError(what, exc.errno, exc.strerror or "") from exc
 
-    def get(self, command: int, body: bytes, what: str, dump: bool = False) -> list[bytes]:
+    def get(self, command: int, body: bytes, what: str, dump: bool = False, family: int = NFPROTO_INET) -> list[bytes]:
         """A GET request (or a dump of every match): the answers' payloads (nfgen header and attributes)."""
         seq = self._next_seq()
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
-        return self._exchange(nft_message(command, flags, seq, body), what, seq, seq)
+        return self._exchange(nft_message(command, flags, seq, body, family), what, seq, seq)
 
     def transact(self, commands: Sequence[tuple[int, int, bytes]], what: str, check_only: bool = False) -> None:
         """(command, flags, attributes) messages in one batch, each acknowledged; KernelError if refused
@@ -293,6 +297,23 @@ class NetfilterRequests:
                     expires = fields.get(NFTA_SET_ELEM_EXPIRATION, b"")
                     found.append((key, struct.unpack(">Q", expires)[0] if len(expires) == 8 else 0))
         return found
+
+    def counters(self, table: str, family: int = NFPROTO_NETDEV) -> dict[str, int]:
+        """Packets of each named counter of a table, as `nft list counters table` shows them."""
+        body = attr(NFTA_OBJ_TABLE, table.encode() + b"\0") + attr(NFTA_OBJ_TYPE, struct.pack(">I", NFT_OBJECT_COUNTER))
+        found = {}
+        for payload in self.get(NFT_MSG_GETOBJ, body, f"nft list counters table {table}", dump=True, family=family):
+            fields = dict(attributes(payload[4:]))
+            if fields.get(NFTA_OBJ_TABLE, b"").rstrip(b"\0") != table.encode():
+                continue
+            data = dict(attributes(fields.get(NFTA_OBJ_DATA, b"")))
+            packets = data.get(NFTA_COUNTER_PACKETS, b"")
+            name = fields.get(NFTA_OBJ_NAME, b"").rstrip(b"\0").decode(errors="replace")
+            if name and len(packets) == 8:
+                found[name] = struct.unpack(">Q", packets)[0]
+        return found
+
+
 # Deletions are what can take loxgw's objects away (fw4 restart, nft flush ruleset,
 # iptables -D); additions, set elements above all, are ignored.
 _DELETIONS = {2, 5, 8, 11}  # NFT_MSG_DELTABLE, DELCHAIN, DELRULE, DELSET

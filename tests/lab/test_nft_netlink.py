@@ -31,6 +31,9 @@ elif what == "refresh":  # the probe's question, asked through SetWriter and ans
     writer.add_elements([("s", key, 1000)], expires=100)
     writer.add_elements([("s", key, 1000)])
     print(json.dumps(writer.errors))
+elif what == "counters":
+    from loxgw.edges import relayset
+    print(json.dumps([relayset.kernel_counters(name) for name in sys.argv[2:]]))
 elif what == "watch":  # which of nft's changes the ruleset watch reads: one line per change
     import subprocess, time
     watch, seen = nft.RulesetWatch(), []
@@ -130,3 +133,12 @@ def test_the_ruleset_watch_reads_deletions_and_no_element_or_generation_message(
     # core.nftwatch names: the kernel packs the set's deletion (11) behind the element's message
     # in one buffer, which the filter drops whole.
     assert seen == [[0, 9], [], [], [], [2]]
+
+
+def test_the_relay_counters_over_netlink_are_what_nft_lists(namespace: str) -> None:
+    subprocess.run(["ip", "netns", "exec", namespace, "nft", "-f", "-"], check=True, text=True, input=(
+        "table netdev r {\n counter a { packets 7 bytes 700 }\n counter b { packets 0 bytes 0 }\n}\n"
+        "table inet other {\n counter a { packets 99 bytes 1 }\n}\n"))
+    listed = {c["counter"]["name"]: c["counter"]["packets"] for c in json.loads(
+        nft(namespace, "-j", "list", "counters", "table", "netdev", "r"))["nftables"] if "counter" in c}
+    assert ask(namespace, "counters", "r", "nosuch") == [listed, {}] == [{"a": 7, "b": 0}, {}]

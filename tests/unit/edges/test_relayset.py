@@ -54,10 +54,3 @@ def test_any_reply_bytes_give_a_length_or_none(data: bytes) -> None:
     assert found is None or 0 <= found < 2**32
     relayset._acked(data)
 
-
-def test_kernel_counters_from_nft_json() -> None:
-    text = ('{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"counter": {"family": "netdev", '
-            '"name": "relayed_1_0", "table": "loxgw_relay", "handle": 8, "packets": 12, "bytes": 900}}, '
-            '{"counter": {"family": "netdev", "name": "dropped_rate_source_1", "packets": 0, "bytes": 0}}]}')
-    assert relayset.counters_of(text) == {"relayed_1_0": 12, "dropped_rate_source_1": 0}
-    assert relayset.counters_of('{"nftables": []}') == {}

@@ -30,7 +30,7 @@ from typing import Any
 from loxgw.core.config import Config, DnsMode, FirewallMode, load_config
 from loxgw.core.errors import ConfigError, KernelError, LoxgwError
 from loxgw.core.firewall import QueueMode, ResolvedFirewall
-from loxgw.daemon import logs
+from loxgw.daemon import gcpause, logs
 from loxgw.daemon.devices import DeviceService
 from loxgw.daemon.diagnose import DiagnoseService
 from loxgw.daemon.dns import DnsPorts, DnsService, SetWriter, _open_dns_copies, _open_writer, _probe_set_refresh
@@ -283,6 +283,7 @@ class Daemon:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
         loop = asyncio.get_running_loop()
         guard = LoopGuard.from_environment(loop)
+        gcpause.install()
         socket_path = self.config.main.status_socket
         prepare_socket_path(socket_path)
         left_by_earlier_run = self._table_left_by_earlier_run()

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.netlab import Lab, missing_tools
+from tests.lab.netlab import PREFIX, Lab, missing_tools, sh
 
 REASON: str | None = None
 if os.geteuid() != 0:
@@ -29,3 +29,14 @@ def lab() -> Iterator[Lab]:
     """A fresh lab per test, torn down even when the test fails."""
     with Lab() as instance:
         yield instance
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty network namespace of its own (no lab), deleted after the test."""
+    name = f"{PREFIX}-{os.getpid()}-{request.module.__name__.rsplit('_', 1)[-1][:8]}"
+    try:
+        sh("ip", "netns", "add", name)
+        yield name
+    finally:
+        sh("ip", "netns", "del", name, check=False)

@@ -6,12 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-
-import pytest
 
 from tests.lab.loxgwproc import REPO
-from tests.lab.netlab import PREFIX, sh
 
 # Run in the namespace: prints what the netlink side sees, as JSON.
 ASK = """
@@ -53,16 +49,6 @@ elif what == "watch":  # which of nft's changes the ruleset watch reads: one lin
             seen.append(kinds)
     print(json.dumps(seen))
 """
-
-
-@pytest.fixture
-def namespace() -> Iterator[str]:
-    name = f"{PREFIX}-{os.getpid()}-nft"
-    try:
-        sh("ip", "netns", "add", name)
-        yield name
-    finally:
-        sh("ip", "netns", "del", name, check=False)
 
 
 def nft(ns: str, *args: str) -> str:

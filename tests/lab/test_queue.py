@@ -5,12 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-
-import pytest
 
 from tests.lab.loxgwproc import REPO
-from tests.lab.netlab import PREFIX, sh
 
 CHECK = """
 import sys
@@ -30,16 +26,6 @@ else:  # an expression every nf_tables kernel has, and one none has
 """
 PROBE = ("table inet loxgw_probe {\n\tchain c {\n\t\ttype filter hook output priority 0; policy accept;\n"
          "\t\tudp sport 1 queue num 1 bypass\n\t}\n}\n")
-
-
-@pytest.fixture
-def namespace() -> Iterator[str]:
-    name = f"{PREFIX}-{os.getpid()}-queue"
-    try:
-        sh("ip", "netns", "add", name)
-        yield name
-    finally:
-        sh("ip", "netns", "del", name, check=False)
 
 
 def check(ns: str, what: str) -> str:

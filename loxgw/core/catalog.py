@@ -184,6 +184,17 @@ def parse_entries(raw: object) -> tuple[Entry, ...]:
     return tuple(entries)
 
 
+def merge_ranges(ranges: Iterable[PortRange]) -> list[PortRange]:
+    """Overlapping or adjacent ranges joined: sorted and disjoint, as interval sets and socket filters want them."""
+    merged: list[PortRange] = []
+    for r in sorted(ranges):
+        if merged and r.first <= merged[-1].last + 1:
+            merged[-1] = PortRange(merged[-1].first, max(merged[-1].last, r.last))
+        else:
+            merged.append(r)
+    return merged
+
+
 @cache
 def load() -> tuple[Entry, ...]:
     """The packaged catalogue (parsed once per process)."""

@@ -133,17 +133,6 @@ def plan_device(device: Device, entries: tuple[Entry, ...]) -> frozenset[Pinhole
     return frozenset(holes)
 
 
-def merge_ranges(ranges: Iterable[PortRange]) -> list[PortRange]:
-    """Overlapping or adjacent ranges joined: concatenated interval sets refuse overlaps."""
-    merged: list[PortRange] = []
-    for r in sorted(ranges):
-        if merged and r.first <= merged[-1].last + 1:
-            merged[-1] = PortRange(merged[-1].first, max(merged[-1].last, r.last))
-        else:
-            merged.append(r)
-    return merged
-
-
 Elements = dict[str, frozenset[str]]  # set name -> elements in nft syntax
 
 

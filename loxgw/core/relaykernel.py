@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from loxgw.core import relaywire
-from loxgw.core.catalog import PortRange
+from loxgw.core.catalog import PortRange, merge_ranges
 from loxgw.core.firewall import RELAY_COPY_MARK, RELAY_ORIGINAL_MARK
 from loxgw.core.relay import PORT_COLUMNS, RelayInterface
 from loxgw.core.relaylimit import LIMIT_BUCKETS
@@ -93,7 +93,7 @@ def render(table: str, interfaces: Sequence[RelayInterface], ports: Sequence[Por
     name = table_name(table)
     chosen = sorted(interfaces, key=lambda i: i.name)
     targets = [i for i in chosen if copy_to is None or i.name in copy_to]
-    port_list = ", ".join(p.nft() for p in _merged_ports(ports))
+    port_list = ", ".join(p.nft() for p in merge_ranges(ports))
     lines = [
         f"table netdev {name}",
         f"delete table netdev {name}",
@@ -202,11 +202,6 @@ def _egress(n: int, iface: RelayInterface, relayed: str) -> list[str]:
         'comment "loxgw: a relay copy, as core.relaywire.CopyTemplate builds it"',
         "\t}",
     ]
-
-
-def _merged_ports(ports: Sequence[PortRange]) -> list[PortRange]:
-    """Sorted, disjoint port ranges: an anonymous interval set refuses overlaps."""
-    return [PortRange(first, last) for first, last in relaywire.merged(ports)]
 
 
 def answer_window_rules(pairs: Iterable[tuple[str, str]], timeout: int, search_port: int,

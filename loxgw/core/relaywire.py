@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 
-from loxgw.core.catalog import PortRange
+from loxgw.core.catalog import PortRange, merge_ranges
 
 # DSCP 0x05 ("loxgw relayed"): an otherwise unused codepoint, in the top six TOS bits.
 RELAY_DSCP = 0x05
@@ -131,13 +131,7 @@ MAX_FILTER_RANGES = 100  # jump offsets are 8 bits; beyond this the core alone c
 
 def merged(ports: Iterable[PortRange]) -> list[tuple[int, int]]:
     """Sorted, disjoint (first, last) ranges."""
-    out: list[tuple[int, int]] = []
-    for first, last in sorted((r.first, r.last) for r in ports):
-        if out and first <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], last))
-        else:
-            out.append((first, last))
-    return out
+    return [(r.first, r.last) for r in merge_ranges(ports)]
 
 
 def receive_filter(ports: Iterable[PortRange], ethernet: bool, peer_copies_only: bool = False) -> list[Instruction]:

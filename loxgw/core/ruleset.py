@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loxgw.core import catalog, firewall, relay, relaykernel
-from loxgw.core.catalog import Entry, PortRange, Product
+from loxgw.core.catalog import Entry, PortRange, Product, merge_ranges
 from loxgw.core.config import Config
 from loxgw.core.dns import Profile, all_profiles
 from loxgw.core.dnspath import OFF, DnsPath
@@ -35,7 +35,7 @@ from loxgw.core.firewall import (
     cloud_set_name,
 )
 from loxgw.core.knx import KNX_GROUP, KNX_PORT
-from loxgw.core.pinholes import Elements, merge_ranges, product_flows
+from loxgw.core.pinholes import Elements, product_flows
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from loxgw.daemon import gcpause
 
 
 def test_a_full_collection_freezes_its_survivors_and_uninstall_thaws_them() -> None:
+    gcpause.uninstall()  # a daemon run earlier in this process (tests/unit/daemon/test_app.py) installed it
     kept = [[i] for i in range(10_000)]  # long-lived state: tracked containers
     gcpause.install()
     try:

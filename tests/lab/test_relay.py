@@ -202,10 +202,12 @@ def test_two_relays_on_the_same_segments_give_one_copy(lab: Lab) -> None:
     first = Loxgw(lab, extra=RELAY).start()
     box = lab.add_relay_box("relay2", 3)
     second = Loxgw(lab, ns=box, config_text=SECOND_RELAY, name="relay2").start()
-    # The first broadcast teaches each relay that the other is there (both relay it once).
+    # The first broadcast teaches each relay that the other is there: both relay it, unless the
+    # first copy reached the other relay before it read the original (then it stood back already).
     listener = listen(lab, ms.ns, 7070, 15.0, settle=1.0)
     lab.run(app.ns, sys.executable, "-c", ASK, "255.255.255.255", "7070", "00", "0")
-    assert 1 <= len(received(listener)) <= 2
+    first_copies = len(received(listener))
+    assert 1 <= first_copies <= 2
     for payload in ("01", "02", "03"):
         # Long windows for Python start-ups on a loaded 2-core machine; each listener stops 1 s
         # after its first datagram, which is time enough for a duplicate to show.
@@ -220,7 +222,8 @@ def test_two_relays_on_the_same_segments_give_one_copy(lab: Lab) -> None:
         assert [line.split(" ")[1] for line in received(same_segment)] == [payload]
     counters = [gw.status()["relay"]["counters"] for gw in (first, second)]
     left = sum(v for c in counters for k, v in c.items() if k.endswith(":left_to_peer"))
-    assert left == 3  # each later broadcast: one relay sent, the other stood back
+    # Each later broadcast: one relay sent, the other stood back; the first too if only one copy came.
+    assert left == 3 + (2 - first_copies), counters
 
 
 def test_any_configured_port_is_relayed(lab: Lab) -> None:

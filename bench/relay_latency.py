@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         gw = Loxgw(lab, extra=RELAY.format(kernel=args.kernel),
                    main_extra="\toption log_level 'warning'\n\toption dns_mode 'off'\n").start()
         assert gw.proc is not None
-        relay = gw.status()["relay"]
+        relay = gw.relay_on_path("kernel" if args.kernel == "auto" else "python")
         print(f"relay path: {relay['path']} ({relay['path_reason']})", flush=True)
         idle = idle_rate(gw.proc.pid)
         for repeat in range(args.repeat):

@@ -257,8 +257,14 @@ def status_cli_times(gw: QuotaLoxgw, runs: int) -> dict[str, tuple[list[float], 
     return found
 
 
-def first_connections(lab: Lab, ns: str, names: int) -> tuple[dict[str, list[float]], int]:
-    out = lab.run(ns, sys.executable, "-c", FIRST_CONNECT, str(names), "50", timeout=names + 120).stdout
+def connect_records(names: int) -> dict[str, str]:
+    """f{i}.dyndns.loxonecloud.com -> an address of its own in CONNECT_NET (local on the upstream)."""
+    return {f"f{i}.dyndns.loxonecloud.com": f"{CONNECT_NET}.{i // 250}.{i % 250 + 1}" for i in range(names)}
+
+
+def first_connections(lab: Lab, ns: str, names: int, rate: float = 50) -> tuple[dict[str, list[float]], int]:
+    """FIRST_CONNECT's times in ms (and the first's added time over the second's), failed connections."""
+    out = lab.run(ns, sys.executable, "-c", FIRST_CONNECT, str(names), str(rate), timeout=names + 120).stdout
     result = json.loads(out)
     times = {k: [t * 1e3 for t in result[k]] for k in ("resolve", "first", "again")}
     times["added"] = [f - a for f, a in zip(times["first"], times["again"], strict=True)]
@@ -316,8 +322,7 @@ def idle_cpu(pid: int, seconds: float) -> float:
 
 def measure(args: argparse.Namespace, quota: CpuQuota) -> Results:
     results = Results()
-    connect_names = {f"f{i}.dyndns.loxonecloud.com": f"{CONNECT_NET}.{i // 250}.{i % 250 + 1}"
-                     for i in range(args.names)}
+    connect_names = connect_records(args.names)
     with Lab(dns_only_records=connect_names) as lab:
         lab.run(lab.ns_wan, "ip", "route", "add", "local", f"{CONNECT_NET}.0.0/16", "dev", "lo")
         sender, near = lab.add_host("sender", "lan", 20), lab.add_host("near", "lan", 21)

@@ -230,11 +230,20 @@ def cmd_run(args: Arguments) -> int:
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     import asyncio
 
-    from loxgw.daemon import app as daemon
+    from loxgw.daemon import boot, logs
 
     config = _load(args.config)
-    daemon.setup_logging(config.main.log_level, split_streams=args.log_streams)
-    code: int = asyncio.run(daemon.Daemon(config).run())
+    logs.setup_logging(config.main.log_level, split_streams=args.log_streams)
+    first = boot.Boot(config)
+    first.begin()  # the kernel takes the first declaration while the other services' modules load
+    try:
+        from loxgw.daemon import app as daemon
+
+        running = daemon.Daemon(config, boot=first)
+    except BaseException:
+        first.firewall.close()  # nothing stays half-configured: the declaration is taken back
+        raise
+    code: int = asyncio.run(running.run())
     return code
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from loxgw.core.catalog import Product
-from loxgw.core.config import StaticDevice
+from loxgw.core.config import Config, StaticDevice
 from loxgw.core.errors import RemoteDataError
 
 IPv4 = ipaddress.IPv4Address
@@ -376,3 +376,10 @@ class Inventory:
                 self._gone_since.pop(key, None)
                 changed = True
         return changed
+
+
+def inventory_for(config: Config) -> Inventory:
+    """The inventory a daemon keeps for `config`: its configured devices; a device known from discovery
+    answers alone outlives three probe rounds at least."""
+    return Inventory(config.devices, grace=config.main.device_grace,
+                     discovery_ttl=max(DISCOVERY_TTL, 3 * config.main.probe_interval))

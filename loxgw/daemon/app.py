@@ -19,23 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import stat
 from collections import Counter
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from typing import Any
 
-from loxgw.core.config import Config, DnsMode, FirewallMode, load_config
-from loxgw.core.errors import ConfigError, KernelError, LoxgwError
-from loxgw.core.firewall import QueueMode, ResolvedFirewall
+from loxgw.core.config import Config, load_config
+from loxgw.core.errors import ConfigError, KernelError
+from loxgw.core.firewall import ResolvedFirewall
 from loxgw.daemon import gcpause, logs
+from loxgw.daemon.boot import Boot, with_networks
+from loxgw.daemon.boot import KernelPorts as KernelPorts  # re-exported: tests and tools build Daemons with them
+from loxgw.daemon.boot import prepare_socket_path as prepare_socket_path
+from loxgw.daemon.boot import resolve_firewall as resolve_firewall
 from loxgw.daemon.devices import DeviceService
 from loxgw.daemon.diagnose import DiagnoseService
-from loxgw.daemon.dns import DnsPorts, DnsService, SetWriter, _open_dns_copies, _open_writer, _probe_set_refresh
 from loxgw.daemon.elements import ElementWriter
-from loxgw.daemon.firewall import Desired, ElementKernel, FirewallService, QueueRules
+from loxgw.daemon.firewall import Desired
 from loxgw.daemon.intercom import IntercomService
 from loxgw.daemon.knx import KnxService
 from loxgw.daemon.loopguard import LoopGuard
@@ -43,7 +43,7 @@ from loxgw.daemon.reflector import ReflectorService
 from loxgw.daemon.relay import RelayService
 from loxgw.daemon.status import StatusService
 from loxgw.daemon.upnp import UpnpService
-from loxgw.edges import clock, netifd, nft, nftset, queue, status
+from loxgw.edges import clock
 
 log = logging.getLogger("loxgw")
 
@@ -56,74 +56,25 @@ set_log_level = logs.set_log_level
 CHANGE_SETTLE = 0.02
 
 
-def resolve_firewall(mode: FirewallMode, fw4_present: bool) -> ResolvedFirewall:
-    """`auto` means fw4 where firewall4 is installed, standalone elsewhere."""
-    if mode == "auto":
-        return "fw4" if fw4_present else "standalone"
-    return mode
-
-
-@dataclass
-class KernelPorts:
-    """The daemon's side effects on the kernel and the OS, injectable for tests."""
-
-    apply_script: Callable[[str], None] = nft.run_script
-    table_exists: Callable[[str], bool] = nft.table_exists
-    # Pinhole element diffs in one netlink batch; None: through `nft -f` (tests that record scripts).
-    open_element_batches: Callable[[], ElementKernel] | None = nftset.ElementBatches
-    fw4_present: Callable[[], bool] = nft.fw4_present
-    choose_queue: Callable[[DnsMode], QueueMode] = queue.choose_mode
-    watch_ruleset: Callable[[], nft.RulesetWatch | None] = nft.RulesetWatch
-    detect: bool = True  # run the device detection sources (neighbours, leases, LoxLIVE)
-    lookup_network: netifd.NetworkLookup = netifd.ubus_status
-    upnp_client: Any = None  # edges.upnpc or a test double; None: imported when needed
-    list_set_elements: Callable[[str, str], dict[str, list[tuple[list[str], int]]]] = nft.list_set_elements
-    open_dns_copies: Callable[[int], Any] = _open_dns_copies
-    probe_set_refresh: Callable[[], str] = _probe_set_refresh
-    open_writer: Callable[..., SetWriter] = _open_writer
-    open_xtables: Callable[[], QueueRules] = queue.XtablesQueue
-    interface_networks: Callable[[tuple[str, ...]], list[Any]] = lambda names: _interface_networks(names)
-
-
-def _interface_networks(names: tuple[str, ...]) -> list[Any]:
-    from loxgw.edges import addresses
-
-    return addresses.interface_networks(names)
-
-
-class _Kernel:
-    """The firewall service's view of KernelPorts."""
-
-    def __init__(self, ports: KernelPorts) -> None:
-        self.ports = ports
-
-    def apply_script(self, script: str) -> None:
-        self.ports.apply_script(script)
-
-    def table_exists(self, table: str) -> bool:
-        return self.ports.table_exists(table)
-
-
 class Daemon:
     """One running loxgw instance: the services and what connects them."""
 
-    def __init__(self, config: Config, ports: KernelPorts | None = None) -> None:
-        self.ports = ports or KernelPorts()
-        self.config = self._with_networks(config)
-        self.mode: ResolvedFirewall = resolve_firewall(config.main.firewall, self.ports.fw4_present())
+    def __init__(self, config: Config, ports: KernelPorts | None = None, boot: Boot | None = None) -> None:
+        """`boot`: the first step, begun already (`loxgw run`); else one is built here and begun by run()."""
+        self.boot = boot or Boot(config, ports)
+        self.ports = self.boot.ports
+        self.config = self.boot.config
+        self.mode: ResolvedFirewall = self.boot.mode
         self.counters: Counter[str] = Counter()
         self.started = clock.now()
         self.last_error: str | None = None
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()
-        self.dns = DnsService(self.config, DnsPorts(self.ports.choose_queue, self.ports.list_set_elements,
-                                                    self.ports.open_dns_copies, self.ports.probe_set_refresh,
-                                                    self.ports.open_writer))
-        self.firewall = FirewallService(_Kernel(self.ports), self.ports.open_xtables, self.dns.reinsert_live,
-                                        self.ports.open_element_batches)
+        self.dns = self.boot.dns
+        self.firewall = self.boot.firewall
         self.devices = DeviceService(self.config, self.reconcile, detect=self.ports.detect,
-                                     open_writer=self._open_set_writer)
+                                     open_writer=self._open_set_writer, inventory=self.boot.inventory)
         self.devices.open_answer_windows = self.mode == "fw4"
         self.relay = RelayService(self.config, self._open_set_writer, self.devices.submit_loxlive)
         self.upnp = UpnpService(self.config, self.devices.inventory, self.reconcile, self.ports.upnp_client)
@@ -136,13 +87,6 @@ class Daemon:
         self.status = StatusService(self)
         self.diagnose = DiagnoseService(self)
         self.status.handlers.update(self.diagnose.handlers())
-
-    def _with_networks(self, config: Config) -> Config:
-        """Zones' OpenWrt networks resolved to their Linux devices (netifd)."""
-        resolved, missing = netifd.resolve_networks(config, self.ports.lookup_network)
-        for network in missing:
-            log.warning("network %r has no device now (not up, or no netifd); its zone skips it", network)
-        return resolved
 
     def _open_set_writer(self) -> ElementWriter:
         """A set writer of its own for a service (the relay's and the searches' windows); it skips
@@ -207,7 +151,7 @@ class Daemon:
                 return
             old = self.config
             try:
-                await self._switch(self._with_networks(new))
+                await self._switch(with_networks(new, self.ports.lookup_network))
             except KernelError as exc:
                 self.counters["reloads_failed"] += 1
                 log.error("new configuration refused by the kernel, restoring the old one: %s", exc)
@@ -269,46 +213,31 @@ class Daemon:
             changed.clear()
             self.check_firewall()
 
-    def _table_left_by_earlier_run(self) -> bool:
-        """Whether loxgw's table is there before this run declares it: only then can it hold DNS entries to
-        adopt. Asked over netlink; the listing of every entry (an `nft -j` run) is skipped on a clean start."""
-        try:
-            return self.ports.table_exists(self.config.main.table)
-        except KernelError as exc:
-            log.warning("could not tell whether table inet %s is there (%s); adopting what it holds",
-                        self.config.main.table, exc)
-            return True
-
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
         loop = asyncio.get_running_loop()
         guard = LoopGuard.from_environment(loop)
         gcpause.install()
         socket_path = self.config.main.status_socket
-        prepare_socket_path(socket_path)
-        left_by_earlier_run = self._table_left_by_earlier_run()
-        self.dns.choose()
-        # The address dump and the set-refresh probe wait on the kernel, not the CPU, and need nothing
-        # of loxgw's table: threads run them beside the first declaration. Submitted now, not when the
-        # loop next runs a task: the first apply's pass runs on this thread.
+        self.boot.begin()
+        assert self.boot.declared is not None and self.boot.probed is not None
+        # The address dump waits on the kernel, not the CPU: a thread runs it beside the declaration.
         reading = self._start_reading_other_hosts()
-        probing = loop.run_in_executor(None, self.dns.probe_set_refresh)
         try:
-            await self.apply()
+            await asyncio.wrap_future(self.boot.declared)
         finally:
-            await probing
+            await asyncio.wrap_future(self.boot.probed)
             await self._take_other_hosts(reading)
         # Open the set writer now: its first use probes the kernel, which must not stall the event
         # loop later (the relay's first answer pinhole used to pay for it).
         self.dns.open_writer()
         # Up to 65,536 entries each (seconds of work): in a thread, so the loop guard and the
         # services started so far keep running.
-        adopted = await asyncio.to_thread(self.dns.adopt_kernel_entries) if left_by_earlier_run else 0
+        adopted = await asyncio.to_thread(self.dns.adopt_kernel_entries) if self.boot.left_by_earlier_run else 0
         restored = await asyncio.to_thread(self.dns.restore_saved_entries)
         if adopted or restored:
             log.info("DNS entries: %d adopted from the kernel, %d restored from %s", adopted, restored,
                      self.dns.state_path)
-        self.firewall.start()
         await self.relay.start(loop)
         await self.reflector.start(loop)
         await self.knx.start(loop)
@@ -354,21 +283,3 @@ class Daemon:
             log.info("stopped")
         return 0
 
-
-def prepare_socket_path(path: str) -> None:
-    """Create the socket's directory; refuse to start twice; clear a stale socket."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise LoxgwError(f"{path} exists and is not a socket; not touching it")
-    try:
-        status.query(path, timeout=1.0)
-    except status.NotRunning:
-        os.unlink(path)
-        return
-    except LoxgwError:
-        pass
-    raise LoxgwError(f"another loxgw is already running (it answers on {path})")

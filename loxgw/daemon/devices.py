@@ -44,15 +44,14 @@ class DeviceService:
     """Owns the inventory and the detector."""
 
     def __init__(self, config: Config, on_change: Callable[[], None], detect: bool = True,
-                 open_writer: Callable[[], Any] | None = None) -> None:
+                 open_writer: Callable[[], Any] | None = None, inventory: devices.Inventory | None = None) -> None:
         self.config = config
         self.on_change = on_change
         self.detect = detect
         self.open_writer = open_writer  # the search-answer windows' set writer (fw4 mode)
         self.open_answer_windows = False  # set by the daemon: fw4 mode
         self.writer: Any = None
-        self.inventory = devices.Inventory(config.devices, grace=config.main.device_grace,
-                                           discovery_ttl=max(900, 3 * config.main.probe_interval))
+        self.inventory = inventory or devices.inventory_for(config)
         self.solicitations = discovery.Solicitations()
         self.counters: Counter[str] = Counter()
         self.detector: Any = None  # edges.detect.Detector while running

@@ -21,24 +21,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import functools
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from loxgw.core import pinholes, ruleset, setkeys
 from loxgw.core.config import Config
 from loxgw.core.devices import Device
 from loxgw.core.dnspath import DnsPath
-from loxgw.core.dnsrules import dns_queue_rules, hold_xtables_rule
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import QueueMode, ResolvedFirewall
 from loxgw.core.ruleset import UpnpForward
 from loxgw.core.setkeys import KernelElement
 from loxgw.daemon.logs import log_failure
+from loxgw.daemon.queuerules import QueueRuleKeeper, QueueRules, alongside
 
 log = logging.getLogger("loxgw")
 # What the kernel answers to bytes it cannot take: only these, when nft then applies the same
@@ -63,14 +64,6 @@ class ElementKernel(Protocol):
     def apply(self, table: str, delete: dict[str, list[KernelElement]],
               add: dict[str, list[KernelElement]]) -> None: ...
     def close(self) -> None: ...
-
-
-class QueueRules(Protocol):
-    """The iptables-nft DNS rules (edges.queue.XtablesQueue), where the kernel lacks nft `queue`."""
-
-    def install(self, rules: list[Any], hold: list[str] | None = None) -> None: ...
-    def remove(self) -> None: ...
-    def present(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -145,8 +138,7 @@ class FirewallService:
         self.open_elements = open_elements
         self.elements: ElementKernel | None = None
         self.clock = clock
-        self.make_xtables = xtables
-        self.xtables: QueueRules | None = None
+        self.queue_rules = QueueRuleKeeper(xtables)
         self.on_recreated = on_recreated or (lambda: None)
         self.applied = Applied()
         self.planner = pinholes.Planner()  # remembers each device's plan: a change re-plans only it
@@ -184,8 +176,8 @@ class FirewallService:
             self._verify = True
             self._cond.notify()
 
-    async def apply(self, desired: Desired) -> None:
-        """Declare and fill the table for `desired` and wait for it; KernelError if the kernel refused."""
+    def submit(self, desired: Desired) -> concurrent.futures.Future[None]:
+        """Declare and fill the table for `desired`; the future fails with KernelError if the kernel refused."""
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         with self._cond:
             self._desired = desired
@@ -194,7 +186,11 @@ class FirewallService:
             self._cond.notify()
         if self._thread is None:  # not started (tests, one-shot use): run the pass here
             self._pass()
-        await asyncio.wrap_future(future)
+        return future
+
+    async def apply(self, desired: Desired) -> None:
+        """submit() and wait for it, on the loop."""
+        await asyncio.wrap_future(self.submit(desired))
 
     def close(self) -> None:
         """Stop the worker and remove everything loxgw installed."""
@@ -224,7 +220,9 @@ class FirewallService:
                 if self._stopping:
                     self._fail_waiters(KernelError("loxgw is stopping", None, ""))
                     return
-            time.sleep(COALESCE)
+                declaration = self._full  # waited for (start, reload): nothing to gather first
+            if not declaration:
+                time.sleep(COALESCE)
             self._pass()
 
     def _pass(self) -> None:
@@ -242,11 +240,11 @@ class FirewallService:
                 self.applied = Applied()
                 desired = desired or self._last
                 full = True
-            elif verify and self.xtables is not None and self._last is not None and not self.xtables.present():
+            elif verify and self._last is not None and not self.queue_rules.intact():
                 # Only the iptables-nft DNS rules were touched: put them back, leave the table alone.
                 self.counters["queue_rule_restores"] += 1
                 log.warning("loxgw's iptables-nft DNS rules were changed; restoring them")
-                self._install_queue_rules(self._last)
+                self.queue_rules.install(self._last)
             if desired is not None:
                 self._reconcile(desired, full)
             self.last_error = None
@@ -286,10 +284,16 @@ class FirewallService:
                 script += ruleset.render_element_changes(table, *pinholes.changes(self.applied.elements, wanted))
             # Only before the first declaration may a table be another run's: later it is ours (a
             # recovery after a failed diff), and replacing it would lose its windows.
-            declare_table(self.kernel, table, script, leftover_possible=fresh and not self._declared_once)
+            try:
+                alongside(functools.partial(declare_table, self.kernel, table, script,
+                                            fresh and not self._declared_once),
+                          functools.partial(self.queue_rules.install, desired))
+            except KernelError:
+                if fresh:  # no table: its queue rules would hold DNS for nobody
+                    self.queue_rules.remove()
+                raise
             self.counters["declares"] += 1
             self._declared_once = True
-            self._install_queue_rules(desired)
         else:
             delete, add = pinholes.changes(self.applied.elements, wanted)
             if not delete and not add:
@@ -358,24 +362,9 @@ class FirewallService:
         # One assignment: status reads a consistent Applied without a lock.
         self.applied = Applied(table, desired.declaration_inputs(), wanted, holes, self.planner.holes_per_device())
 
-    def _install_queue_rules(self, desired: Desired) -> None:
-        if desired.queue != "xtables":
-            if self.xtables is not None:
-                self.xtables.remove()
-                self.xtables = None
-            return
-        if self.xtables is None:
-            if self.make_xtables is None:
-                return
-            self.xtables = self.make_xtables()
-        self.xtables.install(dns_queue_rules(desired.config, desired.path),
-                             hold_xtables_rule(desired.config, desired.path))
-
     def remove(self) -> None:
         """Remove loxgw's table and queue rules; nothing of loxgw stays in the kernel."""
-        if self.xtables is not None:
-            self.xtables.remove()
-            self.xtables = None
+        self.queue_rules.remove()
         table = self.applied.table
         self.applied = Applied()
         if table is None:

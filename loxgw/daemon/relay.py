@@ -70,6 +70,7 @@ class _Running:
         self.path = PYTHON
         self.reason = kernel_allowed or "starting"
         self.kernel: relaykernel.KernelRelay | None = None
+        self.closed = False  # set by close(): a kernel table applied after it is removed at once
         self.peers_until = float("-inf")
         self.peer_timer: asyncio.TimerHandle | None = None
 
@@ -134,9 +135,12 @@ class RelayService:
                 sockets.close(loop)
                 raise KernelError(f"relay {section.name}: opening sockets", exc.errno, exc.strerror or "") from exc
             self.relays.append(run)
-            await self.paths.reconcile(run)
+            # Copies start in Python at once; the kernel takes them over when its table is in (about
+            # one `nft` run later), so start-up and readiness do not wait for it.
+            self.paths.reconcile_soon(run)
             log.info("relay %s: ports %s between %s, copies in %s (%s)", section.name,
-                     ",".join(str(p) for p in ports), ", ".join(names), run.path, run.reason)
+                     ",".join(str(p) for p in ports), ", ".join(names), run.path,
+                     run.reason if run.kernel_allowed else "the kernel takes them over once its table is in")
 
     def _prepare_writer(self) -> None:
         """Open the set writer now (not on the first search) and learn the kernel's answer-key layout."""

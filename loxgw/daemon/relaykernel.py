@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,9 @@ class KernelPaths:
         self.counters: dict[str, int] = {}  # status name -> packets, as last read
         self._counters_read = float("-inf")
         self._lock: asyncio.Lock | None = None
+        # Held by a worker thread across an apply or removal and by close(): a table applied while its
+        # relay closed (a stop right after start: the apply is not awaited by start) is removed, never left.
+        self._tables = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._watch: Any = None  # while a netdev table is installed: who else deletes it (fw4 flush)
 
@@ -114,7 +118,7 @@ class KernelPaths:
             want, reason = self.desired(run)
             if want is not None and (run.kernel is None or run.kernel.script != want.script):
                 try:
-                    await asyncio.to_thread(self.edge.apply, want.script)
+                    applied = await asyncio.to_thread(self._apply, run, want)
                 except KernelError as exc:
                     self.service.counters["relay_kernel_errors"] += 1
                     if not self.worked:  # the first try is the probe: this kernel cannot
@@ -123,10 +127,8 @@ class KernelPaths:
                     want, reason = None, f"the kernel refused the netdev table: {exc}"
                 else:
                     self.worked = True
-                    if run not in self.service.relays:  # closed (a reload) while the table went in
-                        await asyncio.to_thread(self._remove, run.name, want)
+                    if not applied or run.closed:  # closed (a stop, a reload): close() removed the table
                         return
-                    run.kernel = want
                     self._start_watch()
             if want is not None:
                 run.sockets.set_peer_copies_only(True)
@@ -139,11 +141,21 @@ class KernelPaths:
                 log.info("relay %s: copies in %s (%s)", run.name, path, reason)
             run.path, run.reason = path, reason
 
+    def _apply(self, run: _Running, want: relaykernel.KernelRelay) -> bool:
+        """In a worker thread: apply `want` unless the relay closed meanwhile; whether it went in."""
+        with self._tables:
+            if run.closed:
+                return False
+            self.edge.apply(want.script)
+            run.kernel = want
+            return True
+
     def remove(self, run: _Running) -> None:
         """Remove the relay's netdev table (in a worker thread, or at close)."""
-        if run.kernel is not None:
-            self._remove(run.name, run.kernel)
-        run.kernel = None
+        with self._tables:
+            kernel, run.kernel = run.kernel, None
+            if kernel is not None:
+                self._remove(run.name, kernel)
 
     def _remove(self, name: str, kernel: relaykernel.KernelRelay) -> None:
         try:
@@ -252,8 +264,9 @@ class KernelPaths:
         for run in runs:
             if run.peer_timer is not None:
                 run.peer_timer.cancel()
-            if run.kernel is not None:
-                self.remove(run)
+            with self._tables:  # waits for an apply in flight, whose table is then removed here
+                run.closed = True
+            self.remove(run)
         self.counters = {}
 
     def _spawn(self, work: object) -> None:

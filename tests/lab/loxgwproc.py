@@ -88,6 +88,17 @@ class Loxgw:
         result: dict[str, Any] = json.loads(out)
         return result
 
+    def relay_on_path(self, path: str, timeout: float = 10) -> dict[str, Any]:
+        """The relay's status once its copies run on `path` (the kernel takes them over after start-up)."""
+        found: dict[str, Any] = {}
+
+        def on_path() -> bool:
+            found.update(self.status()["relay"])
+            return bool(found.get("path") == path)
+
+        wait_for(on_path, timeout, f"the relay's {path} path", interval=0.05)
+        return found
+
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)

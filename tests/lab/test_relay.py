@@ -139,7 +139,7 @@ def test_flood_is_cut_to_the_rate_limit(lab: Lab, path: str) -> None:
     app = lab.add_host("app", "lan", 20)
     ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
     gw = Loxgw(lab, extra=KERNEL_RELAY if path == "kernel" else RELAY).start()
-    assert gw.status()["relay"]["path"] == path
+    assert gw.relay_on_path(path)["path"] == path
     listener = listen(lab, ms.ns, 7070, 8.0)
     flood = lab.popen(flooder.ns, [sys.executable, "-c", FLOOD, "20000", "1"], stdout=subprocess.PIPE)
     time.sleep(0.3)  # the flood is under way (real traffic, not logic time)
@@ -179,7 +179,7 @@ def test_interface_added_after_start_is_relayed_to(lab: Lab, kernel: str) -> Non
         return [s.split(":")[0] for s in received(listener)] == [app.ip]
 
     wait_for(relayed, 30, "relay to the new interface", interval=0.1)
-    assert gw.status()["relay"]["path"] == ("kernel" if kernel == "auto" else "python")
+    gw.relay_on_path("kernel" if kernel == "auto" else "python")
 
 
 SECOND_RELAY = """
@@ -426,8 +426,8 @@ def test_the_kernel_copies_as_the_python_path_does_and_opens_the_answer_window(l
     app = lab.add_host("app", "lan", 20)
     lab.run(app.ns, sys.executable, "-c", TX_CHECKSUM_OFF)
     gw = Loxgw(lab, extra=KERNEL_RELAY).start()
-    relay = gw.status()["relay"]
-    assert (relay["path"], relay["path_reason"]) == ("kernel", "the kernel copies (nftables netdev table)")
+    relay = gw.relay_on_path("kernel")
+    assert relay["path_reason"] == "the kernel copies (nftables netdev table)"
     assert netdev_tables(lab) == ["table netdev loxgw_relay"]
     capture = lab.popen(ms.ns, [sys.executable, "-c", CAPTURE, "15", "1"], stdout=subprocess.PIPE)
     assert capture.stdout is not None and capture.stdout.readline().strip() == b"ready"
@@ -467,13 +467,13 @@ def test_a_peer_relay_hands_the_copies_back_to_python_and_each_broadcast_crosses
     app = lab.add_host("app", "lan", 20)
     ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
     first = Loxgw(lab, extra=KERNEL_RELAY).start()
-    assert first.status()["relay"]["path"] == "kernel"
+    first.relay_on_path("kernel")
     box = lab.add_relay_box("relay2", 3)
     # A second kernel relay: the kernel does not arbitrate, so it copies every broadcast (a Python
     # peer might see the kernel's copy first and stand back for good, never showing itself).
     second = Loxgw(lab, ns=box, config_text=SECOND_RELAY.replace("\toption kernel 'off'\n", ""),
                    name="relay2").start()
-    assert second.status()["relay"]["path"] == "kernel"
+    second.relay_on_path("kernel")
     # The first broadcast: both copy it; each sees the other's copy and hands its copies to
     # loxgw's process, whose arbiters let one relay lead.
     listener = listen(lab, ms.ns, 7070, 15.0, settle=1.0)
@@ -496,6 +496,7 @@ def test_a_flushed_ruleset_gets_its_netdev_table_back_and_reloads_work(lab: Lab)
     app = lab.add_host("app", "lan", 20)
     ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
     gw = Loxgw(lab, extra=KERNEL_RELAY).start()
+    gw.relay_on_path("kernel")
     lab.run(lab.ns_router, "nft", "flush", "ruleset")
     wait_for(lambda: netdev_tables(lab) == ["table netdev loxgw_relay"], 10, "the netdev table applied again")
     listener = listen(lab, ms.ns, 7070, 15.0, settle=1.0)

@@ -10,8 +10,9 @@ import pytest
 
 from loxgw.core import pinholes, ruleset
 from loxgw.core.config import load_config
-from loxgw.core.errors import KernelError
+from loxgw.core.errors import KernelError, LoxgwError
 from loxgw.daemon import app as daemon
+from loxgw.daemon import boot
 from loxgw.edges import status
 
 CONFIG = """
@@ -230,6 +231,47 @@ def test_second_instance_refuses_to_start(setup: tuple[Path, Path, FakeKernel]) 
             await task
 
     assert "already running" in asyncio.run(scenario())
+
+
+def test_a_begun_boot_declares_before_the_daemon_exists_which_then_declares_nothing_again(
+        setup: tuple[Path, Path, FakeKernel]) -> None:
+    """`loxgw run` begins the first declaration, then imports the other services: they reuse it."""
+    cfg, sock, kernel = setup
+    first = boot.Boot(load_config(str(cfg)), kernel.ports())
+    first.begin()
+    assert first.declared is not None and first.probed is not None
+    first.declared.result(timeout=5)
+    assert (kernel.tables, first.firewall.counters["declares"], first.probed.result(timeout=5)) == \
+        ({"loxgw"}, 1, "expiration")
+    d = daemon.Daemon(first.config, boot=first)
+    assert (d.firewall, d.dns, d.devices.inventory) == (first.firewall, first.dns, first.inventory)
+    run_once(d, sock)
+    assert (first.firewall.counters["declares"], kernel.tables) == (1, set())
+
+
+def test_a_boot_begun_beside_a_running_instance_refuses_before_it_touches_the_kernel(
+        setup: tuple[Path, Path, FakeKernel]) -> None:
+    cfg, sock, kernel = setup
+    running = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    second_kernel = FakeKernel()
+
+    async def scenario() -> str:
+        task = asyncio.create_task(running.run())
+        for _ in range(200):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.01)
+        try:
+            await asyncio.to_thread(boot.Boot(load_config(str(cfg)), second_kernel.ports()).begin)
+            return "begun"
+        except LoxgwError as exc:
+            return str(exc)
+        finally:
+            running.request_stop()
+            await task
+
+    assert "already running" in asyncio.run(scenario())
+    assert second_kernel.scripts == []
 
 
 def test_status_human_format_shows_zones() -> None:

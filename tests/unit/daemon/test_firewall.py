@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import threading
 
 import pytest
 
@@ -15,6 +16,7 @@ from loxgw.core.dnspath import OFF
 from loxgw.core.errors import KernelError
 from loxgw.core.setkeys import KernelElement
 from loxgw.daemon.firewall import Applied, Desired, FirewallService
+from loxgw.daemon.queuerules import alongside
 
 CONFIG = parse_config("""
 config loxgw 'main'
@@ -202,3 +204,30 @@ def test_a_refused_declaration_of_our_own_table_is_not_replaced() -> None:
     with pytest.raises(KernelError):
         asyncio.run(service.apply(desired(MINISERVER)))
     assert not any(s.startswith(ruleset.render_removal("loxgw")) for s in scripts.scripts)
+
+
+def test_the_declaration_and_the_queue_rules_run_at_once_and_the_declarations_error_wins() -> None:
+    started = threading.Event()
+    order: list[str] = []
+
+    def declare() -> None:  # returns only once the other has started: they overlap
+        assert started.wait(5)
+        order.append("declared")
+
+    def queue_rules() -> None:
+        started.set()
+        order.append("queue rules")
+
+    alongside(declare, queue_rules)
+    assert sorted(order) == ["declared", "queue rules"]
+
+    def refused() -> None:
+        raise KernelError("nft -f", errno.EPERM, "Operation not permitted")
+
+    def also_refused() -> None:
+        raise KernelError("iptables-nft-restore --noflush", None, "iptables: No chain")
+
+    with pytest.raises(KernelError, match="nft -f"):
+        alongside(refused, also_refused)
+    with pytest.raises(KernelError, match="iptables-nft-restore"):
+        alongside(lambda: None, also_refused)

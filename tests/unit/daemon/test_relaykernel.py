@@ -94,6 +94,39 @@ def test_the_kernel_copies_where_it_takes_the_table_and_python_sees_peers_only()
     loop.close()
 
 
+class SlowKernel(Kernel):
+    """Applies take a while: the relay closes while its first table goes in (a stop right after start)."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__(log)
+        self.applying, self.release = threading.Event(), threading.Event()
+
+    def apply(self, script: str) -> None:
+        if "delete" not in script.splitlines()[-1]:
+            self.applying.set()
+            assert self.release.wait(5)
+        super().apply(script)
+
+
+def test_a_table_still_going_in_when_the_relay_closes_is_removed_not_left() -> None:
+    svc, run, _, log, _, loop = kernel_service()
+    slow = svc.paths.edge = SlowKernel(log)
+    task = loop.create_task(svc.paths.reconcile(run))
+    loop.run_until_complete(asyncio.wait_for(asyncio.to_thread(slow.applying.wait, 5), 5))
+    threading.Timer(0.05, slow.release.set).start()  # close() waits for the apply in flight
+    svc.close(loop)
+    assert log == ["apply table", "delete table netdev loxgw_relay"] and run.kernel is None
+    loop.run_until_complete(task)  # the reconcile learns that the relay closed; it changes nothing
+    assert log == ["apply table", "delete table netdev loxgw_relay"] and run.path == "python"
+    # Closed before its first apply even started: nothing goes in.
+    svc, run, _, log, kernel, loop2 = kernel_service()
+    run.closed = True
+    loop2.run_until_complete(svc.paths.reconcile(run))
+    assert (log, kernel.scripts) == ([], [])
+    loop.close()
+    loop2.close()
+
+
 def test_a_peer_relay_hands_the_copies_back_to_python_until_it_is_gone() -> None:
     now = [clock.now()]
     svc, run, sockets, log, _, loop = kernel_service(now=now)

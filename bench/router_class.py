@@ -4,7 +4,8 @@ Run as root: `.venv/bin/python -m bench.router_class [--idle SECONDS] [--quota P
 (`--quota 0` runs the same measurements without a quota, for the figures beside them;
 `--relay-seconds`, `--names`, `--starts`, `--rounds` shorten a try; `--startup-only` takes
 the start-up figures alone; `--cli-runs N` also times N `loxgw status` commands, whole
-processes, outside the quota).
+processes, outside the quota; `--python /usr/bin/python3` runs the daemon as installed, without
+the dev venv's editable-install finder).
 
 A router's CPU is 10-20 times slower than this machine's cores, and loxgw
 shares it with everything else the router runs. The daemon therefore runs in
@@ -50,6 +51,7 @@ import contextlib
 import json
 import os
 import signal
+import site
 import subprocess
 import sys
 import threading
@@ -164,9 +166,10 @@ class CpuQuota:
 class QuotaLoxgw(Loxgw):
     """The lab daemon, started inside the quota; `started` and `ready` timed from exec."""
 
-    def __init__(self, lab: Lab, quota: CpuQuota) -> None:
+    def __init__(self, lab: Lab, quota: CpuQuota, python: str = sys.executable) -> None:
         super().__init__(lab, extra=CONFIG, main_extra=MAIN)
         self.quota = quota
+        self.python = python
 
     def start(self) -> QuotaLoxgw:
         self.start_timed()
@@ -179,9 +182,12 @@ class QuotaLoxgw(Loxgw):
                 os.unlink(stale)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         env = {k: v for k, v in os.environ.items() if k != "LOXGW_LOOP_GUARD_MS"}
-        env.update(PYTHONPATH=loxgwproc.REPO, PYTHONUNBUFFERED="1")
+        # Another interpreter (--python) finds loxgw's dependencies in this one's site-packages, on its
+        # path as plain directories: no .pth file of theirs runs (the editable install's finder).
+        dependencies = [] if self.python == sys.executable else site.getsitepackages()[:1]
+        env.update(PYTHONPATH=":".join([loxgwproc.REPO, *dependencies]), PYTHONUNBUFFERED="1")
         started = time.monotonic()
-        self.proc = self.lab.popen(self.ns, [sys.executable, "-m", "loxgw", "-c", self.config_path, "run"],
+        self.proc = self.lab.popen(self.ns, [self.python, "-m", "loxgw", "-c", self.config_path, "run"],
                                    stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=self.quota.enter)
         socket_at = running_at = None
         while socket_at is None or running_at is None:
@@ -234,7 +240,10 @@ class Results:
 # install's .pth hook costs ~15 ms a process) and without (-S: near a router's Python, whose site
 # has no such hook).
 CONSOLE_SCRIPT = "import sys; from loxgw.cli import main; sys.exit(main())"
-CLI_FORMS = {"python (venv site)": [], "python -S": ["-S"]}
+# Interpreter and flags per form: the dev venv (its site runs the editable install's finder), the same
+# without site, and the system python3 with its site as on a router, where loxgw is a plain package.
+CLI_FORMS = {"python (venv site)": [sys.executable], "python -S": [sys.executable, "-S"],
+             "system python3 (site)": ["/usr/bin/python3"]}
 
 
 def status_cli_times(gw: QuotaLoxgw, runs: int) -> dict[str, tuple[list[float], list[float]]]:
@@ -244,8 +253,8 @@ def status_cli_times(gw: QuotaLoxgw, runs: int) -> dict[str, tuple[list[float], 
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         for _ in range(runs):
-            for form, flags in CLI_FORMS.items():
-                argv = [sys.executable, *flags, "-c", CONSOLE_SCRIPT, "-c", gw.config_path, "status"]
+            for form, interpreter in CLI_FORMS.items():
+                argv = [*interpreter, "-c", CONSOLE_SCRIPT, "-c", gw.config_path, "status"]
                 started = time.perf_counter()
                 pid = os.posix_spawn(argv[0], argv, env, file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1)])
                 _, code, usage = os.wait4(pid, 0)
@@ -331,7 +340,7 @@ def measure(args: argparse.Namespace, quota: CpuQuota) -> Results:
         listener = lab.popen(lab.ns_wan, [sys.executable, "-m", "tests.lab.peer", "listen-tcp", "0.0.0.0",
                                           str(CONNECT_PORT)], stdout=subprocess.PIPE)
         assert listener.stdout is not None and listener.stdout.readline().strip() == b"ready"
-        gw = QuotaLoxgw(lab, quota)
+        gw = QuotaLoxgw(lab, quota, args.python)
         for n in range(args.starts):
             timed = gw.start_timed()
             if n == args.starts - 1 and args.cli_runs:
@@ -422,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="relay and device-change rounds")
     parser.add_argument("--startup-only", action="store_true", help="the start-up and stop figures alone")
     parser.add_argument("--cli-runs", type=int, default=0, help="time this many `loxgw status` per form")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the daemon's interpreter (e.g. /usr/bin/python3: loxgw as installed, "
+                             "without the dev venv's editable-install finder)")
     args = parser.parse_args(argv)
     load_before = f"{os.getloadavg()[0]:.2f}"
     with CpuQuota(args.quota) as quota:

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import types
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 # Commands import what they need when they run: `loxgw status` must not pay for asyncio, pyroute2,
 # the daemon's modules (the CLI took ~500 ms with 250 devices for a 2-18 ms daemon answer), nor
 # the config model and catalogue (35 ms): it reads the status socket's path from the UCI file.
 # Nor for importing and building the whole argument parser (9-11 ms with the locale and shutil
-# imports it triggers): plain `status` and `run` command lines are read by _plain_args.
+# imports it triggers): plain `status` and `run` command lines are read by _plain_args. Nor for
+# json and typing (~15 ms): the daemon renders what `status` prints (edges.status.printable).
 from loxgw.core.defaults import DEFAULT_PATH, DEFAULT_STATUS_SOCKET
 from loxgw.core.errors import ConfigError, KernelError, LoxgwError
 from loxgw.edges import status
 
+TYPE_CHECKING = False  # mypy reads this name as True
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
 
     from loxgw.core.config import Config
     from loxgw.core.doctor import Facts
@@ -100,6 +100,8 @@ def cmd_check(args: Arguments) -> int:
 
 
 def cmd_catalog(args: Arguments) -> int:
+    import json
+
     from loxgw.core import catalog
 
     entries = catalog.load()
@@ -148,18 +150,16 @@ def _status_socket_of(config_path: str) -> str:
 def cmd_status(args: Arguments) -> int:
     path = args.socket or _status_socket_of(args.config)
     try:
-        snapshot = status.query(path, full=args.full)
+        print(status.printable(path, full=args.full, form="json" if args.json else "text"))
     except status.NotRunning as exc:
         print(f"loxgw: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(snapshot, indent=2, sort_keys=True))
-    else:
-        print(status.format_human(snapshot))
     return 0
 
 
 def cmd_doctor(args: Arguments) -> int:
+    import json
+
     from loxgw.core import doctor
     from loxgw.edges import diagnose
 
@@ -210,6 +210,8 @@ def _doctor_facts(config: Config | None, answer: dict[str, object] | None, daemo
 
 
 def cmd_explain(args: Arguments) -> int:
+    import json
+
     from loxgw.core.question import format_answer
     from loxgw.edges import diagnose
 

@@ -3,7 +3,9 @@
 The snapshot is built from the services' own state in O(devices + names),
 never under the DNS lock; `full` adds every DNS entry (taken under the lock)
 and every pinhole. Protocol on the Unix socket: one request line (`status`,
-`status full`, or a request another service handles), one JSON answer.
+`status full`, or a request another service handles), one JSON answer; with
+a last word `text` or `json`, a status request is answered with what
+`loxgw status` prints (edges.status.printable), rendered here.
 
 The summary is also kept in a file beside the socket, for readers that should
 not speak the socket protocol or start a process: the LuCI app's rpcd plugin
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from loxgw import __version__
 from loxgw.daemon import logs
 from loxgw.edges import clock
+from loxgw.edges.status import format_human
 
 if TYPE_CHECKING:
     from loxgw.daemon.app import Daemon
@@ -38,6 +41,24 @@ FILE_EVERY = 5.0  # seconds between rewrites of the status file
 LARGE = 64  # devices beyond which even the summary is encoded in a thread
 
 Handler = Callable[[list[str]], dict[str, Any]]
+PRINT_FORMS = ("text", "json")
+
+
+def render(answer: dict[str, Any], form: str = "") -> bytes:
+    """One JSON line, or what `loxgw status` prints: indented JSON (form "json") or format_human's text."""
+    data = json.dumps(answer)
+    if not form:
+        return data.encode() + b"\n"
+    printed = json.loads(data)  # what a client reading the JSON would see: keys are strings
+    if form == "json":
+        return json.dumps(printed, indent=2, sort_keys=True).encode() + b"\n"
+    return format_human(printed).encode() + b"\n"
+
+
+def print_form(request: bytes) -> str:
+    """"text" or "json" for a status request that asks for what `loxgw status` prints, else ""."""
+    words = request[:MAX_REQUEST].decode("ascii", "replace").split()
+    return words[-1] if len(words) > 1 and words[0] == "status" and words[-1] in PRINT_FORMS else ""
 
 
 class StatusService:
@@ -131,11 +152,12 @@ class StatusService:
             return handler(words[1:])
         return self.snapshot(full=words[1:2] == ["full"])
 
-    def encode(self, answer: dict[str, Any]) -> bytes:
-        """The answer as one JSON line; copied DNS entries are described here (in a thread when many)."""
+    def encode(self, answer: dict[str, Any], form: str = "") -> bytes:
+        """The answer as one JSON line, or as `loxgw status` prints it (`form`: see print_form); copied DNS
+        entries are described here (in a thread when many)."""
         if "dns_entries" in answer:
             answer["dns_entries"] = self.daemon.dns.describe_entries(answer["dns_entries"])
-        return json.dumps(answer).encode() + b"\n"
+        return render(answer, form)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -146,7 +168,8 @@ class StatusService:
             # A full answer with 20,000 DNS entries takes hundreds of milliseconds to describe and
             # encode: never on the event loop (the summary takes ~2 ms and stays here).
             full = "dns_entries" in answer or len(answer.get("devices", ())) > LARGE
-            data = await asyncio.to_thread(self.encode, answer) if full else self.encode(answer)
+            form = print_form(request)
+            data = await asyncio.to_thread(self.encode, answer, form) if full else self.encode(answer, form)
             writer.write(data)
             await writer.drain()
         except (ConnectionError, OSError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -147,3 +149,8 @@ def test_problems_are_capped_with_a_count_of_the_rest() -> None:
         (100, "unknown keyword 'bogus'"), (0, "and 150 more problems"),
     ]
     assert len(problems) == uci.MAX_PROBLEMS + 1
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=8) | st.text(alphabet="Az09_-. é١", max_size=6))
+def test_identifiers_are_what_libuci_takes_ascii_letters_digits_and_underscores(text: str) -> None:
+    assert uci.is_identifier(text) == bool(re.fullmatch(r"[A-Za-z0-9_]+", text))

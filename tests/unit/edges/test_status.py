@@ -12,6 +12,7 @@ import pytest
 
 from loxgw import cli
 from loxgw.core.errors import LoxgwError
+from loxgw.daemon.status import print_form, render
 from loxgw.edges import status
 
 SNAPSHOT = {"version": "0.1.0", "pid": 42, "uptime": 3725, "config": "/etc/config/loxgw",
@@ -25,7 +26,8 @@ SNAPSHOT = {"version": "0.1.0", "pid": 42, "uptime": 3725, "config": "/etc/confi
 
 
 class Daemon:
-    """Answers each connection with `answer` (after reading its request line), in a thread."""
+    """Answers each connection with `answer` (after reading its request line), in a thread; a request
+    for a printed form gets what the real daemon renders (daemon.status.render)."""
 
     def __init__(self, path: Path, answer: bytes) -> None:
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -43,8 +45,10 @@ class Daemon:
             except OSError:
                 return
             with conn:
-                self.requests.append(conn.recv(1024))
-                conn.sendall(self.answer)
+                request = conn.recv(1024)
+                self.requests.append(request)
+                form = print_form(request)
+                conn.sendall(render(json.loads(self.answer), form) if form and self.answer else self.answer)
 
     def close(self) -> None:
         self.server.shutdown(socket.SHUT_RDWR)
@@ -70,13 +74,34 @@ def test_query_returns_the_snapshot_and_sends_the_request_line(daemon: tuple[Pat
 
 def test_cli_prints_the_snapshot_as_text_and_as_json(daemon: tuple[Path, Daemon], tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    path, _ = daemon
+    path, served = daemon
     config = tmp_path / "loxgw"
     config.write_text(f"config loxgw 'main'\n\toption status_socket '{path}'\n")
     assert cli.main(["-c", str(config), "status"]) == 0
     assert capsys.readouterr().out == status.format_human(SNAPSHOT) + "\n"
     assert cli.main(["status", "--json", "--socket", str(path)]) == 0
     assert capsys.readouterr().out == json.dumps(SNAPSHOT, indent=2, sort_keys=True) + "\n"
+    assert cli.main(["status", "--full", "--json", "--socket", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out) == SNAPSHOT
+    assert served.requests == [b"status text\n", b"status json\n", b"status full json\n"]
+
+
+def test_the_printed_forms_are_asked_for_by_status_requests_only() -> None:
+    assert [print_form(line) for line in (b"status text\n", b"status full json\n", b"status\n",
+                                          b"explain ms 1.2.3.4 80 text\n", b"status full\n", b"text\n")] == \
+        ["text", "json", "", "", "", ""]
+    # Keys the daemon holds as numbers print as the JSON reader saw them: strings, sorted.
+    assert render({"counters": {2: 1, "b": 2}}, "json") == b'{\n  "counters": {\n    "2": 1,\n    "b": 2\n  }\n}\n'
+
+
+def test_an_empty_answer_to_a_printed_form_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "status.sock"
+    served = Daemon(path, b"")
+    try:
+        with pytest.raises(LoxgwError, match="gave no answer"):
+            status.printable(str(path))
+    finally:
+        served.close()
 
 
 def test_no_daemon_is_not_running(tmp_path: Path) -> None:

@@ -228,43 +228,48 @@ class Daemon:
         finally:
             await asyncio.wrap_future(self.boot.probed)
             await self._take_other_hosts(reading)
-        # Open the set writer now: its first use probes the kernel, which must not stall the event
-        # loop later (the relay's first answer pinhole used to pay for it).
-        self.dns.open_writer()
-        # Up to 65,536 entries each (seconds of work): in a thread, so the loop guard and the
-        # services started so far keep running.
-        adopted = await asyncio.to_thread(self.dns.adopt_kernel_entries) if self.boot.left_by_earlier_run else 0
-        restored = await asyncio.to_thread(self.dns.restore_saved_entries)
-        if adopted or restored:
-            log.info("DNS entries: %d adopted from the kernel, %d restored from %s", adopted, restored,
-                     self.dns.state_path)
-        await self.relay.start(loop)
-        await self.reflector.start(loop)
-        await self.knx.start(loop)
-        await self.devices.start(loop, own_answer_socket=not self.relay.owns_answer_port(7071))
-        self.upnp.start(loop)
-        self.dns.start(loop)
-        await self.intercom.start(loop)
-        self.diagnose.start(loop)
-        await self.status.start(socket_path)
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-        loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
-        changed = asyncio.Event()
-        watch = self.ports.watch_ruleset()
-        if watch is not None:
-            watch.start(loop, changed.set)
-        watcher = loop.create_task(self._watch_changes(changed))
-        if guard is not None:
-            guard.start()
-        log.info("running: firewall %s, table inet %s, dns %s (%s), status on %s", self.mode,
-                 self.config.main.table, self.config.main.dns_mode, self.dns.queue_mode, socket_path)
+        # From here on, whatever fails on the way up stops what started and takes the table back:
+        # nothing stays half-configured.
+        watch: Any = None
+        watcher: asyncio.Task[None] | None = None
         try:
+            # Open the set writer now: its first use probes the kernel, which must not stall the event
+            # loop later (the relay's first answer pinhole used to pay for it).
+            self.dns.open_writer()
+            # Up to 65,536 entries each (seconds of work): in a thread, so the loop guard and the
+            # services started so far keep running.
+            adopted = await asyncio.to_thread(self.dns.adopt_kernel_entries) if self.boot.left_by_earlier_run else 0
+            restored = await asyncio.to_thread(self.dns.restore_saved_entries)
+            if adopted or restored:
+                log.info("DNS entries: %d adopted from the kernel, %d restored from %s", adopted, restored,
+                         self.dns.state_path)
+            await self.relay.start(loop)
+            await self.reflector.start(loop)
+            await self.knx.start(loop)
+            await self.devices.start(loop, own_answer_socket=not self.relay.owns_answer_port(7071))
+            self.upnp.start(loop)
+            self.dns.start(loop)
+            await self.intercom.start(loop)
+            self.diagnose.start(loop)
+            await self.status.start(socket_path)
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
+            changed = asyncio.Event()
+            watch = self.ports.watch_ruleset()
+            if watch is not None:
+                watch.start(loop, changed.set)
+            watcher = loop.create_task(self._watch_changes(changed))
+            if guard is not None:
+                guard.start()
+            log.info("running: firewall %s, table inet %s, dns %s (%s), status on %s", self.mode,
+                     self.config.main.table, self.config.main.dns_mode, self.dns.queue_mode, socket_path)
             await self._stop.wait()
         finally:
             if guard is not None:
                 guard.close()
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             for task in list(self._tasks):
                 task.cancel()
             await self.upnp.close()

@@ -249,6 +249,20 @@ def test_a_begun_boot_declares_before_the_daemon_exists_which_then_declares_noth
     assert (first.firewall.counters["declares"], kernel.tables) == (1, set())
 
 
+def test_a_service_that_cannot_start_stops_the_daemon_and_nothing_stays_in_the_kernel(
+        setup: tuple[Path, Path, FakeKernel]) -> None:
+    cfg, sock, kernel = setup
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+
+    async def refused(loop: asyncio.AbstractEventLoop) -> None:
+        raise KernelError("relay discovery: opening sockets", 98, "Address already in use")
+
+    d.reflector.start = refused  # type: ignore[method-assign]  # after the declaration and the relay
+    with pytest.raises(KernelError, match="Address already in use"):
+        asyncio.run(d.run())
+    assert (kernel.tables, sock.exists(), d.firewall.counters["declares"]) == (set(), False, 1)
+
+
 def test_a_boot_begun_beside_a_running_instance_refuses_before_it_touches_the_kernel(
         setup: tuple[Path, Path, FakeKernel]) -> None:
     cfg, sock, kernel = setup

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from loxgw import cli
+from loxgw.core import configschema, configsections
 
 ROOT = Path(__file__).parents[2]
 APP = ROOT / "openwrt" / "luci" / "luci-app-loxgw"
@@ -138,6 +139,29 @@ def test_views_never_pass_markup() -> None:
             assert sink not in js, (view.name, sink)
         # E() with markup text ('<...') would be parsed as HTML.
         assert not re.search(r"""E\(\s*['"`]<""", js), view.name
+
+
+# Each UCI section type the settings form edits, and its schema (core.configsections).
+FORM_SECTIONS = {"loxgw": configsections.MainConfig, "zone": configsections.Zone,
+                 "device": configsections.StaticDevice, "relay": configsections.Relay,
+                 "upnp": configsections.Upnp, "knx": configsections.Knx, "reflector": configsections.Reflector}
+
+
+def form_options(js: str) -> dict[str, set[str]]:
+    """Per section type, the quoted names in the form's part for it (each `m.section(...)` up to the next)."""
+    found: dict[str, set[str]] = {}
+    parts = re.split(r"m\.section\(form\.\w+, '(\w+)'(?:, '(\w+)')?", js)
+    for first, second, body in zip(parts[1::3], parts[2::3], parts[3::3], strict=True):
+        found.setdefault(second or first, set()).update(re.findall(r"'(\w+)'", body))
+    return found
+
+
+def test_the_settings_form_has_a_field_for_every_option_of_the_schema() -> None:
+    options = form_options((VIEWS / "settings.js").read_text())
+    missing = {kind: sorted({row.uci for row in configschema.rows(schema)} - options.get(kind, set()))
+               for kind, schema in FORM_SECTIONS.items()}
+    assert {kind: names for kind, names in missing.items() if names} == {}
+    assert set(options) == set(FORM_SECTIONS)
 
 
 def _strings(js: str) -> Iterator[tuple[int, str]]:

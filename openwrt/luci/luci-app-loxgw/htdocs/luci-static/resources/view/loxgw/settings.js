@@ -198,6 +198,24 @@ return view.extend({
 		o.placeholder = '/tmp/dhcp.leases';
 		o.validate = validPath;
 
+		// How each product reaches the internet; the defaults are loxgw's (core/configsections.py).
+		[
+			[ 'egress_miniserver', _('Miniservers reach'), 'catalog' ],
+			[ 'egress_intercom', _('Intercoms reach'), 'catalog' ],
+			[ 'egress_intercom_gen1', _('Intercoms (first generation) reach'), 'catalog' ],
+			[ 'egress_audioserver', _('Audioservers reach'), 'resolved' ],
+			[ 'egress_stereo_extension', _('Stereo Extensions reach'), 'resolved' ]
+		].forEach(function(egress) {
+			o = s.option(form.ListValue, egress[0], egress[1],
+				(egress[2] == 'resolved')
+					? _('"Any name they resolve" by default: internet radio, Spotify and Loxone Radio use servers no list names.')
+					: null);
+			o.value('catalog', _('the Loxone services they need (names and ports of the catalogue)'));
+			o.value('resolved', _('any name they resolve, on any port'));
+			o.value('open', _('anything (no restriction)'));
+			o.default = egress[2];
+		});
+
 		// --- zones --------------------------------------------------------------
 		s = m.section(form.GridSection, 'zone', _('Zones'),
 			_('Networks holding Loxone devices ("devices") or the phones and PCs running the Loxone App and Config ("clients").'));
@@ -230,6 +248,12 @@ return view.extend({
 		o = s.option(form.Flag, 'cloud', _('Cloud'), _('The zone may reach Loxone\'s cloud services.'));
 		o.default = '0';
 		o.editable = true;
+
+		o = s.option(form.Flag, 'other_hosts', _('Other hosts too'),
+			_('Devices zones: hosts that are not Loxone devices get the devices\' cloud allowances too.'));
+		o.default = '0';
+		o.modalonly = true;
+		o.depends('role', 'devices');
 
 		// --- devices ------------------------------------------------------------
 		s = m.section(form.GridSection, 'device', _('Devices'),
@@ -305,6 +329,13 @@ return view.extend({
 		o = s.option(form.Flag, 'allow_upstream', _('Upstream too'),
 			_('Also relay to and from the interface with the default route.'));
 		o.default = '0';
+		o.modalonly = true;
+
+		o = s.option(form.ListValue, 'kernel', _('Copies made by'),
+			_('The kernel copies where it can (an nftables netdev table); otherwise, and while a second relay copies on the same networks, loxgw does.'));
+		o.value('auto', _('the kernel where it can'));
+		o.value('off', _('loxgw\'s process'));
+		o.default = 'auto';
 		o.modalonly = true;
 
 		// --- UPnP ---------------------------------------------------------------

@@ -225,20 +225,28 @@ def cmd_explain(args: Arguments) -> int:
     return 0 if verdict.get("passes") else 1
 
 
+def _stop_starting(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def cmd_run(args: Arguments) -> int:
     # The daemon speaks no TLS, and OpenWrt's loxgw does not depend on python3-openssl, so there
     # asyncio runs without ssl. Elsewhere asyncio imports it when it can: 10-25 ms of start-up CPU
     # (libssl, libcrypto and ssl.py's enums), a tenth of a second or more on a router's CPU.
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     import asyncio
+    import signal  # its enums would cost `loxgw status` 8 ms: imported here, not at the top
 
     from loxgw.daemon import boot, logs
 
     config = _load(args.config)
     logs.setup_logging(config.main.log_level, split_streams=args.log_streams)
+    # Until the daemon's own handlers are in (once every service started), SIGTERM unwinds like
+    # SIGINT: the declaration begun below is taken back on the way out, not left in the kernel.
+    signal.signal(signal.SIGTERM, _stop_starting)
     first = boot.Boot(config)
-    first.begin()  # the kernel takes the first declaration while the other services' modules load
     try:
+        first.begin()  # the kernel takes the first declaration while the other services' modules load
         from loxgw.daemon import app as daemon
 
         running = daemon.Daemon(config, boot=first)

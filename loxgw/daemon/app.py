@@ -18,10 +18,12 @@ removes everything and exits 0.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import signal
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from loxgw.core.config import Config, load_config
@@ -223,25 +225,27 @@ class Daemon:
         assert self.boot.declared is not None and self.boot.probed is not None
         # The address dump waits on the kernel, not the CPU: a thread runs it beside the declaration.
         reading = self._start_reading_other_hosts()
-        try:
-            await asyncio.wrap_future(self.boot.declared)
-        finally:
-            await asyncio.wrap_future(self.boot.probed)
-            await self._take_other_hosts(reading)
-        # From here on, whatever fails on the way up stops what started and takes the table back:
+        # Whatever fails or stops it on the way up (SIGTERM: cli.cmd_run), the way down below runs:
         # nothing stays half-configured.
         watch: Any = None
         watcher: asyncio.Task[None] | None = None
+        restored = False  # until the saved entries are back in, saving would overwrite them
         try:
+            try:
+                await asyncio.wrap_future(self.boot.declared)
+            finally:
+                await asyncio.wrap_future(self.boot.probed)
+                await self._take_other_hosts(reading)
             # Open the set writer now: its first use probes the kernel, which must not stall the event
             # loop later (the relay's first answer pinhole used to pay for it).
             self.dns.open_writer()
             # Up to 65,536 entries each (seconds of work): in a thread, so the loop guard and the
             # services started so far keep running.
             adopted = await asyncio.to_thread(self.dns.adopt_kernel_entries) if self.boot.left_by_earlier_run else 0
-            restored = await asyncio.to_thread(self.dns.restore_saved_entries)
-            if adopted or restored:
-                log.info("DNS entries: %d adopted from the kernel, %d restored from %s", adopted, restored,
+            put_back = await asyncio.to_thread(self.dns.restore_saved_entries)
+            restored = True
+            if adopted or put_back:
+                log.info("DNS entries: %d adopted from the kernel, %d restored from %s", adopted, put_back,
                          self.dns.state_path)
             await self.relay.start(loop)
             await self.reflector.start(loop)
@@ -266,25 +270,31 @@ class Daemon:
                      self.config.main.table, self.config.main.dns_mode, self.dns.queue_mode, socket_path)
             await self._stop.wait()
         finally:
-            if guard is not None:
-                guard.close()
             if watcher is not None:
                 watcher.cancel()
             for task in list(self._tasks):
                 task.cancel()
-            await self.upnp.close()
-            self.devices.close(loop)
-            self.diagnose.close(loop)
-            if watch is not None:
-                watch.close()
-            await self.status.close()
-            self.reflector.close(loop)
-            self.knx.close(loop)
-            self.intercom.close(loop)
-            self.relay.close(loop)
-            self.dns.save_entries()
-            self.firewall.close()
-            self.dns.close(loop)
+            # Each step even if one before failed (a service stopped half-started): the table goes last.
+            on_loop = functools.partial
+            await _each("stopping", [
+                guard.close if guard is not None else None, self.upnp.close, on_loop(self.devices.close, loop),
+                on_loop(self.diagnose.close, loop), watch.close if watch is not None else None, self.status.close,
+                on_loop(self.reflector.close, loop), on_loop(self.knx.close, loop), on_loop(self.intercom.close, loop),
+                on_loop(self.relay.close, loop), self.dns.save_entries if restored else None, self.firewall.close,
+                on_loop(self.dns.close, loop)])
             log.info("stopped")
         return 0
+
+
+async def _each(where: str, steps: list[Callable[[], object] | None]) -> None:
+    """Run every step (awaiting those that return an awaitable); a failure is logged and the next runs."""
+    for step in steps:
+        if step is None:
+            continue
+        try:
+            result = step()
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            logs.log_failure(log, where, exc)
 

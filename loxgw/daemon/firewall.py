@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import errno
 import functools
 import logging
@@ -98,6 +99,17 @@ class PassTiming:
         return {"wait": waited, "plan": self.planned - self.started, "diff": self.diffed - self.planned,
                 "kernel": self.applied - self.diffed}
 
+    def record(self, applied: float, counters: Counter[str], deleted: int, added: int) -> None:
+        """Where a diff's time went, summed in status counters (µs) for the scale benchmark, logged at debug."""
+        self.applied = applied
+        spans = self.spans()
+        for name, seconds in spans.items():
+            counters[f"pass_{name}_us"] += round(seconds * 1e6)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("firewall diff: -%d +%d elements; requested at %.6f, %s", deleted, added,
+                      self.requested or self.started,
+                      ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in spans.items()))
+
 
 @dataclass
 class Applied:
@@ -124,6 +136,16 @@ def declare_table(kernel: FirewallKernel, table: str, script: str, leftover_poss
         log.warning("table inet %s left by an earlier run refused the declaration (%s); replacing it", table, exc)
         kernel.apply_script(ruleset.render_removal(table))
         kernel.apply_script(script)
+
+
+def settle(waiters: list[concurrent.futures.Future[None]], error: Exception | None = None) -> None:
+    """Answer each waiter still waiting; one its caller cancelled (a stop during start-up) is skipped."""
+    for waiter in waiters:
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
 
 
 class FirewallService:
@@ -248,22 +270,19 @@ class FirewallService:
             if desired is not None:
                 self._reconcile(desired, full)
             self.last_error = None
-            for waiter in waiters:
-                waiter.set_result(None)
+            settle(waiters)
         except KernelError as exc:
             self.last_error = str(exc)
             self.counters["apply_errors"] += 1
             if waiters:
-                for waiter in waiters:
-                    waiter.set_exception(exc)
+                settle(waiters, exc)
             else:
                 log_failure(log, "firewall", exc)
         except Exception as exc:  # the worker must live on; the caller learns of it
             self.last_error = str(exc)
             self.counters["apply_errors"] += 1
             log_failure(log, "firewall", exc)
-            for waiter in waiters:
-                waiter.set_exception(exc)
+            settle(waiters, exc)
 
     def _reconcile(self, desired: Desired, full: bool) -> None:
         config = desired.config
@@ -289,8 +308,8 @@ class FirewallService:
                                             fresh and not self._declared_once),
                           functools.partial(self.queue_rules.install, desired))
             except KernelError:
-                if fresh:  # no table: its queue rules would hold DNS for nobody
-                    self.queue_rules.remove()
+                if not self._declared_once:  # start-up fails: this run leaves nothing in the kernel
+                    self._take_back(table)
                 raise
             self.counters["declares"] += 1
             self._declared_once = True
@@ -307,7 +326,8 @@ class FirewallService:
                 self._reconcile(desired, True)
                 return
             self.counters["diffs"] += 1
-            self._count_timing(sum(map(len, delete.values())), sum(map(len, add.values())))
+            self._timing.record(self.clock(), self.counters, sum(map(len, delete.values())),
+                                sum(map(len, add.values())))
         self._publish(table, desired, wanted, holes)
         if fresh:
             self.on_recreated()
@@ -345,22 +365,18 @@ class FirewallService:
         self._timing.diffed = self.clock()
         self.kernel.apply_script(ruleset.render_element_changes(table, delete, add))
 
-    def _count_timing(self, deleted: int, added: int) -> None:
-        """Where a diff's time went, summed in status counters (µs) for the scale benchmark, logged at debug."""
-        timing = self._timing
-        timing.applied = self.clock()
-        spans = timing.spans()
-        for name, seconds in spans.items():
-            self.counters[f"pass_{name}_us"] += round(seconds * 1e6)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("firewall diff: -%d +%d elements; requested at %.6f, %s", deleted, added,
-                      timing.requested or timing.started,
-                      ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in spans.items()))
-
     def _publish(self, table: str, desired: Desired, wanted: pinholes.Elements,
                  holes: tuple[pinholes.Pinhole, ...]) -> None:
         # One assignment: status reads a consistent Applied without a lock.
         self.applied = Applied(table, desired.declaration_inputs(), wanted, holes, self.planner.holes_per_device())
+
+    def _take_back(self, table: str) -> None:
+        """After a failed first declaration: either half (the table, the queue rules) may have gone in."""
+        self.queue_rules.remove()
+        try:
+            self.kernel.apply_script(ruleset.render_removal(table))
+        except KernelError as exc:
+            log.error("could not remove table inet %s: %s", table, exc)
 
     def remove(self) -> None:
         """Remove loxgw's table and queue rules; nothing of loxgw stays in the kernel."""
@@ -376,5 +392,4 @@ class FirewallService:
 
     def _fail_waiters(self, exc: Exception) -> None:
         waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.set_exception(exc)
+        settle(waiters, exc)

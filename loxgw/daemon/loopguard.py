@@ -57,7 +57,8 @@ class LoopGuard:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=1)
+        if self._thread.ident is not None:  # started (a start-up stopped early never starts it)
+            self._thread.join(timeout=1)
 
     def _probe(self) -> None:
         pending: list[float] = []

@@ -140,7 +140,7 @@ class RelayService:
             self.paths.reconcile_soon(run)
             log.info("relay %s: ports %s between %s, copies in %s (%s)", section.name,
                      ",".join(str(p) for p in ports), ", ".join(names), run.path,
-                     run.reason if run.kernel_allowed else "the kernel takes them over once its table is in")
+                     run.reason if run.kernel_allowed else "until the kernel path is settled")
 
     def _prepare_writer(self) -> None:
         """Open the set writer now (not on the first search) and learn the kernel's answer-key layout."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from loxgw.core import relaykernel
 from loxgw.core.configsections import Relay as RelaySection
 from loxgw.core.errors import KernelError
+from loxgw.daemon.logs import log_failure
 
 if TYPE_CHECKING:
     from loxgw.daemon.relay import RelayService, _Running
@@ -275,4 +276,10 @@ class KernelPaths:
             return
         task = loop.create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        """A background step ended: an error nobody awaits is logged (once, with its traceback)."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log_failure(log, "relay kernel path", task.exception())  # type: ignore[arg-type]

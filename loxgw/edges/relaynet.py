@@ -133,7 +133,8 @@ class _Reader:
         self.stopping = True
         with contextlib.suppress(OSError):  # ENOTCONN on raw sockets, yet the waiting recv wakes
             self.sock.shutdown(socket.SHUT_RDWR)
-        self.thread.join(timeout=1)
+        if self.thread.ident is not None:  # started
+            self.thread.join(timeout=1)
         self.sock.close()
 
 

@@ -28,9 +28,13 @@ class NotRunning(LoxgwError):
 def query(path: str, timeout: float = 5.0, full: bool = False, line: bytes | None = None) -> dict[str, Any]:
     """Ask the daemon at `path` for its status (`full`: every DNS entry and pinhole, not counts), or send
     another request `line` (edges.diagnose) and return its JSON answer."""
-    import json
+    request = line if line is not None else b"status full\n" if full else b"status\n"
+    return _json_object(_exchange(path, timeout, request))
 
-    data = _exchange(path, timeout, line if line is not None else b"status full\n" if full else b"status\n")
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    import json  # not at the top: `loxgw status` needs no JSON of its own (see printable)
+
     try:
         result = json.loads(data)
     except ValueError as exc:
@@ -45,6 +49,8 @@ def printable(path: str, full: bool = False, form: str = "text", timeout: float 
     data = _exchange(path, timeout, b"status" + (b" full " if full else b" ") + form.encode() + b"\n")
     if not data.strip():
         raise LoxgwError(f"loxgw at {path} gave no answer")
+    if data.startswith(b"{") and form == "text":  # a daemon older than this command answers JSON
+        return format_human(_json_object(data))
     return data.decode("utf-8", "replace").rstrip("\n")
 
 

@@ -68,6 +68,12 @@ class Loxgw:
                             "-c", self.config_path, *args, check=check)
 
     def start(self) -> Loxgw:
+        self.launch()
+        wait_for(self._ready, 10, "loxgw status socket")
+        return self
+
+    def launch(self) -> Loxgw:
+        """Exec `loxgw run` and return at once (start() also waits for its status socket)."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1", LOXGW_LOOP_GUARD_MS=LOOP_GUARD_MS)
         self.proc = self.lab.popen(
@@ -75,7 +81,6 @@ class Loxgw:
             [sys.executable, "-m", "loxgw", "-c", self.config_path, "run"],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
-        wait_for(self._ready, 10, "loxgw status socket")
         return self
 
     def _ready(self) -> bool:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.lab.loxgwproc import REPO, Loxgw
 from tests.lab.netlab import Lab, wait_for
 
@@ -119,6 +121,24 @@ def test_standalone_policy_and_lifecycle(lab: Lab) -> None:
     assert not table_exists(lab)
     assert tcp_ok(lab, ms.ns, "203.0.113.80", 80)
     assert gw.cli("status", check=False).returncode == 1
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03, 0.08])
+def test_sigterm_during_start_up_leaves_nothing_in_the_kernel(lab: Lab, delay: float) -> None:
+    """Stopped moments after its table appeared (the declaration begun, services starting or not yet):
+    exit 0, and neither the table, the relay's netdev table nor the xtables DNS rules stay."""
+    relay = "\nconfig relay\n\tlist zone 'iot'\n\tlist zone 'lan'\n"
+    gw = Loxgw(lab, extra=relay).launch()
+    assert gw.proc is not None
+    wait_for(lambda: table_exists(lab), 10, "the first declaration", interval=0.002)
+    time.sleep(delay)
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.proc.wait(timeout=20) == 0, gw.log()
+    assert "Traceback" not in gw.log()  # every service closed cleanly, however far it had started
+    tables = lab.run(lab.ns_router, "nft", "list", "tables").stdout
+    assert "loxgw" not in tables, (tables, gw.log())
+    mangle = lab.run(lab.ns_router, "iptables-nft-save", "-t", "mangle").stdout
+    assert "LOXGW" not in mangle, mangle
 
 
 def test_golden_rulesets_load(lab: Lab) -> None:

@@ -152,7 +152,9 @@ def form_options(js: str) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     parts = re.split(r"m\.section\(form\.\w+, '(\w+)'(?:, '(\w+)')?", js)
     for first, second, body in zip(parts[1::3], parts[2::3], parts[3::3], strict=True):
-        found.setdefault(second or first, set()).update(re.findall(r"'(\w+)'", body))
+        # s.option(form.X, 'name', ...), or a name first in a row of a table the section loops over.
+        found.setdefault(second or first, set()).update(
+            re.findall(r"s\.option\([\w.]+, '(\w+)'", body) + re.findall(r"\[ '(\w+)', _\(", body))
     return found
 
 

@@ -271,7 +271,7 @@ def test_a_boot_begun_beside_a_running_instance_refuses_before_it_touches_the_ke
 
     async def scenario() -> str:
         task = asyncio.create_task(running.run())
-        for _ in range(200):
+        for _ in range(1000):
             if sock.exists():
                 break
             await asyncio.sleep(0.01)

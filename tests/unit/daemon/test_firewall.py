@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import ipaddress
 import threading
@@ -12,10 +13,10 @@ import pytest
 from loxgw.core import firewall, pinholes, ruleset, setkeys
 from loxgw.core.config import parse_config
 from loxgw.core.devices import Device
-from loxgw.core.dnspath import OFF
+from loxgw.core.dnspath import COPIES, OFF
 from loxgw.core.errors import KernelError
 from loxgw.core.setkeys import KernelElement
-from loxgw.daemon.firewall import Applied, Desired, FirewallService
+from loxgw.daemon.firewall import Applied, Desired, FirewallService, settle
 from loxgw.daemon.queuerules import alongside
 
 CONFIG = parse_config("""
@@ -231,3 +232,49 @@ def test_the_declaration_and_the_queue_rules_run_at_once_and_the_declarations_er
         alongside(refused, also_refused)
     with pytest.raises(KernelError, match="iptables-nft-restore"):
         alongside(lambda: None, also_refused)
+
+
+class RefusedQueueRules:
+    """iptables-nft-restore refusing loxgw's DNS rules; records what was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def install(self, rules: list[object], hold: list[str] | None = None) -> None:
+        self.calls.append("install")
+        raise KernelError("iptables-nft-restore --noflush", None, "iptables-restore: line 3 failed")
+
+    def remove(self) -> None:
+        self.calls.append("remove")
+
+    def present(self) -> bool:
+        return False
+
+
+def test_a_first_declaration_half_refused_leaves_neither_half_in_the_kernel() -> None:
+    """nft took the table, iptables-nft refused the queue rules: start-up fails and takes the table back."""
+    scripts, rules = Scripts(), RefusedQueueRules()
+    svc = FirewallService(scripts, lambda: rules)
+    queued = Desired(CONFIG, "standalone", "xtables", COPIES, ())
+    with pytest.raises(KernelError, match="iptables-nft-restore"):
+        asyncio.run(svc.apply(queued))
+    assert rules.calls == ["install", "remove"]
+    assert scripts.scripts[-1] == ruleset.render_removal("loxgw") and svc.applied.table is None
+    # Once a declaration went in, a later refusal (a reload) leaves the running state alone.
+    svc = FirewallService(scripts, lambda: rules)
+    rules.calls.clear()
+    asyncio.run(svc.apply(desired(MINISERVER)))  # no queue rules in this row: nothing installed
+    scripts.refuse = "chain"
+    with pytest.raises(KernelError):
+        asyncio.run(svc.apply(Desired(CONFIG, "fw4", "off", OFF, (MINISERVER,))))
+    assert rules.calls == [] and svc.applied.table == "loxgw"
+
+
+def test_a_waiter_that_gave_up_is_skipped_and_the_others_answered() -> None:
+    gone, waiting = concurrent.futures.Future[None](), concurrent.futures.Future[None]()
+    gone.cancel()  # its caller was cancelled (SIGTERM during start-up) while the declaration went in
+    settle([gone, waiting])
+    assert gone.cancelled() and waiting.result(timeout=0) is None
+    failed: concurrent.futures.Future[None] = concurrent.futures.Future()
+    settle([gone, failed], KernelError("nft -f", errno.EPERM, "Operation not permitted"))
+    assert isinstance(failed.exception(timeout=0), KernelError)

@@ -34,6 +34,7 @@ class Daemon:
         self.server.bind(str(path))
         self.server.listen()
         self.answer = answer
+        self.answer_forms = True  # False: answer as a daemon from before the printed forms
         self.requests: list[bytes] = []
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
@@ -47,7 +48,7 @@ class Daemon:
             with conn:
                 request = conn.recv(1024)
                 self.requests.append(request)
-                form = print_form(request)
+                form = print_form(request) if self.answer_forms else ""
                 conn.sendall(render(json.loads(self.answer), form) if form and self.answer else self.answer)
 
     def close(self) -> None:
@@ -92,6 +93,17 @@ def test_the_printed_forms_are_asked_for_by_status_requests_only() -> None:
         ["text", "json", "", "", "", ""]
     # Keys the daemon holds as numbers print as the JSON reader saw them: strings, sorted.
     assert render({"counters": {2: 1, "b": 2}}, "json") == b'{\n  "counters": {\n    "2": 1,\n    "b": 2\n  }\n}\n'
+
+
+def test_a_daemon_older_than_the_command_still_gets_its_status_printed_as_text(tmp_path: Path) -> None:
+    """Before an upgrade's restart the running daemon answers every status request with JSON."""
+    path = tmp_path / "status.sock"
+    served = Daemon(path, json.dumps(SNAPSHOT).encode())
+    served.answer_forms = False
+    try:
+        assert status.printable(str(path)) == status.format_human(SNAPSHOT)
+    finally:
+        served.close()
 
 
 def test_an_empty_answer_to_a_printed_form_is_an_error(tmp_path: Path) -> None:

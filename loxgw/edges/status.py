@@ -46,7 +46,9 @@ def _json_object(data: bytes) -> dict[str, Any]:
 
 def printable(path: str, full: bool = False, form: str = "text", timeout: float = 5.0) -> str:
     """What `loxgw status` prints (`form`: "text", format_human's, or "json", indented), rendered by the daemon."""
-    data = _exchange(path, timeout, b"status" + (b" full " if full else b" ") + form.encode() + b"\n")
+    # Indented JSON is ~1.4 times the compact answer the cap was set for.
+    data = _exchange(path, timeout, b"status" + (b" full " if full else b" ") + form.encode() + b"\n",
+                     limit=2 * MAX_STATUS_BYTES)
     if not data.strip():
         raise LoxgwError(f"loxgw at {path} gave no answer")
     if data.startswith(b"{") and form == "text":  # a daemon older than this command answers JSON
@@ -54,8 +56,8 @@ def printable(path: str, full: bool = False, form: str = "text", timeout: float 
     return data.decode("utf-8", "replace").rstrip("\n")
 
 
-def _exchange(path: str, timeout: float, request: bytes) -> bytes:
-    """Send one request line, read the answer until the daemon closes (at most MAX_STATUS_BYTES)."""
+def _exchange(path: str, timeout: float, request: bytes, limit: int = MAX_STATUS_BYTES) -> bytes:
+    """Send one request line, read the answer until the daemon closes (at most `limit` bytes)."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -72,7 +74,7 @@ def _exchange(path: str, timeout: float, request: bytes) -> bytes:
                 break
             chunks.append(chunk)
             size += len(chunk)
-            if size > MAX_STATUS_BYTES:
+            if size > limit:
                 raise LoxgwError("status answer too large")
     except TimeoutError as exc:
         raise NotRunning(f"loxgw at {path} did not answer within {timeout:g}s") from exc

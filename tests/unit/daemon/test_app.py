@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -211,26 +212,30 @@ def test_a_table_that_cannot_be_asked_about_is_adopted_from(setup: tuple[Path, P
     assert listed == ["loxgw"]
 
 
-def test_second_instance_refuses_to_start(setup: tuple[Path, Path, FakeKernel]) -> None:
-    cfg, sock, kernel = setup
-    first = daemon.Daemon(load_config(str(cfg)), kernel.ports())
-
+def beside_a_running_daemon(d: daemon.Daemon, sock: Path, attempt: Callable[[], object]) -> str:
+    """Run `attempt` in a thread while `d` runs (once its socket is there): its error's text, or "done"."""
     async def scenario() -> str:
-        task = asyncio.create_task(first.run())
-        for _ in range(200):
+        task = asyncio.create_task(d.run())
+        for _ in range(1000):
             if sock.exists():
                 break
             await asyncio.sleep(0.01)
         try:
-            await asyncio.to_thread(daemon.prepare_socket_path, str(sock))
-            return "started"
-        except Exception as exc:
+            await asyncio.to_thread(attempt)
+            return "done"
+        except LoxgwError as exc:
             return str(exc)
         finally:
-            first.request_stop()
+            d.request_stop()
             await task
 
-    assert "already running" in asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_second_instance_refuses_to_start(setup: tuple[Path, Path, FakeKernel]) -> None:
+    cfg, sock, kernel = setup
+    first = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    assert "already running" in beside_a_running_daemon(first, sock, lambda: daemon.prepare_socket_path(str(sock)))
 
 
 def test_a_begun_boot_declares_before_the_daemon_exists_which_then_declares_nothing_again(
@@ -268,23 +273,8 @@ def test_a_boot_begun_beside_a_running_instance_refuses_before_it_touches_the_ke
     cfg, sock, kernel = setup
     running = daemon.Daemon(load_config(str(cfg)), kernel.ports())
     second_kernel = FakeKernel()
-
-    async def scenario() -> str:
-        task = asyncio.create_task(running.run())
-        for _ in range(1000):
-            if sock.exists():
-                break
-            await asyncio.sleep(0.01)
-        try:
-            await asyncio.to_thread(boot.Boot(load_config(str(cfg)), second_kernel.ports()).begin)
-            return "begun"
-        except LoxgwError as exc:
-            return str(exc)
-        finally:
-            running.request_stop()
-            await task
-
-    assert "already running" in asyncio.run(scenario())
+    second = boot.Boot(load_config(str(cfg)), second_kernel.ports())
+    assert "already running" in beside_a_running_daemon(running, sock, second.begin)
     assert second_kernel.scripts == []
 
 

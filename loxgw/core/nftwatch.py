@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import sys
 
+from loxgw.core.bpf import ACCEPT, JEQ_K, LD_B_ABS, RET_K, Instruction, run
+
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM, NFT_MSG_NEWGEN = 12, 14, 15
 IGNORED = (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM, NFT_MSG_NEWGEN)
 
-Instruction = tuple[int, int, int, int]  # code, jump if true, jump if false, k (struct sock_filter)
-LD_B_ABS, JEQ_K, RET_K = 0x30, 0x15, 0x06
-KEEP, DROP = 0x40000, 0  # bytes of the buffer to keep: all, none
+KEEP, DROP = ACCEPT, 0  # bytes of the buffer to keep: all, none
 
 
 def notification_filter(byteorder: str = sys.byteorder) -> list[Instruction]:
@@ -49,17 +49,4 @@ def notification_filter(byteorder: str = sys.byteorder) -> list[Instruction]:
 
 def kept(program: list[Instruction], buffer: bytes) -> bool:
     """Run the filter over one buffer, as the kernel would (tests)."""
-    a = pc = 0
-    while True:
-        code, jt, jf, k = program[pc]
-        pc += 1
-        if code == LD_B_ABS:
-            if k >= len(buffer):
-                return False
-            a = buffer[k]
-        elif code == JEQ_K:
-            pc += jt if a == k else jf
-        elif code == RET_K:
-            return k != 0
-        else:
-            raise ValueError(f"unknown instruction {code:#x}")
+    return run(program, buffer)

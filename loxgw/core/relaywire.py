@@ -17,6 +17,21 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 
+from loxgw.core.bpf import (
+    ACCEPT,
+    AND_K,
+    JEQ_K,
+    JGE_K,
+    JGT_K,
+    LD_B_ABS,
+    LD_H_IND,
+    LD_W_ABS,
+    LDX_B_MSH,
+    PKTTYPE,
+    RET_K,
+    Instruction,
+    run,
+)
 from loxgw.core.catalog import PortRange, merge_ranges
 
 # DSCP 0x05 ("loxgw relayed"): an otherwise unused codepoint, in the top six TOS bits.
@@ -119,13 +134,7 @@ class CopyTemplate:
 
 # --- socket filters (classic BPF, attached with SO_ATTACH_FILTER) ----------------------------
 
-Instruction = tuple[int, int, int, int]  # code, jump if true, jump if false, k (struct sock_filter)
-
-_LD_W_ABS, _LD_B_ABS, _LD_H_IND, _LDX_B_MSH, _AND_K, _RET_K = 0x20, 0x30, 0x48, 0xB1, 0x54, 0x06
-_JEQ_K, _JGT_K, _JGE_K = 0x15, 0x25, 0x35
-_PKTTYPE = 0xFFFFF004  # SKF_AD_OFF (-0x1000) + SKF_AD_PKTTYPE (4): skb->pkt_type
 PACKET_HOST, PACKET_BROADCAST, PACKET_LOOPBACK = 0, 1, 5
-_ACCEPT = 0x40000  # bytes to keep: all of it
 MAX_FILTER_RANGES = 100  # jump offsets are 8 bits; beyond this the core alone checks ports
 
 
@@ -151,64 +160,38 @@ def receive_filter(ports: Iterable[PortRange], ethernet: bool, peer_copies_only:
     ranges = merged(ports)
     tos: list[Instruction] = []
     if peer_copies_only:
-        tos = [(_LD_B_ABS, 0, 0, 1), (_AND_K, 0, 0, DSCP_MASK), (_JEQ_K, 0, 0, RELAY_TOS)]  # jf filled in below
+        tos = [(LD_B_ABS, 0, 0, 1), (AND_K, 0, 0, DSCP_MASK), (JEQ_K, 0, 0, RELAY_TOS)]  # jf filled in below
     if len(ranges) > MAX_FILTER_RANGES:  # jump offsets would not fit: the core checks ports alone
-        kind = (_JEQ_K, 0, 1 + len(tos), PACKET_BROADCAST) if ethernet else (_JEQ_K, 1 + len(tos), 0, PACKET_LOOPBACK)
+        kind = (JEQ_K, 0, 1 + len(tos), PACKET_BROADCAST) if ethernet else (JEQ_K, 1 + len(tos), 0, PACKET_LOOPBACK)
         if tos:
-            tos[-1] = (_JEQ_K, 0, 1, RELAY_TOS)
-        return [(_LD_W_ABS, 0, 0, _PKTTYPE), kind, *tos, (_RET_K, 0, 0, _ACCEPT), (_RET_K, 0, 0, 0)]
+            tos[-1] = (JEQ_K, 0, 1, RELAY_TOS)
+        return [(LD_W_ABS, 0, 0, PKTTYPE), kind, *tos, (RET_K, 0, 0, ACCEPT), (RET_K, 0, 0, 0)]
     n = len(ranges)
     drop = 2 + 2 * n + len(tos)  # from instruction 1 to the drop at 4 + 2n + len(tos)
     if tos:
-        tos[-1] = (_JEQ_K, 0, 2 + 2 * n, RELAY_TOS)
+        tos[-1] = (JEQ_K, 0, 2 + 2 * n, RELAY_TOS)
     prog: list[Instruction] = [
-        (_LD_W_ABS, 0, 0, _PKTTYPE),
-        (_JEQ_K, 0, drop, PACKET_BROADCAST) if ethernet else (_JEQ_K, drop, 0, PACKET_LOOPBACK),
+        (LD_W_ABS, 0, 0, PKTTYPE),
+        (JEQ_K, 0, drop, PACKET_BROADCAST) if ethernet else (JEQ_K, drop, 0, PACKET_LOOPBACK),
         *tos,
-        (_LDX_B_MSH, 0, 0, 0),  # X = IP header length
-        (_LD_H_IND, 0, 0, 2),  # A = UDP destination port
+        (LDX_B_MSH, 0, 0, 0),  # X = IP header length
+        (LD_H_IND, 0, 0, 2),  # A = UDP destination port
     ]
     for i, (first, last) in enumerate(ranges):
         rest = 2 * (n - i) - 1
-        prog.append((_JGE_K, 0, rest, first))  # below this range: below every later one, drop
-        prog.append((_JGT_K, 0, rest, last))  # above it: the next range; within it: accept
-    return [*prog, (_RET_K, 0, 0, 0), (_RET_K, 0, 0, _ACCEPT)]
+        prog.append((JGE_K, 0, rest, first))  # below this range: below every later one, drop
+        prog.append((JGT_K, 0, rest, last))  # above it: the next range; within it: accept
+    return [*prog, (RET_K, 0, 0, 0), (RET_K, 0, 0, ACCEPT)]
 
 
 def answer_filter() -> list[Instruction]:
     """For the UDP socket on the answer port: only datagrams addressed to this host (not broadcasts)."""
-    return [(_LD_W_ABS, 0, 0, _PKTTYPE), (_JEQ_K, 0, 1, PACKET_HOST), (_RET_K, 0, 0, _ACCEPT), (_RET_K, 0, 0, 0)]
+    return [(LD_W_ABS, 0, 0, PKTTYPE), (JEQ_K, 0, 1, PACKET_HOST), (RET_K, 0, 0, ACCEPT), (RET_K, 0, 0, 0)]
 
 
 def run_filter(prog: list[Instruction], packet: bytes, pkttype: int) -> bool:
     """Interpret `prog` over an IPv4 packet (tests: the filter as the kernel would run it)."""
-    a = x = pc = 0
-    while True:
-        code, jt, jf, k = prog[pc]
-        pc += 1
-        if code == _LD_W_ABS and k == _PKTTYPE:
-            a = pkttype
-        elif code == _LD_B_ABS:
-            if k >= len(packet):
-                return False
-            a = packet[k]
-        elif code == _AND_K:
-            a &= k
-        elif code == _LDX_B_MSH:
-            if k >= len(packet):
-                return False
-            x = 4 * (packet[k] & 15)
-        elif code == _LD_H_IND:
-            if x + k + 2 > len(packet):
-                return False
-            a = int.from_bytes(packet[x + k : x + k + 2], "big")
-        elif code == _RET_K:
-            return k != 0
-        elif code in (_JEQ_K, _JGT_K, _JGE_K):
-            taken = a == k if code == _JEQ_K else a > k if code == _JGT_K else a >= k
-            pc += jt if taken else jf
-        else:
-            raise ValueError(f"unknown instruction {code:#x}")
+    return run(prog, packet, pkttype)
 
 
 # --- answer-window set elements --------------------------------------------------------------

@@ -11,7 +11,6 @@ Dumps and deletes block: callers run them off the event loop.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
 import socket
@@ -19,7 +18,10 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
+from loxgw.core import bpf
+from loxgw.core.bpf import Instruction
 from loxgw.core.errors import KernelError
+from loxgw.edges import socketfilter
 from loxgw.edges.nft import NETLINK_NETFILTER
 
 NFNL_SUBSYS_CTNETLINK = 1
@@ -39,7 +41,6 @@ CTA_PROTOINFO_TCP, CTA_PROTOINFO_TCP_STATE = 1, 1
 CTA_FILTER_ORIG_FLAGS, CTA_FILTER_REPLY_FLAGS = 1, 2
 FILTER_IP_SRC, FILTER_IP_DST, FILTER_PROTO_NUM, FILTER_DST_PORT = 1 << 0, 1 << 1, 1 << 3, 1 << 5
 TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
-SO_ATTACH_FILTER = 26
 RECEIVE_BUFFER = 1 << 20  # events queued while the loop is busy (~300 bytes each with overhead)
 DUMP_TIMEOUT = 5.0  # seconds a dump or delete may take before it counts as failed
 _HEADER = struct.Struct("=IHHII")  # struct nlmsghdr
@@ -148,9 +149,6 @@ def messages(data: bytes) -> Iterator[tuple[int, int]]:
 
 # --- the event filter -------------------------------------------------------------------------------
 
-Instruction = tuple[int, int, int, int]  # code, jump if true, jump if false, k (struct sock_filter)
-_LD_B, _LD_H, _LD_W, _JEQ, _RET = 0x30, 0x28, 0x20, 0x15, 0x06
-_ACCEPT = 0x40000
 
 
 def _be(fmt: str, *values: int) -> int:
@@ -183,41 +181,20 @@ def event_filter(ports: Iterable[int]) -> list[Instruction]:
     wanted = sorted(set(ports))[:MAX_FILTER_PORTS]
     drop = 2 * len(_STEPS) + 1 + len(wanted)
     accept = drop + 1
-    load = {1: _LD_B, 2: _LD_H, 4: _LD_W}
+    load = {1: bpf.LD_B_ABS, 2: bpf.LD_H_ABS, 4: bpf.LD_W_ABS}
     prog: list[Instruction] = []
     for size, offset, kind, value in _STEPS:
         prog.append((load[size], 0, 0, offset))
         target = drop if kind == "need" else accept
-        prog.append((_JEQ, 0, target - len(prog) - 1, value))
-    prog.append((_LD_H, 0, 0, _DPORT_AT))
+        prog.append((bpf.JEQ_K, 0, target - len(prog) - 1, value))
+    prog.append((bpf.LD_H_ABS, 0, 0, _DPORT_AT))
     for port in wanted:
-        prog.append((_JEQ, accept - len(prog) - 1, 0, port))
-    return [*prog, (_RET, 0, 0, 0), (_RET, 0, 0, _ACCEPT)]
+        prog.append((bpf.JEQ_K, accept - len(prog) - 1, 0, port))
+    return [*prog, (bpf.RET_K, 0, 0, 0), (bpf.RET_K, 0, 0, bpf.ACCEPT)]
 
 
-def run_filter(prog: list[Instruction], data: bytes) -> bool:
-    """Interpret `prog` over one message as the kernel would (tests)."""
-    a = pc = 0
-    while True:
-        code, jt, jf, k = prog[pc]
-        pc += 1
-        if code in (_LD_B, _LD_H, _LD_W):
-            width = {_LD_B: 1, _LD_H: 2, _LD_W: 4}[code]
-            if k + width > len(data):
-                return False
-            a = int.from_bytes(data[k : k + width], "big")
-        elif code == _JEQ:
-            pc += jt if a == k else jf
-        elif code == _RET:
-            return k != 0
-        else:
-            raise ValueError(f"unknown instruction {code:#x}")
-
-
-def attach_filter(sock: socket.socket, prog: list[Instruction]) -> None:
-    """SO_ATTACH_FILTER: struct sock_fprog points at the program (the kernel copies it)."""
-    code = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *insn) for insn in prog))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("@HP", len(prog), ctypes.addressof(code)))
+run_filter = bpf.run  # the program as the kernel runs it (tests)
+attach_filter = socketfilter.attach
 
 
 # --- requests --------------------------------------------------------------------------------------

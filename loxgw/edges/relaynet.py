@@ -41,6 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from loxgw.core import relaywire
+from loxgw.core.bpf import Instruction
 from loxgw.core.relay import ANSWER_PORT, Relay, RelayInterface, Transmit
 from loxgw.edges import rtnl, socketfilter
 
@@ -78,7 +79,7 @@ def dump_interfaces(names: Iterable[str], roles: dict[str, str]) -> list[RelayIn
 attach_filter = socketfilter.attach  # SO_ATTACH_FILTER: the kernel drops what the program refuses
 
 
-def _receiver(iface: RelayInterface, program: list[relaywire.Instruction]) -> socket.socket:
+def _receiver(iface: RelayInterface, program: list[Instruction]) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
     try:
         attach_filter(sock, program)  # first: nothing unfiltered may queue up
@@ -257,7 +258,7 @@ class RelaySockets:
                 self.counters["socket_errors"] += 1
                 log.error("relay: receive filter on %s: %s", reader.iface.name, exc)
 
-    def _filter(self, iface: RelayInterface) -> list[relaywire.Instruction]:
+    def _filter(self, iface: RelayInterface) -> list[Instruction]:
         return relaywire.receive_filter(self.core.policy.ports, ethernet=bool(iface.mac),
                                         peer_copies_only=self.peer_copies_only)
 

@@ -1,7 +1,8 @@
 """Classic BPF socket filters (SO_ATTACH_FILTER): the kernel drops what the program refuses.
 
-The programs are decisions and live in the core (core.relaywire for the relay's
-sockets, core.nftwatch for the ruleset watch); this attaches one to a socket.
+The programs are decisions and live with their features (core.relaywire for the
+relay's sockets, core.nftwatch for the ruleset watch, edges.conntrack for the
+Intercom's events; instructions in core.bpf); this attaches one to a socket.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import socket
 import struct
 from collections.abc import Sequence
 
-SO_ATTACH_FILTER = 26
+from loxgw.core.bpf import Instruction
 
-Instruction = tuple[int, int, int, int]  # code, jump if true, jump if false, k (struct sock_filter)
+SO_ATTACH_FILTER = 26
 
 
 def attach(sock: socket.socket, program: Sequence[Instruction]) -> None:

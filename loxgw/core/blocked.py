@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from loxgw.core.config import IPAddress
 from loxgw.core.dns import Grant, Profile
 from loxgw.core.firewall import BLOCKED_PREFIX
+from loxgw.core.record import record
 
 if TYPE_CHECKING:  # core.explain explains the rows; only the daemon's diagnose service needs it, and late
     from loxgw.core.explain import Verdict
 
 
-@dataclass(frozen=True)
+@record
 class GrantSeen:
     """A DNS grant as the ledger held it: `until` in the daemon's clock, in the past once expired."""
 
@@ -234,7 +235,7 @@ def format_attempts(attempts: Iterable[Mapping[str, object]]) -> list[str]:
 # --- grants, remembered past their expiry -----------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class SyncedGrants:
     """A computed sync of the grant memory (GrantMemory.compute), to be applied on the event loop."""
 

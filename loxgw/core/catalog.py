@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Literal, cast
 
+from loxgw.core.record import record
+
 Product = Literal[
     "miniserver", "config", "app", "audioserver", "stereo_extension", "intercom", "intercom_gen1"
 ]
@@ -77,7 +79,7 @@ class PortRange:
         return str(self)
 
 
-@dataclass(frozen=True)
+@record
 class Entry:
     """One line of the seed: who talks to what, how."""
 

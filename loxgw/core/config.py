@@ -9,7 +9,7 @@ questions several services ask of the whole config.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import cache
 from typing import Any
 
@@ -35,6 +35,7 @@ from loxgw.core.configsections import (
     ZoneRole,
 )
 from loxgw.core.defaults import DEFAULT_PATH, DEFAULT_STATUS_SOCKET
+from loxgw.core.record import record
 from loxgw.core.uci import MAX_BYTES, read_config_text
 
 __all__ = ["DEFAULT_PATH", "DEFAULT_STATUS_SOCKET", "MAX_BYTES", "SECTIONS", "Config", "DnsHold", "DnsMode",
@@ -63,7 +64,7 @@ def _merged(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
+@record
 class Config:
     """The whole parsed configuration."""
 

@@ -12,13 +12,13 @@ import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from loxgw.core import uci
 from loxgw.core.catalog import PortRange
 from loxgw.core.errors import ConfigProblem
+from loxgw.core.record import record
 from loxgw.core.uci import quote
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ _DIGITS = re.compile(r"[0-9]+")
 Parser = Callable[[str], object]
 
 
-@dataclass(frozen=True)
+@record
 class Row:
     """One option of one section type, as the schema states it."""
 

@@ -9,13 +9,14 @@ option table (core.configdoc) all read these rows.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Literal, get_args
 
 from loxgw.core import configschema as cs
 from loxgw.core.catalog import DEVICE_PRODUCTS, PortRange, Product
 from loxgw.core.configschema import option
 from loxgw.core.defaults import DEFAULT_STATUS_SOCKET
+from loxgw.core.record import record
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -39,7 +40,7 @@ _WEEK = 7 * 86400
 _DAY = 86400
 
 
-@dataclass(frozen=True)
+@record
 class MainConfig:
     """`config loxgw 'main'`: daemon-wide settings."""
 
@@ -98,7 +99,7 @@ class MainConfig:
         "list, so the App's local TLS names resolve to the Miniserver's private address"))
 
 
-@dataclass(frozen=True)
+@record
 class Zone:
     """`config zone NAME`: a set of interfaces holding Loxone devices or their clients."""
 
@@ -117,7 +118,7 @@ class Zone:
         "no `config device`) the Loxone devices' cloud entries too; `0`: they get nothing"))
 
 
-@dataclass(frozen=True)
+@record
 class StaticDevice:
     """`config device NAME`: a Loxone device declared by hand; always wins over detection."""
 
@@ -134,7 +135,7 @@ class StaticDevice:
     zone: str | None = field(default=None, metadata=option("zone", cs.name, "its `config zone`"))
 
 
-@dataclass(frozen=True)
+@record
 class Relay:
     """`config relay`: which discovery broadcasts to carry between which interfaces."""
 
@@ -160,7 +161,7 @@ class Relay:
         "relay copies on the same segments, else in loxgw's process; `off`: always in loxgw's process"))
 
 
-@dataclass(frozen=True)
+@record
 class Upnp:
     """`config upnp`: one upstream port mapping for a device's remote access."""
 
@@ -181,7 +182,7 @@ class Upnp:
         "check_interval", cs.int_range(1, _DAY), "seconds between checks that the upstream still holds the mapping"))
 
 
-@dataclass(frozen=True)
+@record
 class Knx:
     """`config knx`: KNXnet/IP routing multicast (224.0.23.12:3671) copied between zones; opt-in, one section."""
 
@@ -197,7 +198,7 @@ class Knx:
         "device 50/s)"))
 
 
-@dataclass(frozen=True)
+@record
 class Reflector:
     """`config reflector`: mDNS and SSDP of Loxone devices from devices zones into clients zones; one section."""
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from loxgw.core.catalog import Product
 from loxgw.core.config import Config, StaticDevice
 from loxgw.core.errors import RemoteDataError
+from loxgw.core.record import record
 
 IPv4 = ipaddress.IPv4Address
 LOXONE_OUI = "50:4f:94"
@@ -81,7 +82,7 @@ def mac_of_serial(serial: str) -> str | None:
     return ":".join(serial[i:i + 2] for i in range(0, 12, 2)).lower()
 
 
-@dataclass(frozen=True)
+@record
 class LoxLive:
     """A Loxone device's answer to a discovery search (UDP 7070)."""
 
@@ -188,7 +189,7 @@ def parse_dhcp_leases(text: str) -> list[tuple[str, IPv4, str]]:
     return leases
 
 
-@dataclass(frozen=True)
+@record
 class Device:
     """One Loxone device as loxgw believes it is now."""
 

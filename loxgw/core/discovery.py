@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from loxgw.core import ssdp
 from loxgw.core.devices import Inventory, LoxLive, is_loxone_mac, mac_of_serial
+from loxgw.core.record import record
 from loxgw.core.relay import RateLimiter
 
 IPv4 = ipaddress.IPv4Address
@@ -91,7 +92,7 @@ def answer_evidence(src_ip: IPv4, claimed_ip: IPv4 | None, neighbour_mac: str | 
     return None
 
 
-@dataclass(frozen=True)
+@record
 class Answer:
     """A parsed discovery answer and what was known when it arrived."""
 

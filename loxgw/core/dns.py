@@ -18,6 +18,7 @@ from typing import NamedTuple
 from loxgw.core.catalog import CLIENT_PRODUCTS, DEVICE_PRODUCTS, Entry, PortRange, Proto
 from loxgw.core.config import IPAddress, IPNetwork, ZoneRole
 from loxgw.core.dnswire import WireAnswer
+from loxgw.core.record import record
 
 MAX_CNAME_LINKS = 10
 MAX_ADDRESSES_PER_ANSWER = 16
@@ -51,7 +52,7 @@ class Profile:
         return f"{self.proto}/{','.join(str(p) for p in self.ports)}"
 
 
-@dataclass(frozen=True)
+@record
 class CloudPolicy:
     """Which names a zone role may resolve into which profiles (built once from the catalogue)."""
 
@@ -218,7 +219,7 @@ class Grant(NamedTuple):
     name: str
 
 
-@dataclass(frozen=True)
+@record
 class Limits:
     min_timeout: int = 60
     max_timeout: int = 86400

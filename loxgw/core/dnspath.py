@@ -8,16 +8,16 @@ queues loxgw binds and what status calls it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from loxgw.core.config import DnsHold, DnsMode, ZoneRole
 from loxgw.core.firewall import QueueMode
+from loxgw.core.record import record
 
 QueueUse = Literal["hold", "devices", "clients"]  # what a bound queue carries: first packets, or a role's DNS
 
 
-@dataclass(frozen=True)
+@record
 class DnsPath:
     """One row of the table."""
 

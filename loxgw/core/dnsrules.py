@@ -6,7 +6,6 @@ row applies; this module spells the rules of that row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from loxgw.core import catalog
@@ -14,6 +13,7 @@ from loxgw.core.config import Config, ZoneRole
 from loxgw.core.dns import REFUSED_TARGETS, Profile, build_policy, name_needles
 from loxgw.core.dnspath import DnsPath
 from loxgw.core.firewall import COPY_PREFIX, DNS_PORT, HOLD_MARK, HOLD_RATE, QueueMode, cloud_set_name
+from loxgw.core.record import record
 
 
 def ifset(names: tuple[str, ...]) -> str:
@@ -21,7 +21,7 @@ def ifset(names: tuple[str, ...]) -> str:
     return "{ " + ", ".join(f'"{n}"' for n in names) + " }"
 
 
-@dataclass(frozen=True)
+@record
 class QueueRule:
     """One class of DNS packets loxgw must see, independent of nft or iptables spelling."""
 

@@ -9,10 +9,10 @@ mutated answers. Raises RemoteDataError for anything it will not read.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from loxgw.core.errors import RemoteDataError
+from loxgw.core.record import record
 
 MAX_DNS_BYTES = 4096  # EDNS0 payloads above this are not something a home resolver sends
 
@@ -116,7 +116,7 @@ def question_bytes(payload: bytes) -> bytes:
     return payload[12:end].lower()
 
 
-@dataclass(frozen=True)
+@record
 class WireAnswer:
     """What a DNS response says that matters here: its flags, question, and answer section."""
 

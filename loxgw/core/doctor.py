@@ -10,11 +10,12 @@ warn or fail. Exit 1 when any finding fails.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
 from loxgw.core.blocked import format_attempts
 from loxgw.core.firewall import FW4_MARK
+from loxgw.core.record import record
 
 REBIND_NAME = "dyndns.loxonecloud.com"
 
@@ -56,7 +57,7 @@ def domain_covered(domains: Iterable[str], name: str = REBIND_NAME) -> bool:
 # --- the facts and the judgement --------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Rebind:
     """The resolver's DNS rebind protection: who (openwrt, dnsmasq, none), whether on, which domains pass."""
 
@@ -66,7 +67,7 @@ class Rebind:
     source: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class Facts:
     """What doctor judges: the daemon's answer (`daemon`, JSON) and what the command line read itself."""
 
@@ -83,7 +84,7 @@ class Facts:
     empty_zones: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class Finding:
     check: str
     level: Level
@@ -91,7 +92,7 @@ class Finding:
     fix: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class Report:
     findings: tuple[Finding, ...]
     devices: tuple[Mapping[str, Any], ...]

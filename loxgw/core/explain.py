@@ -14,7 +14,6 @@ table (core.blocked) asks it for each flow the kernel sampled.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from loxgw.core import catalog, firewall
 from loxgw.core.blocked import GrantSeen, describe_port
@@ -23,11 +22,12 @@ from loxgw.core.config import IPAddress, IPNetwork, ZoneRole
 from loxgw.core.devices import Device
 from loxgw.core.dns import CloudPolicy, Limits, Profile, target_allowed
 from loxgw.core.pinholes import CLIENT_TO_PRODUCT, HTTP_PORT_ENTRIES, Pinhole, product_flows
+from loxgw.core.record import record
 
 MAX_HOSTS_SHOWN = 3  # catalogue hosts named in one reason
 
 
-@dataclass(frozen=True)
+@record
 class Segment:
     """One zone interface and the networks on it (what tells which zone an address is in)."""
 
@@ -38,7 +38,7 @@ class Segment:
     networks: tuple[IPNetwork, ...]
 
 
-@dataclass(frozen=True)
+@record
 class Flow:
     """A new flow: `dst` None when it is named (`name`) and no grant says where it points.
 
@@ -54,7 +54,7 @@ class Flow:
     chain: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class Verdict:
     """Whether the flow passes, the reason's code and words, the rule that decides, the catalogue entries concerned."""
 

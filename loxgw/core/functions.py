@@ -13,7 +13,6 @@ App access...); each function of a device is one of:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from loxgw.core.blocked import Attempt, GrantSeen
@@ -21,6 +20,7 @@ from loxgw.core.catalog import Entry
 from loxgw.core.devices import Device
 from loxgw.core.explain import host_matches
 from loxgw.core.pinholes import CLIENT_TO_PRODUCT, Pinhole
+from loxgw.core.record import record
 
 RECENT = 300.0  # seconds a blocked attempt (or a resolved name) counts for a function's state
 
@@ -67,7 +67,7 @@ def product_functions(product: str, entries: Iterable[Entry]) -> dict[str, list[
     return out
 
 
-@dataclass(frozen=True)
+@record
 class FunctionState:
     function: str
     state: State

@@ -36,6 +36,7 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from loxgw.core import relaypeers
+from loxgw.core.record import record
 from loxgw.core.relaylimit import RateLimiter
 from loxgw.core.relaypeers import Arbiter
 from loxgw.core.relaywire import DSCP_MASK, RELAY_TOS
@@ -55,7 +56,7 @@ ROUTING_SERVICES = frozenset({0x0530, 0x0531, 0x0532, 0x0533, 0x0950, 0x0955})
 _HEADER = struct.Struct("!BBHH")
 
 
-@dataclass(frozen=True)
+@record
 class KnxInterface:
     """A zone interface the router copies between, as the kernel reports it now."""
 

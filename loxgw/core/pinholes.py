@@ -11,13 +11,13 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from itertools import chain
 
 from loxgw.core import catalog, firewall
 from loxgw.core.catalog import Entry, PortRange, Product, Proto
 from loxgw.core.config import Config
 from loxgw.core.devices import Device
+from loxgw.core.record import record
 
 IPv4 = ipaddress.IPv4Address
 
@@ -40,7 +40,7 @@ CLIENT_TO_PRODUCT: dict[str, Product] = {"app-sip": "intercom"}
 HTTP_PORT_ENTRIES = frozenset({"ms-http"})
 
 
-@dataclass(frozen=True)
+@record
 class Pinhole:
     """One allowed flow. `src` None: any host of the clients zones, or (device flows) any
     detected device of product `source`; `dst` None: any client host."""
@@ -60,7 +60,7 @@ class Pinhole:
         return f"{self.kind}: {src} -> {dst} {self.proto}{ports} ({self.entry})"
 
 
-@dataclass(frozen=True)
+@record
 class ProductFlow:
     """A flow every device of one product gets, whatever its address: the same for all of them,
     so the firewall holds it as a rule over the product's address set (core.ruleset)."""
@@ -173,7 +173,7 @@ def desired(config: Config, devices: Iterable[Device],
     return Planner().desired(config, devices, announced)
 
 
-@dataclass(frozen=True)
+@record
 class DevicePlan:
     """One device's share of the desired state: its pinholes, its (set, element) pairs, its holes per address."""
 

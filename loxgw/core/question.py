@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from loxgw.core.config import IPAddress
 from loxgw.core.devices import Device
+from loxgw.core.record import record
 
 
-@dataclass(frozen=True)
+@record
 class Question:
     """`loxgw explain DEVICE HOST PORT[/PROTO]`, as typed."""
 

@@ -29,6 +29,7 @@ from typing import Final, Literal
 
 from loxgw.core.catalog import PortRange, Proto
 from loxgw.core.pinholes import Pinhole
+from loxgw.core.record import record
 from loxgw.core.relaywire import DSCP_MASK, RELAY_TOS
 
 COPY_TOS = RELAY_TOS  # loxgw's copies are marked alike, whichever service sends them
@@ -39,7 +40,7 @@ DEVICES: Final[Literal["devices"]] = "devices"
 CLIENTS: Final[Literal["clients"]] = "clients"
 
 
-@dataclass(frozen=True)
+@record
 class ReflectInterface:
     """A zone interface as the kernel reports it now."""
 

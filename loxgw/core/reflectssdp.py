@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from urllib.parse import urlsplit
 
 from loxgw.core import ssdp
 from loxgw.core.reflect import CLIENTS, DEVICES, Ledger, Scope, Transmit
@@ -71,7 +70,7 @@ def read_head(data: bytes) -> tuple[str, dict[str, str]]:
 def location_port(location: str, device: IPv4Address) -> int | None:
     """The TCP port of a LOCATION URL that points at `device` itself; None otherwise."""
     try:
-        url = urlsplit(location)
+        url = ssdp.split_url(location)
         if url.scheme != "http" or url.hostname is None or IPv4Address(url.hostname) != device:
             return None
         return url.port or 80

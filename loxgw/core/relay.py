@@ -35,6 +35,7 @@ from typing import Any
 
 from loxgw.core import relaypeers, relaywire
 from loxgw.core.catalog import PortRange
+from loxgw.core.record import record
 from loxgw.core.relaylimit import RateLimiter
 from loxgw.core.relaypeers import Arbiter
 from loxgw.core.relaywire import (
@@ -79,7 +80,7 @@ _NOTHING: tuple[Transmit, ...] = ()
 _HEADERS, _PACK = HEADERS.unpack_from, HEADERS.pack
 
 
-@dataclass(frozen=True)
+@record
 class RelayInterface:
     """A Linux interface the relay may use, as the kernel reports it right now."""
 
@@ -92,7 +93,7 @@ class RelayInterface:
     mac: bytes = b""  # Ethernet address: copies leave as frames; empty: at the IP layer
 
 
-@dataclass(frozen=True)
+@record
 class RelayPolicy:
     """The parts of the config the relay needs."""
 

@@ -28,11 +28,11 @@ datagrams with IP options.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from loxgw.core import relaywire
 from loxgw.core.catalog import PortRange, merge_ranges
 from loxgw.core.firewall import RELAY_COPY_MARK, RELAY_ORIGINAL_MARK
+from loxgw.core.record import record
 from loxgw.core.relay import PORT_COLUMNS, RelayInterface
 from loxgw.core.relaylimit import LIMIT_BUCKETS
 
@@ -48,7 +48,7 @@ def table_name(table: str) -> str:
     return f"{table}_relay"
 
 
-@dataclass(frozen=True)
+@record
 class KernelRelay:
     """The rendered script and the status name of each named counter it declares."""
 

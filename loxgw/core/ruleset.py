@@ -12,7 +12,6 @@ flush and re-add of the pinhole sets took the kernel 32 s.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from loxgw.core import catalog, firewall, relay, relaykernel
 from loxgw.core.catalog import Entry, PortRange, Product, merge_ranges
@@ -36,9 +35,10 @@ from loxgw.core.firewall import (
 )
 from loxgw.core.knx import KNX_GROUP, KNX_PORT
 from loxgw.core.pinholes import Elements, product_flows
+from loxgw.core.record import record
 
 
-@dataclass(frozen=True)
+@record
 class UpnpForward:
     """Traffic the upstream IGD maps to this router, passed on to a device."""
 
@@ -49,7 +49,7 @@ class UpnpForward:
     device_port: int
 
 
-@dataclass(frozen=True)
+@record
 class Ruleset:
     """The rendered script and the table it owns."""
 
@@ -258,7 +258,7 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
 PortList = tuple[tuple[str, PortRange], ...]  # (proto, ports), merged and sorted
 
 
-@dataclass(frozen=True)
+@record
 class ProductRules:
     """The ports of every device of a product, grouped as the rules match them (core.pinholes.product_flows)."""
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from loxgw.core import firewall
+from loxgw.core.record import record
 
 NFT_SET_ELEM_INTERVAL_END = 1
 IFNAMSIZ = 16
@@ -40,7 +40,7 @@ FIELD_LENGTHS = {"ipv4_addr": 4, "ipv6_addr": 16, "inet_proto": 1, "inet_service
 PROTOCOLS = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "icmpv6": 58}
 
 
-@dataclass(frozen=True)
+@record
 class KeyLayout:
     """A set's key type (its fields, in order) and whether it holds intervals."""
 
@@ -61,7 +61,7 @@ class KeyLayout:
         return len(self.fields) > 1
 
 
-@dataclass(frozen=True)
+@record
 class KernelElement:
     """One element of a netlink set message: key, key end (concatenated intervals), flags."""
 

@@ -12,9 +12,9 @@ import ipaddress
 import itertools
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from loxgw.core.dnsrules import QueueRule
+from loxgw.core.record import record
 
 XT_CHAIN = {"input": "LOXGW_DNS_IN", "output": "LOXGW_DNS_OUT", "forward": "LOXGW_DNS_FWD"}
 XT_HOOK = {"input": "INPUT", "output": "OUTPUT", "forward": "FORWARD"}
@@ -116,7 +116,7 @@ def _target(args: Sequence[str]) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@record
 class Mangle:
     """loxgw's part of one family's mangle table: its chains' rules and every jump into them."""
 

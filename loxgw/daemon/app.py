@@ -268,6 +268,7 @@ class Daemon:
                 guard.start()
             log.info("running: firewall %s, table inet %s, dns %s (%s), status on %s", self.mode,
                      self.config.main.table, self.config.main.dns_mode, self.dns.queue_mode, socket_path)
+            self.intercom.read_open_sessions()  # catching up waits until loxgw is ready
             await self._stop.wait()
         finally:
             if watcher is not None:

@@ -27,7 +27,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from loxgw.core import catalog, dns
 from loxgw.core.blocked import Attempt, BlockedTable, GrantMemory, SyncedGrants, format_attempts, parse_sample
@@ -218,11 +217,14 @@ class DiagnoseService:
 
     def explained(self, rows: list[Attempt], now: float) -> list[Attempt]:
         """The rows, each explained as of when it was last seen (again if seen since its last explanation)."""
-        from loxgw.core.explain import Flow, decide  # imported at first use: see view()
-
         stale = [r for r in rows if r.verdict is None or r.explained_at < r.last_seen]
         if not stale:
             return rows
+        from loxgw.core.explain import (  # imported at first use (a status at start-up has no rows): see view()
+            Flow,
+            decide,
+        )
+
         if max(r.last_seen for r in stale) >= self.memory.synced_at:
             self.grants.devices({r.sample.src for r in stale if r.sample.direction == "out"}, now)
         view = self.view(now)
@@ -285,6 +287,8 @@ class DiagnoseService:
 
         Words arrive percent-encoded (edges.diagnose), so names may hold spaces.
         """
+        from urllib.parse import unquote  # a request's first need: see core.ssdp.split_url
+
         words = [unquote(w) for w in words]
         try:
             if words[:1] == ["doctor"]:

@@ -26,13 +26,13 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from loxgw.core import dns
 from loxgw.core.config import IPAddress
 from loxgw.core.dnsledger import GrantLedger
 from loxgw.core.errors import KernelError
+from loxgw.core.record import record
 
 log = logging.getLogger("loxgw")
 
@@ -93,7 +93,7 @@ class BatchedWriter:
         self.writer.close()
 
 
-@dataclass(frozen=True)
+@record
 class PutBack:
     """How one putting back of entries went: what was wanted, what the kernel took, and its last refusal."""
 

@@ -37,6 +37,7 @@ from loxgw.core.devices import Device
 from loxgw.core.dnspath import DnsPath
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import QueueMode, ResolvedFirewall
+from loxgw.core.record import record
 from loxgw.core.ruleset import UpnpForward
 from loxgw.core.setkeys import KernelElement
 from loxgw.daemon.logs import log_failure
@@ -67,7 +68,7 @@ class ElementKernel(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
+@record
 class Desired:
     """Everything the firewall is a function of."""
 

@@ -85,6 +85,7 @@ class _Work:
 
     flush: set[intercom.Pair] = field(default_factory=set)
     resync: bool = False
+    hold_resync: bool = True  # until read_open_sessions: not during start-up
     networks: bool = False
 
 
@@ -140,7 +141,13 @@ class IntercomService:
         loop.add_reader(self.events.fileno(), self._on_readable)
         self._watch = self.ports.watch_addresses(self._addresses_changed, self.counters)
         self._housekeeper = loop.create_task(self._housekeeping())
-        self._work.networks = self._work.resync = True
+        self._work.networks = True
+        self._kick()
+
+    def read_open_sessions(self) -> None:
+        """Read the sessions open before loxgw started, once it is ready (a dump per port walks every
+        conntrack bucket: 13 ms each here, CPU a router's start-up needs first; new ones are events)."""
+        self._work.hold_resync, self._work.resync = False, True
         self._kick()
 
     def _open_writer(self) -> None:
@@ -284,14 +291,14 @@ class IntercomService:
             self._worker = self._loop.create_task(self._run_work())
 
     async def _run_work(self) -> None:
-        while self._work.networks or self._work.flush or self._work.resync:
+        while self._work.networks or self._work.flush or (self._work.resync and not self._work.hold_resync):
             if self._work.networks:
                 self._work.networks = False
                 await self._read_networks()
             elif self._work.flush:
                 pairs, self._work.flush = self._work.flush, set()
                 await self._flush(pairs)
-            else:
+            elif self._work.resync and not self._work.hold_resync:
                 wait = self._last_resync + RESYNC_PAUSE - self.now()
                 if wait > 0:
                     await asyncio.sleep(wait)

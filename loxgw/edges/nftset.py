@@ -22,12 +22,12 @@ import os
 import socket
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from loxgw.core.dns import Grant, Profile
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import cloud_set_name
+from loxgw.core.record import record
 from loxgw.core.setkeys import KernelElement
 from loxgw.edges.nft import (
     NETLINK_NETFILTER,
@@ -69,7 +69,7 @@ _EXPIRATION_SENTINEL = 0x2233445566778899
 RefreshMode = Literal["expiration", "replace", "none"]
 
 
-@dataclass(frozen=True)
+@record
 class _Template:
     """One encoded message with the offsets where per-answer values go."""
 

@@ -20,12 +20,12 @@ import shutil
 import struct
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 from loxgw.core.config import DnsMode
 from loxgw.core.dnsrules import QueueRule
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import QueueMode
+from loxgw.core.record import record
 from loxgw.core.xtables import NOTHING, Mangle, chain_args, expected, parse_save, removal_script, restore_script
 from loxgw.edges import nft
 
@@ -78,7 +78,7 @@ def native_queue_supported() -> bool:
         return False
 
 
-@dataclass(frozen=True)
+@record
 class Tools:
     """The restore and save commands of one family."""
 

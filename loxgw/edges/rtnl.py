@@ -18,7 +18,8 @@ import socket
 import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+
+from loxgw.core.record import record
 
 NETLINK_ROUTE = 0
 RTMGRP_LINK = 0x1
@@ -45,7 +46,7 @@ DUMP_BUFFER = 65536
 MAX_DUMP_PARTS = 4096  # receive calls per dump: the kernel sends a few per thousand entries
 
 
-@dataclass(frozen=True)
+@record
 class Link:
     """A network interface: RTM_NEWLINK's ifinfomsg with IFLA_IFNAME and IFLA_ADDRESS."""
 
@@ -56,7 +57,7 @@ class Link:
     address: bytes  # hardware address; empty when the link has none
 
 
-@dataclass(frozen=True)
+@record
 class Address:
     """An interface address: RTM_NEWADDR's ifaddrmsg with IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST."""
 
@@ -71,7 +72,7 @@ class Address:
         return ipaddress.ip_interface(f"{self.address}/{self.prefixlen}")
 
 
-@dataclass(frozen=True)
+@record
 class Neighbour:
     """A neighbour-table entry: RTM_NEWNEIGH's ndmsg with NDA_DST, NDA_LLADDR, NDA_CACHEINFO."""
 
@@ -82,7 +83,7 @@ class Neighbour:
     age: int | None  # ticks since last confirmed, used or updated, whichever is latest
 
 
-@dataclass(frozen=True)
+@record
 class Route:
     """A route: RTM_NEWROUTE's rtmsg with RTA_OIF."""
 

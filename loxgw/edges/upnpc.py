@@ -6,11 +6,10 @@ them in a worker thread; the DNS path and the relay never wait for them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import miniupnpc
 
 from loxgw.core.errors import LoxgwError
+from loxgw.core.record import record
 
 DISCOVER_DELAY_MS = 1000
 DESCRIPTION = "loxgw"
@@ -24,7 +23,7 @@ class UpnpError(LoxgwError):
         self.conflict = conflict
 
 
-@dataclass(frozen=True)
+@record
 class Gateway:
     external_ip: str
     our_address: str  # this router's address as the IGD sees it (its internal client)

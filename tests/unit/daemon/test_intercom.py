@@ -193,13 +193,16 @@ def test_a_failed_write_is_counted_and_retried() -> None:
     assert writer.batches == [[(MEDIA, KEY, ELEMENT_TIMEOUT)]]
 
 
-def test_start_reads_subnets_and_open_sessions_then_follows_events() -> None:
+def test_start_reads_subnets_then_open_sessions_once_ready_then_follows_events() -> None:
     writer, events = Writer(), Events()
     svc, clock = service(writer, events, dumped=[conn("entry", 3, 41000, 7091), conn("entry", 3, 41001, 443)])
 
     async def scenario() -> list[list[tuple[str, bytes, int]]]:
         loop = asyncio.get_running_loop()
         await svc.start(loop)
+        await asyncio.sleep(0.05)
+        assert svc.counters["intercom_resyncs"] == 0  # not during start-up
+        svc.read_open_sessions()  # the daemon is ready
         for _ in range(200):  # the worker thread reads subnets, then the dump
             if writer.batches:
                 break

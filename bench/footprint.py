@@ -1,11 +1,10 @@
 """What loxgw takes on a router: flash for it and everything it pulls in beyond a stock image, and idle RSS.
 
-`.venv/bin/python -m bench.footprint [--branch 24.10] [--compare] [--json]` resolves loxgw's
+`.venv/bin/python -m bench.footprint [--branch 24.10] [--json]` resolves loxgw's
 DEPENDS (openwrt/net/loxgw/Makefile) through our feed's Makefiles, the packages feed's
 python3 split (tests/openwrt_data/python3-stdlib.toml, the filespecs) and the library
 DEPENDS below, and sizes every file each package installs, the way OpenWrt ships it: Python
-sources compiled to .pyc (no .py), the rest as it is. `--compare` adds the closure with the
-packages feed's python3-pyroute2 (DEPENDS:=+python3) in place of our python3-pyroute2-netlink.
+sources compiled to .pyc (no .py), the rest as it is.
 
 Three figures per package:
 - raw: bytes in the files;
@@ -18,9 +17,8 @@ those of a host Python 3.11 (`--python`; by default the first python3.11 on PATH
 OpenWrt's, is built with --enable-shared and its extensions in lib-dynload); shared libraries
 (libffi, libbz2, zlib, ...) and the compiled netfilterqueue and miniupnpc modules are the
 host's too. All are x86_64 and stripped as the SDK strips them; OpenWrt builds them with -Os
-for smaller CPUs, so the native figures are an upper bound. pyroute2 is the wheel the packages name (PyPI, cached in
-/tmp/loxgw-wheel-cache). Packages of a stock image (libc, nftables-json, ...) count zero;
-kernel modules are listed unmeasured.
+for smaller CPUs, so the native figures are an upper bound. Packages of a stock image (libc,
+nftables-json, ...) count zero; kernel modules are listed unmeasured.
 
 `--rss` (root) runs the daemon in the namespace lab with a detected Miniserver and a relay,
 waits IDLE seconds (30) and prints its VmRSS.
@@ -39,22 +37,13 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from tests.unit.openwrt.feed import (
-    LOXGW_MAKEFILE,
-    PYROUTE2_MAKEFILE,
-    ROOT,
-    apply_filespec,
-    feed_python_packages,
-    read_makefile,
-    stdlib_split,
-)
+from tests.unit.openwrt.feed import LOXGW_MAKEFILE, ROOT, feed_python_packages, read_makefile, stdlib_split
 
 SQUASHFS_BLOCK = 256 * 1024
 JFFS2_PAGE = 4096
@@ -78,8 +67,6 @@ NATIVE_DEPENDS = {
     "libnetfilter-queue": ["libnfnetlink", "libmnl"],
 }
 MASTER_LIGHT_EXTRA = ["libzstd"]  # master's python3-light also depends on libzstd
-# `python3` depends on every subpackage but these (DO_NOT_ADD_TO_PACKAGE_DEPENDS).
-NOT_IN_PYTHON3 = {"python3-dev", "python3-lib2to3", "python3-venv"}
 HOST_LIBRARIES = {
     "libffi": ["libffi.so.8"], "libbz2": ["libbz2.so.1.0"], "zlib": ["libz.so.1"], "libzstd": ["libzstd.so.1"],
     "libgdbm": ["libgdbm.so.6"], "liblzma": ["liblzma.so.5"], "libncursesw": ["libncursesw.so.6"],
@@ -225,23 +212,18 @@ def default_interpreter() -> Interpreter:
 class Closure:
     """Packages installed with loxgw on one branch, and the files each one brings."""
 
-    def __init__(self, branch: str, python: Interpreter, pyroute2: str = "python3-pyroute2-netlink") -> None:
+    def __init__(self, branch: str, python: Interpreter) -> None:
         self.branch = branch
         self.split = stdlib_split()[branch]
         self.ours = feed_python_packages()
         self.python = python
         self.stdlib = python.stdlib
-        loxgw = read_makefile(LOXGW_MAKEFILE).depends("loxgw")
-        self.packages = self.resolve(["loxgw", *[pyroute2 if d == "python3-pyroute2-netlink" else d for d in loxgw]])
+        self.packages = self.resolve(["loxgw", *read_makefile(LOXGW_MAKEFILE).depends("loxgw")])
 
     def depends(self, name: str) -> list[str]:
         subpackages = self.split["subpackage"]
         if name == "python3-light" and self.branch == "master":
             return [*NATIVE_DEPENDS[name], *MASTER_LIGHT_EXTRA]
-        if name == "python3":
-            return ["python3-light", *sorted(set(subpackages) - NOT_IN_PYTHON3)]
-        if name == "python3-pyroute2":
-            return ["python3"]
         if name in subpackages:
             return ["python3-light", *subpackages[name]["depends"], *NATIVE_DEPENDS.get(name, [])]
         if name in self.ours:
@@ -275,10 +257,6 @@ class Closure:
             return python3_light_paths(self.branch, self.stdlib), "host stdlib"
         if name in subpackages:
             return stdlib_paths(self.stdlib, subpackages[name]["files"]), "host stdlib"
-        if name == "python3-pyroute2-netlink":
-            return slim_pyroute2(), "PyPI wheel, package filespec"
-        if name == "python3-pyroute2":
-            return wheel(f"pyroute2-{self.split['pyroute2']}-py3-none-any.whl"), "PyPI wheel, all of it"
         if name in ("python3-netfilterqueue", "python3-miniupnpc"):
             return host_module(name.removeprefix("python3-")), "host build"
         if name in HOST_LIBRARIES:
@@ -290,8 +268,6 @@ class Closure:
     def report(self) -> list[dict[str, object]]:
         rows = []
         for name in self.packages:
-            if name in ("python3", "python3-dev"):
-                continue
             if name in STOCK:
                 rows.append({"package": name, "source": "stock image", **Size().__dict__})
                 continue
@@ -299,31 +275,6 @@ class Closure:
             note = "kernel module: not measured here" if name in KERNEL_MODULES else source
             rows.append({"package": name, "source": note, **total(paths).__dict__})
         return rows
-
-
-def wheel(filename: str) -> list[Path]:
-    from tests.unit.openwrt.pypi import CACHE, fetch
-
-    target = CACHE / "unpacked" / filename.removesuffix(".whl")
-    if not target.is_dir():
-        with zipfile.ZipFile(fetch(filename.split("-")[0], filename)) as archive:
-            archive.extractall(target)
-    return sorted(target.iterdir())
-
-
-def slim_pyroute2() -> list[Path]:
-    """The files python3-pyroute2-netlink's filespec takes from its wheel."""
-    from tests.unit.openwrt.pypi import CACHE
-
-    makefile = read_makefile(PYROUTE2_MAKEFILE)
-    version = makefile.variables["PKG_VERSION"]
-    (source,) = {p.parent for p in wheel(f"pyroute2-{version}-py3-none-any.whl")}
-    target = CACHE / "unpacked" / f"python3-pyroute2-netlink-{version}"
-    if not target.is_dir():
-        spec = makefile.expand(makefile.defines["Py3Package/python3-pyroute2-netlink/filespec"],
-                               {"PYTHON3_PKG_DIR": ""})
-        apply_filespec(spec, source, target)
-    return list(walk([target]))
 
 
 def host_module(name: str) -> list[Path]:
@@ -384,7 +335,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.footprint", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--branch", default="24.10", choices=sorted(stdlib_split()))
     parser.add_argument("--python", metavar="PATH", help="the host Python standing in for OpenWrt's")
-    parser.add_argument("--compare", action="store_true", help="also with the packages feed's python3-pyroute2")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--rss", action="store_true", help="measure the daemon's idle RSS in the lab (root)")
     parser.add_argument("--idle", type=float, default=30.0, metavar="SECONDS")
@@ -393,15 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"idle RSS after {args.idle:.0f} s: {idle_rss(args.idle)} kB")
         return 0
     python = interpreter(args.python) if args.python else default_interpreter()
-    tables = {"python3-pyroute2-netlink (this feed)": Closure(args.branch, python).report()}
-    if args.compare:
-        tables["python3-pyroute2 (packages feed, +python3)"] = Closure(args.branch, python, "python3-pyroute2").report()
+    rows = Closure(args.branch, python).report()
     if args.json:
-        print(json.dumps({k: {"packages": v, **{label: s.__dict__ for label, s in summary(v).items()}}
-                          for k, v in tables.items()}, indent=2))
+        print(json.dumps({"packages": rows, **{label: s.__dict__ for label, s in summary(rows).items()}}, indent=2))
         return 0
-    for title, rows in tables.items():
-        print_table(f"loxgw on {args.branch} with {title} (host Python {python.version}: {python.executable})", rows)
+    print_table(f"loxgw on {args.branch} (host Python {python.version}: {python.executable})", rows)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import types
 
-# Commands import what they need when they run: `loxgw status` must not pay for asyncio, pyroute2,
+# Commands import what they need when they run: `loxgw status` must not pay for asyncio and
 # the daemon's modules (the CLI took ~500 ms with 250 devices for a 2-18 ms daemon answer), nor
 # the config model and catalogue (35 ms): it reads the status socket's path from the UCI file.
 # Nor for importing and building the whole argument parser (9-11 ms with the locale and shutil
@@ -268,40 +268,6 @@ COMMANDS = {
 }
 
 
-def pyroute2_without_its_package_init() -> None:
-    """Import pyroute2's submodules without running pyroute2/__init__.py until a public name is asked for.
-
-    Why: that __init__ imports every pyroute2 module (NDB with sqlite3, IPDB, ipset,
-    WireGuard, plan9, ...) to offer their names; loxgw imports only netlink submodules,
-    and the rest cost the daemon 4.8 MB of idle RSS (bench/footprint.py --rss). A name
-    taken from the package itself (`from pyroute2 import IPRoute`) still works: it runs
-    the __init__ then. Our OpenWrt feed's python3-pyroute2-netlink ships no __init__.py
-    (a namespace package), so there this does nothing.
-    """
-    if "pyroute2" in sys.modules:
-        return
-    import importlib
-    import importlib.util
-
-    spec = importlib.util.find_spec("pyroute2")
-    if spec is None or spec.loader is None or spec.origin is None or spec.submodule_search_locations is None:
-        return  # absent, or a namespace package: imports report what is missing
-    package = importlib.util.module_from_spec(spec)
-    loader = spec.loader
-
-    def public_name(name: str) -> object:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        if importlib.util.find_spec(f"pyroute2.{name}") is not None:  # `from pyroute2 import config`
-            return importlib.import_module(f"pyroute2.{name}")
-        del package.__getattr__
-        loader.exec_module(package)
-        return getattr(package, name)
-
-    package.__getattr__ = public_name  # type: ignore[method-assign]
-    sys.modules["pyroute2"] = package
-
-
 def _plain_args(argv: Sequence[str]) -> types.SimpleNamespace | None:
     """The arguments of a `status` or `run` command line in its plain forms, as the parser would give them;
     None for anything else (help, errors, abbreviations, other commands: the parser answers those).
@@ -339,8 +305,6 @@ def _plain_args(argv: Sequence[str]) -> types.SimpleNamespace | None:
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     args: Arguments = _plain_args(words) or _parser().parse_args(words)
-    if args.command not in ("status", "explain"):  # the socket clients never reach pyroute2
-        pyroute2_without_its_package_init()
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

@@ -116,7 +116,7 @@ class Daemon:
     def _start_reading_other_hosts(self) -> asyncio.Future[list[Any]] | None:
         """Hand the address dump of the other_hosts zones to a thread now (None: no such zone).
 
-        In a thread: pyroute2 cannot dump from inside a running event loop.
+        In a thread: the dump blocks on the kernel (edges.rtnl), which the event loop must not.
         """
         names = tuple(i for z in self.config.zones if z.role == "devices" and z.other_hosts for i in z.interfaces)
         if not names:

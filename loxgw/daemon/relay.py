@@ -104,7 +104,7 @@ class RelayService:
 
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """One relay per enabled section with two interfaces or more; KernelError if its sockets fail."""
-        from loxgw.edges import relaynet  # pyroute2: imported where a relay runs
+        from loxgw.edges import relaynet  # imported where a relay runs
 
         self._loop = loop
         self._loop_thread = threading.get_ident()

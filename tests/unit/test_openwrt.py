@@ -7,6 +7,7 @@ import logging
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,9 @@ def variables(makefile: Path) -> dict[str, str]:
     return {m[1]: m[2].strip() for m in re.finditer(r"^\s*([A-Z0-9_]+):=(.*)$", text, re.M)}
 
 
-def test_feed_has_the_four_packages() -> None:
+def test_feed_has_the_three_packages() -> None:
     names = {variables(m)["PKG_NAME"] for m in MAKEFILES}
-    assert names == {"loxgw", "python-netfilterqueue", "python-miniupnpc", "python-pyroute2-netlink"}
+    assert names == {"loxgw", "python-netfilterqueue", "python-miniupnpc"}
 
 
 @pytest.mark.parametrize("makefile", MAKEFILES, ids=lambda p: p.parent.name)
@@ -62,15 +63,31 @@ def test_loxgw_package_depends_on_what_it_imports_and_runs() -> None:
     # tests/unit/openwrt/test_stdlib.py holds the python3-* list to loxgw's imports.
     assert "python3" not in depends
     for needed in ("python3-light", "python3-asyncio", "python3-logging", "python3-urllib", "python3-xml",
-                   "python3-pyroute2-netlink", "python3-netfilterqueue", "python3-miniupnpc", "nftables-json",
+                   "python3-netfilterqueue", "python3-miniupnpc", "nftables-json",
                    "libnetfilter-queue", "kmod-nft-queue", "kmod-nfnetlink-queue", "kmod-nfnetlink-log"):
         assert needed in depends
-    # The packages feed's python3-pyroute2 depends on +python3: the whole stdlib.
-    assert "python3-pyroute2" not in depends
+    # loxgw's netlink messages are its own: pyroute2 is the tests' reference (tests/unit/openwrt/test_stdlib.py
+    # checks that no module imports it).
+    assert [d for d in depends if "pyroute2" in d] == []
     # DNS is read by loxgw's own wire walker (dnslib is the tests' reference only).
     assert "python3-dnslib" not in depends
     assert variables(LOXGW_MAKEFILE)["PKG_VERSION"] == loxgw.__version__
     assert "/etc/config/loxgw" in LOXGW_MAKEFILE.read_text().split("conffiles")[1]
+
+
+def test_pip_and_opkg_install_the_same_libraries_with_loxgw() -> None:
+    # pyproject's runtime dependencies are the Python packages of this feed that loxgw's package depends
+    # on; the references only tests use (dnslib, zeroconf, pyroute2) are in the dev extra, not on a router.
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        project = tomllib.load(handle)["project"]
+
+    def names(requirements: list[str]) -> list[str]:
+        return sorted(re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() for r in requirements)
+
+    ours = {p for m in FEED.glob("lang/*/Makefile") for p in read_makefile(m).packages}
+    depended = sorted(d.removeprefix("python3-") for d in read_makefile(LOXGW_MAKEFILE).depends("loxgw") if d in ours)
+    assert names(project["dependencies"]) == depended == ["miniupnpc", "netfilterqueue"]
+    assert {"dnslib", "zeroconf", "pyroute2"} <= set(names(project["optional-dependencies"]["dev"]))
 
 
 def test_a_change_to_the_sources_rebuilds_the_package() -> None:

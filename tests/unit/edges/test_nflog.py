@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, nla
+from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_ULOG, nfgen_msg
 
-from loxgw.edges.nflog import NFULA_PAYLOAD, NFULA_PREFIX, ULOG_MSG_TYPE, payloads
+from loxgw.edges.nflog import (
+    COPY_RANGE,
+    NFULA_PAYLOAD,
+    NFULA_PREFIX,
+    NFULNL_CFG_CMD_BIND,
+    NFULNL_CFG_CMD_UNBIND,
+    NFULNL_COPY_PACKET,
+    NFULNL_MSG_CONFIG,
+    ULOG_MSG_TYPE,
+    _config,
+    command,
+    copy_mode,
+    payloads,
+    queue_threshold,
+)
 
 
 def nflog_message(*attrs: tuple[int, bytes]) -> bytes:
@@ -47,3 +64,35 @@ def test_mutated_messages_never_raise(packet: bytes, cut: int, noise: bytes) -> 
     mutated = good[:cut] + noise + good[cut + len(noise):]
     copies, malformed = payloads(mutated + good)
     assert copies[-1:] == [("loxgw-devices", packet)] or malformed >= 1
+
+
+class _NflogConfig(nfgen_msg):  # type: ignore[misc]  # pyroute2 is untyped
+    """NFULNL_MSG_CONFIG as pyroute2 declares messages: the reference the hand encoding is checked against."""
+
+    nla_map = (("NFULA_CFG_UNSPEC", "none"), ("NFULA_CFG_CMD", "uint8"), ("NFULA_CFG_MODE", "cfg_mode"),
+               ("NFULA_CFG_NLBUFSIZ", "be32"), ("NFULA_CFG_TIMEOUT", "be32"), ("NFULA_CFG_QTHRESH", "be32"))
+
+    class cfg_mode(nla):  # type: ignore[misc]
+        fields = (("copy_range", ">I"), ("copy_mode", "B"), ("pad", "B"))
+
+
+def pyroute2_config(group: int, seq: int, attrs: list[tuple[str, object]]) -> bytes:
+    msg = _NflogConfig()
+    msg["nfgen_family"] = socket.AF_UNSPEC
+    msg["res_id"] = group
+    msg["attrs"] = attrs
+    msg["header"]["type"] = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
+    msg["header"]["sequence_number"] = seq
+    msg.encode()
+    return bytes(msg.data)
+
+
+def test_config_messages_are_the_bytes_pyroute2_encodes() -> None:
+    assert _config(7053, 1, command(NFULNL_CFG_CMD_BIND)) == pyroute2_config(
+        7053, 1, [("NFULA_CFG_CMD", NFULNL_CFG_CMD_BIND)])
+    assert _config(7053, 1, copy_mode(COPY_RANGE) + queue_threshold(1)) == pyroute2_config(
+        7053, 1, [("NFULA_CFG_MODE", {"copy_range": COPY_RANGE, "copy_mode": NFULNL_COPY_PACKET, "pad": 0}),
+                  ("NFULA_CFG_QTHRESH", 1)])
+    assert _config(9, 2, command(NFULNL_CFG_CMD_UNBIND)) == pyroute2_config(
+        9, 2, [("NFULA_CFG_CMD", NFULNL_CFG_CMD_UNBIND)])

@@ -15,7 +15,6 @@ ROOT = Path(__file__).parents[3]
 FEED = ROOT / "openwrt"
 DATA = ROOT / "tests" / "openwrt_data"
 LOXGW_MAKEFILE = FEED / "net" / "loxgw" / "Makefile"
-PYROUTE2_MAKEFILE = FEED / "lang" / "python-pyroute2-netlink" / "Makefile"
 PYTHON_MAKEFILES = sorted(FEED.glob("lang/*/Makefile"))
 
 

@@ -268,7 +268,9 @@ class Daemon:
                 guard.start()
             log.info("running: firewall %s, table inet %s, dns %s (%s), status on %s", self.mode,
                      self.config.main.table, self.config.main.dns_mode, self.dns.queue_mode, socket_path)
-            self.intercom.read_open_sessions()  # catching up waits until loxgw is ready
+            # Work that may follow readiness waits for it: a router's CPU goes to start-up first.
+            self.intercom.read_open_sessions()
+            self.relay.move_copies_to_kernel()
             await self._stop.wait()
         finally:
             if watcher is not None:

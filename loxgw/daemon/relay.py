@@ -98,6 +98,10 @@ class RelayService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
 
+    def move_copies_to_kernel(self) -> None:
+        """The daemon is ready: relays that may copy in the kernel get their netdev table now."""
+        self.paths.release()
+
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         return self._loop

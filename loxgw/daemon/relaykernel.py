@@ -75,6 +75,9 @@ class KernelPaths:
         self._tables = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._watch: Any = None  # while a netdev table is installed: who else deletes it (fw4 flush)
+        # Relays whose kernel path waits until the daemon is ready (release): an `nft -f` is CPU a
+        # router's start-up needs first, and the Python path copies meanwhile. None once released.
+        self._held: list[_Running] | None = []
 
     def allowed(self, section: RelaySection) -> str:
         """"" if this relay may copy in the kernel, else why not (one netdev table: the first relay's)."""
@@ -169,7 +172,17 @@ class KernelPaths:
         """On the loop: the interfaces changed, or a peer appeared or went."""
         if run not in self.service.relays or run.kernel_allowed:
             return
+        if self._held is not None:
+            if run not in self._held:
+                self._held.append(run)
+            return
         self._spawn(self.reconcile(run))
+
+    def release(self) -> None:
+        """On the loop, once the daemon is ready: the relays held since start-up reconcile their kernel path."""
+        held, self._held = self._held or [], None
+        for run in held:
+            self.reconcile_soon(run)
 
     def peers_seen(self, run: _Running, until: float) -> None:
         """On the loop: a peer relay appeared; look again when it would count as gone."""

@@ -65,7 +65,8 @@ class Watch:
 KERNEL_CONFIG = "config relay 'discovery'\n\tlist interface 'br-lan'\n\tlist interface 'br-iot'\n"
 
 
-def kernel_service(config: str = KERNEL_CONFIG, refuse: bool = False, now: list[float] | None = None) -> tuple[
+def kernel_service(config: str = KERNEL_CONFIG, refuse: bool = False, now: list[float] | None = None,
+                   ready: bool = True) -> tuple[
         RelayService, _Running, Sockets, list[str], Kernel, asyncio.AbstractEventLoop]:
     log: list[str] = []
     kernel = Kernel(log, refuse)
@@ -79,6 +80,8 @@ def kernel_service(config: str = KERNEL_CONFIG, refuse: bool = False, now: list[
     run = _Running("discovery", core, section, svc.paths.allowed(section))
     run.sockets = Sockets(log, [], core, svc.lock, lambda: svc._on_core(run))  # type: ignore[assignment]
     svc.relays.append(run)
+    if ready:
+        svc.move_copies_to_kernel()  # the daemon is ready: nothing is held
     return svc, run, run.sockets, log, kernel, loop  # type: ignore[return-value]
 
 
@@ -106,6 +109,22 @@ class SlowKernel(Kernel):
             self.applying.set()
             assert self.release.wait(5)
         super().apply(script)
+
+
+def test_the_kernel_path_waits_until_the_daemon_is_ready() -> None:
+    svc, run, _, _log, kernel, loop = kernel_service(ready=False)
+    svc.paths.reconcile_soon(run)  # at start, or an interface that changed before readiness
+    svc.paths.reconcile_soon(run)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert (run.path, kernel.scripts) == ("python", [])
+    svc.move_copies_to_kernel()
+    for _ in range(100):
+        if run.path == "kernel":
+            break
+        loop.run_until_complete(asyncio.sleep(0.01))
+    assert (run.path, len(kernel.scripts)) == ("kernel", 1)  # held twice, applied once
+    svc.close(loop)
+    loop.close()
 
 
 def test_a_table_still_going_in_when_the_relay_closes_is_removed_not_left() -> None:

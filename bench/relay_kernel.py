@@ -48,7 +48,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from bench.relay_latency import SEND, cpu_ns, pct
+from bench.relay_latency import RECEIVE, SEND, cpu_ns, pct
 from loxgw.core import relaykernel, relaywire
 from loxgw.core.catalog import PortRange
 from loxgw.core.firewall import RELAY_ANSWERS, RELAY_ORIGINAL_MARK
@@ -56,29 +56,6 @@ from loxgw.core.relay import ANSWER_PORT, ANSWER_WINDOW, SEARCH_PORT, RelayInter
 
 SECONDS = {1000: 5.0}
 DEFAULT_SECONDS = 2.0
-
-RECEIVE = r"""
-import json, socket, struct, sys, time
-seconds, run = float(sys.argv[1]), int(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
-s.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
-s.bind(("", 7070)); s.settimeout(0.2)
-print("ready", flush=True)
-lat = []; end = time.monotonic() + seconds
-while time.monotonic() < end:
-    try:
-        data, anc, _, _ = s.recvmsg(64, 64)
-    except OSError:
-        continue
-    now = time.monotonic()
-    if len(data) == 16 and struct.unpack_from("!I", data)[0] == run:
-        stamp = 0.0
-        for _, _, raw in anc:
-            sec, nsec = struct.unpack("qq", raw[:16]); stamp = sec + nsec / 1e9
-        lat.append((struct.unpack_from("!I", data, 4)[0], now - struct.unpack_from("!d", data, 8)[0], stamp))
-print(json.dumps(lat))
-"""
 
 PYTHON_RELAY = r"""
 import asyncio, sys, threading, time

@@ -15,7 +15,9 @@ spinning at 30,000/s would take one of this 2-core machine's cores from the
 relay it measures. A receiver in `iot` (through loxgw) and one in `lan` (same
 segment, no relay: the baseline) record arrival times; "added" is, per
 datagram, the copy's arrival minus the original's in `lan`, and its
-percentiles (the sender's own jitter cancels out). The relay's rate limits
+percentiles (the sender's own jitter cancels out); "kernel added" is the same
+from the two sockets' kernel receive timestamps (SO_TIMESTAMPNS), which leave
+out each receiver's wait for a core: what the relay itself adds. The relay's rate limits
 are raised so that they do not cut the measurement. CPU is the loxgw process's own
 (every thread's `schedstat` run time, nanoseconds) from the first datagram
 sent to the last copy received, less what the daemon uses idle (measured
@@ -57,21 +59,28 @@ while i < count:
 print(count, time.monotonic() - start)
 """
 
+# Each datagram: its index, its latency as the receiving process reads it, and the kernel's receive
+# timestamp (SO_TIMESTAMPNS, CLOCK_REALTIME: comparable between the two receivers).
 RECEIVE = r"""
 import json, socket, struct, sys, time
 seconds, run = float(sys.argv[1]), int(sys.argv[2])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+s.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
 s.bind(("", 7070)); s.settimeout(0.2)
 print("ready", flush=True)
 lat = []; end = time.monotonic() + seconds
 while time.monotonic() < end:
     try:
-        data = s.recv(64)
+        data, anc, _, _ = s.recvmsg(64, 64)
     except OSError:
         continue
+    now = time.monotonic()
     if len(data) == 16 and struct.unpack_from("!I", data)[0] == run:  # not a late copy of an earlier run
-        lat.append((struct.unpack_from("!I", data, 4)[0], time.monotonic() - struct.unpack_from("!d", data, 8)[0]))
+        stamp = 0.0
+        for _, _, raw in anc:
+            sec, nsec = struct.unpack("qq", raw[:16]); stamp = sec + nsec / 1e9
+        lat.append((struct.unpack_from("!I", data, 4)[0], now - struct.unpack_from("!d", data, 8)[0], stamp))
 print(json.dumps(lat))
 """
 
@@ -100,6 +109,8 @@ class Run:
     added_p50: float
     added_p99: float
     cpu_per_10k: float
+    kernel_added_p50: float = float("nan")
+    kernel_added_p99: float = float("nan")
 
     @property
     def lost(self) -> int:
@@ -154,14 +165,20 @@ def one_run(lab: Lab, pid: int, sender: Host, far: Host, near: Host, rate: int, 
         receivers.append(proc)
     before, started = cpu_ns(pid), time.monotonic()
     out = lab.run(sender.ns, sys.executable, "-c", SEND, str(rate), str(seconds), str(run), timeout=60).stdout.split()
-    relayed, direct = (dict(json.loads(p.communicate(timeout=30)[0])) for p in receivers)
+    relayed, direct = ({i: (read, stamp) for i, read, stamp in json.loads(p.communicate(timeout=30)[0])}
+                       for p in receivers)
     cpu = (cpu_ns(pid) - before) / 1e9 - idle * (time.monotonic() - started)
     got = len(relayed)
-    # Added latency per datagram: its relayed copy's arrival minus the original's on the same segment.
-    added = [relayed[i] - direct[i] for i in relayed if i in direct]
-    latency = list(relayed.values())
+    # Added latency per datagram: its relayed copy's arrival minus the original's on the same segment, as
+    # the receiving processes read them (which includes each one's wait for a core), and as the kernel
+    # stamped them on arrival (what the relay adds, without the receivers' scheduling).
+    both = [i for i in relayed if i in direct]
+    added = [relayed[i][0] - direct[i][0] for i in both]
+    kernel_added = [relayed[i][1] - direct[i][1] for i in both if relayed[i][1] and direct[i][1]]
+    latency = [read for read, _ in relayed.values()]
     return Run(rate, int(out[0]), float(out[1]), got, len(direct), pct(latency, .5), pct(latency, .99),
-               pct(added, .5), pct(added, .99), cpu / got * 10000 if got else float("nan"))
+               pct(added, .5), pct(added, .99), cpu / got * 10000 if got else float("nan"),
+               pct(kernel_added, .5), pct(kernel_added, .99))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             runs += [one_run(lab, gw.proc.pid, sender, far, near, rate, repeat * len(rates) + i, idle)
                      for i, rate in enumerate(rates)]
     print("| rate/s | sent | relayed copies received | lost | baseline lost | p50 µs | p99 µs | added p50 µs"
-          " | added p99 µs | CPU s per 10,000 copies |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          " | added p99 µs | kernel added p50 µs | kernel added p99 µs | CPU s per 10,000 copies |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for rate in rates:
         mine = [r for r in runs if r.rate == rate]
 
@@ -200,12 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {rate} | {mine[0].sent} | {med([r.got for r in mine]):.0f} | {med([r.lost for r in mine]):.0f} "
               f"| {med([r.sent - r.baseline_got for r in mine]):.0f} | {med([r.p50 for r in mine]):.0f} "
               f"| {med([r.p99 for r in mine]):.0f} | {med([r.added_p50 for r in mine]):.0f} "
-              f"| {med([r.added_p99 for r in mine]):.0f} | {med([r.cpu_per_10k for r in mine]):.3f} |")
+              f"| {med([r.added_p99 for r in mine]):.0f} | {med([r.kernel_added_p50 for r in mine]):.0f} "
+              f"| {med([r.kernel_added_p99 for r in mine]):.0f} | {med([r.cpu_per_10k for r in mine]):.3f} |")
     print(f"\nMedians of {args.repeat} interleaved runs; loxgw idle: {idle * 1000:.1f} ms CPU per second (subtracted)."
-          " Every run (rate: lost, added p50/p99 µs, CPU s/10k):")
+          " Every run (rate: lost, added p50/p99 µs, kernel added p50/p99 µs, CPU s/10k):")
     for r in runs:
         print(f"- {r.rate}/s (sent in {r.send_seconds:.2f} s): lost {r.lost} (baseline {r.sent - r.baseline_got}), "
-              f"added {r.added_p50:.0f}/{r.added_p99:.0f}, CPU {r.cpu_per_10k:.3f}")
+              f"added {r.added_p50:.0f}/{r.added_p99:.0f}, kernel added {r.kernel_added_p50:.0f}/"
+              f"{r.kernel_added_p99:.0f}, CPU {r.cpu_per_10k:.3f}")
     return 0
 
 

@@ -241,7 +241,7 @@ def cmd_run(args: Arguments) -> int:
 
     config = _load(args.config)
     logs.setup_logging(config.main.log_level, split_streams=args.log_streams)
-    # Until the daemon's own handlers are in (once every service started), SIGTERM unwinds like
+    # Until the event loop runs (Daemon.run then cancels its start-up instead), SIGTERM unwinds like
     # SIGINT: the declaration begun below is taken back on the way out, not left in the kernel.
     signal.signal(signal.SIGTERM, _stop_starting)
     first = boot.Boot(config)
@@ -253,7 +253,12 @@ def cmd_run(args: Arguments) -> int:
     except BaseException:
         first.firewall.close()  # nothing stays half-configured: the declaration is taken back
         raise
-    code: int = asyncio.run(running.run())
+    try:
+        code: int = asyncio.run(running.run())
+    except BaseException:
+        if not running.way_down_began:  # stopped before the daemon's own way down: take it back here
+            first.firewall.close()
+        raise
     return code
 
 

@@ -71,6 +71,8 @@ class Daemon:
         self.started = clock.now()
         self.last_error: str | None = None
         self._stop = asyncio.Event()
+        self._stopping_start_up = False
+        self.way_down_began = False  # cli.cmd_run takes the declaration back itself if run() never got this far
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()
         self.dns = self.boot.dns
@@ -215,9 +217,20 @@ class Daemon:
             changed.clear()
             self.check_firewall()
 
+    def _stop_start_up(self, starting: asyncio.Task[Any] | None) -> None:
+        """SIGTERM or SIGINT before every service started: cancel the start-up where it awaits (once)."""
+        if not self._stopping_start_up and starting is not None:
+            self._stopping_start_up = True
+            starting.cancel()
+
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
         loop = asyncio.get_running_loop()
+        # Until the daemon's own handlers are in, a stop cancels the start-up at an await (never inside
+        # a callback, as a signal handler raising in the main thread could), and the way down below
+        # takes back whatever is in.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop_start_up, asyncio.current_task())
         guard = LoopGuard.from_environment(loop)
         gcpause.install()
         socket_path = self.config.main.status_socket
@@ -272,7 +285,11 @@ class Daemon:
             self.intercom.read_open_sessions()
             self.relay.move_copies_to_kernel()
             await self._stop.wait()
+        except asyncio.CancelledError:
+            if not self._stopping_start_up:
+                raise
         finally:
+            self.way_down_began = True
             if watcher is not None:
                 watcher.cancel()
             for task in list(self._tasks):

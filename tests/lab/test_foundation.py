@@ -123,22 +123,30 @@ def test_standalone_policy_and_lifecycle(lab: Lab) -> None:
     assert gw.cli("status", check=False).returncode == 1
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03, 0.08])
+@pytest.mark.parametrize("delay", [0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08])
 def test_sigterm_during_start_up_leaves_nothing_in_the_kernel(lab: Lab, delay: float) -> None:
     """Stopped moments after its table appeared (the declaration begun, services starting or not yet):
-    exit 0, and neither the table, the relay's netdev table nor the xtables DNS rules stay."""
+    exit 0 (not a hang: a signal handler that raised inside an event-loop callback once left a waiter
+    unresolved, about one start in fifty), and neither the table, the relay's netdev table nor the
+    xtables DNS rules stay. Three starts per delay."""
     relay = "\nconfig relay\n\tlist zone 'iot'\n\tlist zone 'lan'\n"
-    gw = Loxgw(lab, extra=relay).launch()
-    assert gw.proc is not None
-    wait_for(lambda: table_exists(lab), 10, "the first declaration", interval=0.002)
-    time.sleep(delay)
-    gw.proc.send_signal(signal.SIGTERM)
-    assert gw.proc.wait(timeout=20) == 0, gw.log()
-    assert "Traceback" not in gw.log()  # every service closed cleanly, however far it had started
-    tables = lab.run(lab.ns_router, "nft", "list", "tables").stdout
-    assert "loxgw" not in tables, (tables, gw.log())
-    mangle = lab.run(lab.ns_router, "iptables-nft-save", "-t", "mangle").stdout
-    assert "LOXGW" not in mangle, mangle
+    for attempt in range(3):
+        gw = Loxgw(lab, extra=relay, name=f"loxgw{attempt}").launch()
+        assert gw.proc is not None
+        wait_for(lambda: table_exists(lab), 10, "the first declaration", interval=0.002)
+        time.sleep(delay)
+        gw.proc.send_signal(signal.SIGTERM)
+        try:
+            code = gw.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            gw.proc.kill()
+            pytest.fail(f"loxgw did not stop within 20 s of SIGTERM:\n{gw.log()}")
+        assert code == 0, gw.log()
+        assert "Traceback" not in gw.log()  # every service closed cleanly, however far it had started
+        tables = lab.run(lab.ns_router, "nft", "list", "tables").stdout
+        assert "loxgw" not in tables, (tables, gw.log())
+        mangle = lab.run(lab.ns_router, "iptables-nft-save", "-t", "mangle").stdout
+        assert "LOXGW" not in mangle, mangle
 
 
 def test_golden_rulesets_load(lab: Lab) -> None:

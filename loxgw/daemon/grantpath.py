@@ -49,12 +49,13 @@ class GrantPath:
         """Inspect the packet and put its grants in the kernel: the part the held answer must wait for."""
         return self._insert(self._inspect(packet, role))
 
-    def process_all(self, packets: Iterable[tuple[bytes, ZoneRole]]) -> None:
+    def process_all(self, packets: Iterable[tuple[bytes, ZoneRole]], settle: bool = True) -> list[Grant]:
         """Packets read together (NFLOG copies), in order; their grants go in as one netlink batch.
 
         One batch costs the kernel one commit instead of one per answer. A
         grant for the same entry twice keeps the later one: an element may
-        appear only once in a batch.
+        appear only once in a batch. `settle=False`: the caller settles the
+        grants returned, once what waits for them has gone on.
         """
         pending: dict[tuple[object, object, object], Grant] = {}
         for packet, role in packets:
@@ -62,8 +63,9 @@ class GrantPath:
                 pending.pop(grant[:3], None)
                 pending[grant[:3]] = grant
         grants = self._insert(list(pending.values()))
-        if grants:
+        if grants and settle:
             self.settle(grants)
+        return grants
 
     def _inspect(self, packet: bytes, role: ZoneRole) -> list[Grant]:
         try:

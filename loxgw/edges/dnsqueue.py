@@ -35,6 +35,7 @@ from typing import Any
 from netfilterqueue import NetfilterQueue
 
 from loxgw.core.config import ZoneRole
+from loxgw.core.dns import Grant
 from loxgw.core.dnsinspect import DnsInspector
 from loxgw.core.dnsledger import GrantLedger
 from loxgw.core.errors import KernelError
@@ -115,7 +116,7 @@ class DnsQueue(GrantPath):
 
     def _serve(self) -> None:
         poller = select.poll()
-        runners: dict[int, Callable[[], None]] = {}
+        runners: dict[int, Callable[[], object]] = {}
         for nfq in self.queues:
             runners[nfq.get_fd()] = functools.partial(nfq.run, block=False)
         for fd in (*runners, self._wake_r):
@@ -146,38 +147,46 @@ class DnsQueue(GrantPath):
                 with self.lock:
                     self._guarded(runners[fd])
 
-    def _guarded(self, run: Callable[[], None]) -> None:
+    def _guarded(self, run: Callable[[], object]) -> None:
         try:
             run()
         except Exception as exc:  # the thread must live on: count, log, carry on
             self._failed(exc)
 
-    def read_copies(self) -> None:
-        """Handle every DNS copy the kernel has delivered (NFLOG); a no-op without NFLOG."""
+    def read_copies(self, settle: bool = True) -> list[Grant]:
+        """Handle every DNS copy the kernel has delivered (NFLOG); a no-op without NFLOG. `settle=False`:
+        the grants returned are settled by the caller (after the held packet went on)."""
         if self.copies is None:
-            return
+            return []
         try:
             copies = self.copies.read()
         except KernelError as exc:
             self._failed(exc)
-            return
-        self.process_all((packet, "clients" if prefix == COPY_PREFIX["clients"] else "devices")
-                         for prefix, packet in copies)
+            return []
+        return self.process_all(((packet, "clients" if prefix == COPY_PREFIX["clients"] else "devices")
+                                 for prefix, packet in copies), settle)
 
     def _release(self, pkt: Any) -> None:
-        """A held first packet: the grants of every answer copied so far go in, then it goes on."""
+        """A held first packet: the grants of every answer copied so far go in, then it goes on.
+
+        The kernel took the grants when their batch was sent (nfnetlink runs a batch inside the
+        send): reading its acknowledgements waits until the packet has gone on.
+        """
+        grants: list[Grant] = []
         try:
-            self.read_copies()
+            grants = self.read_copies(settle=False)
         finally:
             pkt.set_mark(pkt.get_mark() & ~HOLD_MARK)
             pkt.accept()
             self.held += 1
+        if grants:
+            self.settle(grants)
 
     def _handle(self, pkt: Any, role: ZoneRole) -> None:
-        grants = []
+        grants: list[Grant] = []
         try:
-            self.read_copies()
-            grants = self.grant(pkt.get_payload(), role)
+            grants = self.read_copies(settle=False)
+            grants += self.grant(pkt.get_payload(), role)
         finally:
             pkt.accept()  # the grants are in the kernel by now; the rest is bookkeeping
         if grants:

@@ -1,4 +1,4 @@
-"""The inline DNS path's own netlink message: the queue's fail-open flag, against pyroute2's encoding."""
+"""The inline DNS path: its fail-open message (against pyroute2's encoding), a held packet's release."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import socket
 from pyroute2.netlink import NLM_F_REQUEST
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_QUEUE, nfgen_msg
 
-from loxgw.edges.dnsqueue import NFQA_CFG_F_FAIL_OPEN, NFQNL_MSG_CONFIG, fail_open_message
+from loxgw.core.dns import Grant, Limits
+from loxgw.core.dnsinspect import DnsInspector
+from loxgw.core.dnsledger import GrantLedger
+from loxgw.core.firewall import HOLD_MARK
+from loxgw.edges.dnsqueue import NFQA_CFG_F_FAIL_OPEN, NFQNL_MSG_CONFIG, DnsQueue, fail_open_message
+from tests.unit.core.test_dns import POLICIES
+from tests.unit.daemon.test_grantpath import exchange
 
 
 class _QueueConfig(nfgen_msg):  # type: ignore[misc]  # pyroute2 is untyped
@@ -27,3 +33,60 @@ def test_the_fail_open_message_is_the_bytes_pyroute2_encodes() -> None:
         msg["header"]["flags"] = NLM_F_REQUEST
         msg.encode()
         assert fail_open_message(queue_num) == bytes(msg.data)
+
+
+class _Events:
+    """What the held packet's release did, in order: the writer's and the packet's calls."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def add(self, grants: list[Grant], drain: bool = True) -> int:
+        self.seen.append(f"add {len(grants)} drain={drain}")
+        return len(grants)
+
+    def drain_errors(self) -> int:
+        self.seen.append("drain")
+        return 0
+
+
+class _Copies:
+    def __init__(self, copies: list[tuple[str, bytes]]) -> None:
+        self.copies = copies
+
+    def read(self) -> list[tuple[str, bytes]]:
+        copies, self.copies = self.copies, []
+        return copies
+
+
+class _HeldPacket:
+    def __init__(self, events: _Events) -> None:
+        self.events = events
+        self.mark = HOLD_MARK | 0x10
+
+    def get_mark(self) -> int:
+        return self.mark
+
+    def set_mark(self, mark: int) -> None:
+        self.mark = mark
+
+    def accept(self) -> None:
+        self.events.seen.append(f"accept mark={self.mark:#x}")
+
+
+def test_a_held_packet_goes_on_once_its_grants_are_sent_and_their_acknowledgements_are_read_after() -> None:
+    events = _Events()
+    copies = [("loxgw-devices", packet) for packet, _ in exchange("dyndns.loxonecloud.com", 7, "198.51.100.7")]
+    queue = DnsQueue(DnsInspector(POLICIES, Limits()), events, GrantLedger(), lambda: 10.0,  # type: ignore[arg-type]
+                     _Copies(copies))  # type: ignore[arg-type]
+    try:
+        queue._release(_HeldPacket(events))
+        grants = events.seen[0]
+        assert grants.startswith("add ") and grants.endswith("drain=False") and grants != "add 0 drain=False"
+        assert events.seen[1:] == ["accept mark=0x10", "drain"]  # the hold mark is cleared; acks read last
+        assert queue.held == 1
+        queue._release(_HeldPacket(events))  # nothing copied since: no batch, no acknowledgement to read
+        assert events.seen[3:] == ["accept mark=0x10"]
+    finally:
+        queue.copies = None
+        queue.close()

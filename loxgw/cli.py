@@ -230,6 +230,11 @@ def _stop_starting(signum: int, frame: object) -> None:
 
 
 def cmd_run(args: Arguments) -> int:
+    config = _load(args.config)
+    if config.main.enabled and config.main.dns_mode == "inline":
+        from loxgw.edges import queue
+
+        queue.check_native_queue_early()  # a wait on the kernel, beside the imports below
     # The daemon speaks no TLS, and OpenWrt's loxgw does not depend on python3-openssl, so there
     # asyncio runs without ssl. Elsewhere asyncio imports it when it can: 10-25 ms of start-up CPU
     # (libssl, libcrypto and ssl.py's enums), a tenth of a second or more on a router's CPU.
@@ -239,7 +244,6 @@ def cmd_run(args: Arguments) -> int:
 
     from loxgw.daemon import boot, logs
 
-    config = _load(args.config)
     logs.setup_logging(config.main.log_level, split_streams=args.log_streams)
     # Until the event loop runs (Daemon.run then cancels its start-up instead), SIGTERM unwinds like
     # SIGINT: the declaration begun below is taken back on the way out, not left in the kernel.

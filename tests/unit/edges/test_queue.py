@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Sequence
 
 import pytest
@@ -148,3 +149,31 @@ def test_the_queue_check_is_table_chain_and_rule_of_the_probe_table() -> None:
     assert table[2] == bytes.fromhex("10000100") + b"loxgw_probe\0"
     assert chain[2] == bytes.fromhex("10000100") + b"loxgw_probe\0" + bytes.fromhex("06000300") + b"c\0\0\0"
     assert rule[2].endswith(bytes.fromhex("08000480") + b"EXPR")
+
+
+def test_an_early_native_queue_check_answers_the_next_choice_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def supported() -> bool:
+        asked.append(threading.current_thread().name)
+        return True
+
+    monkeypatch.setattr(queue, "native_queue_supported", supported)
+    queue.check_native_queue_early()
+    queue.check_native_queue_early()  # one check in flight at a time
+    assert queue.choose_mode("inline") == "nft"
+    assert asked == ["loxgw-queue-check"]  # asked in its thread, before the choice needed it
+    assert queue.choose_mode("inline") == "nft"  # a later choice (a reload) asks again, here
+    assert asked == ["loxgw-queue-check", "MainThread"]
+    assert queue.choose_mode("passive") == "passive" and len(asked) == 2
+
+
+def test_an_early_check_that_failed_fails_the_choice_as_the_check_would() -> None:
+    def broken() -> bool:
+        raise PermissionError(1, "Operation not permitted")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(queue, "native_queue_supported", broken)
+        queue.check_native_queue_early()
+        with pytest.raises(PermissionError):
+            queue.choose_mode("inline")

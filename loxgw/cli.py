@@ -261,6 +261,8 @@ def cmd_run(args: Arguments) -> int:
         code: int = asyncio.run(running.run())
     except BaseException:
         if not running.way_down_began:  # stopped before the daemon's own way down: take it back here
+            for sig in (signal.SIGTERM, signal.SIGINT):  # and let no second signal cut that short
+                signal.signal(sig, signal.SIG_IGN)
             first.firewall.close()
         raise
     return code

@@ -3,9 +3,9 @@
 Why not `@dataclass(frozen=True)` alone: Python 3.11's dataclasses compile
 every method they generate from source, with an `exec` each: __init__,
 __repr__, __eq__, __hash__, __setattr__ and __delattr__, ~0.8 ms a class
-here. The daemon imports about sixty such classes before it is ready, ~50 ms
-of its ~290 ms start-up CPU (bench.router_class), ten to twenty times that
-on a router's CPU. A record lets dataclasses generate __init__ alone (its
+here. The daemon imports 54 such classes before it is ready, ~50 ms of its
+~290 ms start-up CPU (bench.router_class), ten to twenty times that on a
+router's CPU. A record lets dataclasses generate __init__ alone (its
 signature, defaults and __post_init__ are dataclasses' own) and takes the
 rest from closures built here, which need no compiling: ~0.2 ms a class.
 
@@ -14,7 +14,9 @@ compares the two): fields are set once, by __init__; assigning or deleting a
 field afterwards raises dataclasses.FrozenInstanceError; equality is
 field-wise between instances of the same class; equal records hash alike;
 repr shows the fields. dataclasses.replace, fields and asdict work as on
-any dataclass.
+any dataclass. What a record would do differently it refuses when the class
+is made: fields with init=False or hash=..., a dataclass base. (A dataclass
+must not subclass a record either: dataclasses take it for a mutable one.)
 """
 
 from __future__ import annotations
@@ -36,12 +38,25 @@ def record(cls: type[T], /) -> type[T]:
     (an exception per field), which costs more per instance than a frozen
     dataclass; the few slotted classes stay `@dataclass(frozen=True, slots=True)`.
     """
+    if any(dataclasses.is_dataclass(base) for base in cls.__mro__[1:]):
+        raise TypeError(f"record {cls.__qualname__}: a dataclass base is not supported")
     built = dataclasses.dataclass(cls, repr=False, eq=False)
     fields = dataclasses.fields(built)  # type: ignore[arg-type]
+    for f in fields:
+        if not f.init or f.hash is not None:
+            raise TypeError(f"record {cls.__qualname__}: field {f.name} with init=False or hash= is not supported")
     names = frozenset(f.name for f in fields)
     compared = tuple(f.name for f in fields if f.compare)
     shown = tuple(f.name for f in fields if f.repr)
-    key: Callable[[Any], Any] = operator.attrgetter(*compared) if compared else (lambda self: ())
+    # Always a tuple, as the dataclass compares and hashes (a lone NaN still equals itself).
+    key: Callable[[Any], Any]
+    if len(compared) > 1:
+        key = operator.attrgetter(*compared)
+    elif compared:
+        single = operator.attrgetter(compared[0])
+        key = lambda self: (single(self),)  # noqa: E731 - one closure per class
+    else:
+        key = lambda self: ()  # noqa: E731
 
     def __eq__(self: Any, other: Any) -> Any:
         if other.__class__ is self.__class__:
@@ -72,12 +87,13 @@ def record(cls: type[T], /) -> type[T]:
             raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
         object.__delattr__(self, name)
 
-    own = built.__dict__
+    own = dict(built.__dict__)  # the class's own methods, before any of these is set
     for method in (__eq__, __repr__, __setattr__, __delattr__):
         if method.__name__ not in own:  # a class's own method wins, as with dataclasses
             method.__qualname__ = f"{built.__qualname__}.{method.__name__}"
             setattr(built, method.__name__, method)
-    if own.get("__hash__") is None:  # None: what `class` sets beside an __eq__ of its own
+    # No __hash__ of its own, or the None `class` sets beside an __eq__ of its own; a None set alone stays.
+    if "__hash__" not in own or (own["__hash__"] is None and "__eq__" in own):
         __hash__.__qualname__ = f"{built.__qualname__}.__hash__"
         built.__hash__ = __hash__  # type: ignore[method-assign]
     return built

@@ -238,16 +238,17 @@ class Daemon:
         assert self.boot.declared is not None and self.boot.probed is not None
         # The address dump waits on the kernel, not the CPU: a thread runs it beside the declaration.
         reading = self._start_reading_other_hosts()
-        # Whatever fails or stops it on the way up (SIGTERM: cli.cmd_run), the way down below runs:
-        # nothing stays half-configured.
+        # Whatever fails or stops it on the way up, the way down below runs: nothing stays
+        # half-configured. Work in threads is shielded from a stop and waited for on the way down.
         watch: Any = None
         watcher: asyncio.Task[None] | None = None
-        restored = False  # until the saved entries are back in, saving would overwrite them
+        probed = asyncio.wrap_future(self.boot.probed)
+        restore: asyncio.Future[int] | None = None  # until the saved entries are back in, saving would overwrite them
         try:
             try:
                 await asyncio.wrap_future(self.boot.declared)
             finally:
-                await asyncio.wrap_future(self.boot.probed)
+                await asyncio.shield(probed)
                 await self._take_other_hosts(reading)
             # Open the set writer now: its first use probes the kernel, which must not stall the event
             # loop later (the relay's first answer pinhole used to pay for it).
@@ -255,8 +256,8 @@ class Daemon:
             # Up to 65,536 entries each (seconds of work): in a thread, so the loop guard and the
             # services started so far keep running.
             adopted = await asyncio.to_thread(self.dns.adopt_kernel_entries) if self.boot.left_by_earlier_run else 0
-            put_back = await asyncio.to_thread(self.dns.restore_saved_entries)
-            restored = True
+            restore = loop.run_in_executor(None, self.dns.restore_saved_entries)
+            put_back = await asyncio.shield(restore)
             if adopted or put_back:
                 log.info("DNS entries: %d adopted from the kernel, %d restored from %s", adopted, put_back,
                          self.dns.state_path)
@@ -281,15 +282,23 @@ class Daemon:
                 guard.start()
             log.info("running: firewall %s, table inet %s, dns %s (%s), status on %s", self.mode,
                      self.config.main.table, self.config.main.dns_mode, self.dns.queue_mode, socket_path)
-            # Work that may follow readiness waits for it: a router's CPU goes to start-up first.
+            # Work that may follow readiness waits for it: a router's CPU goes to start-up first. (The
+            # intercom's dumps walk every conntrack bucket, once per port: 13 ms each here; the relay's
+            # netdev table is an `nft -f`, and Python copies until it is in.)
             self.intercom.read_open_sessions()
             self.relay.move_copies_to_kernel()
             await self._stop.wait()
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as stop:
             if not self._stopping_start_up:
                 raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]  # the stop asked for: handled
+            if isinstance(stop.__context__, Exception):  # the start-up failed as the stop came
+                logs.log_failure(log, "starting", stop.__context__)
         finally:
             self.way_down_began = True
+            self._stopping_start_up = True  # a signal now cannot cut the way down short
+            await _settled(probed, restore)
+            restored = restore is not None and not restore.cancelled() and restore.exception() is None
             if watcher is not None:
                 watcher.cancel()
             for task in list(self._tasks):
@@ -304,6 +313,13 @@ class Daemon:
                 on_loop(self.dns.close, loop)])
             log.info("stopped")
         return 0
+
+
+async def _settled(*work: asyncio.Future[Any] | None) -> None:
+    """Wait until each of these (start-up work in threads) has ended, however it ended."""
+    running = [future for future in work if future is not None and not future.done()]
+    if running:
+        await asyncio.wait(running)
 
 
 async def _each(where: str, steps: list[Callable[[], object] | None]) -> None:

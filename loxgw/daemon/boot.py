@@ -13,6 +13,7 @@ creation of dataclasses), the declaration ~50 ms of `nft -f` and
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import stat
@@ -115,9 +116,13 @@ def in_thread(work: Callable[[], T], name: str) -> concurrent.futures.Future[T]:
 
     def run() -> None:
         try:
-            future.set_result(work())
+            result = work()
         except BaseException as exc:  # handed to whoever waits for it
-            future.set_exception(exc)
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # a waiter that gave up
+                future.set_exception(exc)
+            return
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            future.set_result(result)
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return future

@@ -21,7 +21,6 @@ from loxgw.daemon.logs import log_failure
 log = logging.getLogger("loxgw")
 
 
-
 class GrantPath:
     """Turns DNS packets into set elements; counts what it inserted and what went wrong."""
 

@@ -121,7 +121,7 @@ class IntercomService:
     # --- lifecycle ---------------------------------------------------------------
 
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Subscribe to conntrack events, then read the subnets and the sessions already open."""
+        """Subscribe to conntrack events and read the clients zones' subnets (open sessions: read_open_sessions)."""
         self._loop = loop
         if not self.listen:
             return
@@ -145,10 +145,10 @@ class IntercomService:
         self._kick()
 
     def read_open_sessions(self) -> None:
-        """Read the sessions open before loxgw started, once it is ready (a dump per port walks every
-        conntrack bucket: 13 ms each here, CPU a router's start-up needs first; new ones are events)."""
-        self._work.hold_resync, self._work.resync = False, True
-        self._kick()
+        """Read the sessions open before loxgw started, once it is ready (see Daemon.run); new ones are events."""
+        if self.events is not None:  # listening
+            self._work.hold_resync, self._work.resync = False, True
+            self._kick()
 
     def _open_writer(self) -> None:
         if self.writer is None:

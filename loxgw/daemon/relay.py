@@ -139,8 +139,8 @@ class RelayService:
                 sockets.close(loop)
                 raise KernelError(f"relay {section.name}: opening sockets", exc.errno, exc.strerror or "") from exc
             self.relays.append(run)
-            # Copies start in Python at once; the kernel takes them over when its table is in (about
-            # one `nft` run later), so start-up and readiness do not wait for it.
+            # Copies start in Python at once; the kernel takes them over once the daemon is ready
+            # (move_copies_to_kernel) and the table is in, so start-up and readiness do not wait for it.
             self.paths.reconcile_soon(run)
             log.info("relay %s: ports %s between %s, copies in %s (%s)", section.name,
                      ",".join(str(p) for p in ports), ", ".join(names), run.path,

@@ -126,3 +126,45 @@ def test_a_record_that_contains_itself_repr_does_not_recurse() -> None:
     box = Box([])
     box.items.append(box)
     assert repr(box).endswith("Box(items=[...])")
+
+
+def test_a_one_field_record_compares_and_hashes_as_a_one_field_dataclass() -> None:
+    @record
+    class Port:
+        value: float
+
+    @dataclass(frozen=True)
+    class FrozenPort:
+        value: float
+
+    nan = float("nan")
+    assert (Port(nan) == Port(nan)) == (FrozenPort(nan) == FrozenPort(nan))  # the same NaN object: equal
+    assert hash(Port(7.0)) == hash(FrozenPort(7.0)) and Port(7.0) != Port(8.0)
+
+
+def test_what_a_record_would_do_differently_is_refused_when_the_class_is_made() -> None:
+    with pytest.raises(TypeError, match="init=False"):
+        @record
+        class Later:
+            a: int
+            b: int = field(init=False, default=0)
+    with pytest.raises(TypeError, match="hash="):
+        @record
+        class Partly:
+            a: int
+            b: list[int] = field(hash=False, default_factory=list)
+    with pytest.raises(TypeError, match="dataclass base"):
+        @record
+        class Child(FrozenGrant):
+            extra: int = 0
+
+
+def test_a_record_that_says_it_is_unhashable_stays_so() -> None:
+    @record
+    class Unhashable:
+        a: int
+        __hash__ = None  # type: ignore[assignment]
+
+    assert Unhashable(1) == Unhashable(1)
+    with pytest.raises(TypeError):
+        hash(Unhashable(1))

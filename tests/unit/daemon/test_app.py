@@ -287,3 +287,45 @@ def test_status_human_format_shows_zones() -> None:
     )
     assert "iot          devices  br-iot cloud" in text
     assert "ruleset_applies" in text
+
+
+def test_a_stop_during_the_restore_of_saved_entries_waits_for_it_and_saves_them_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM while the saved DNS entries go back in: the restore (a thread) ends first, and the way down
+    saves what it put back before the table goes, so the entries outlive the stop."""
+    import os
+    import signal
+    import time
+    import types
+
+    from loxgw.daemon import dnsentries
+
+    cfg, sock = tmp_path / "loxgw", tmp_path / "run" / "status.sock"
+    write_config(cfg, sock)
+    kernel = FakeKernel()
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    events: list[str] = []
+    monkeypatch.setattr(dnsentries, "read_state", lambda *a: ["saved grant"] * 3)
+    monkeypatch.setattr(dnsentries, "remove_state", lambda path: events.append("state file removed"))
+
+    def reinsert(grants: list[object], source: str) -> object:
+        time.sleep(0.3)  # tens of thousands of entries take seconds
+        events.append("kernel took the entries" if "loxgw" in kernel.tables else "table gone")
+        return types.SimpleNamespace(restored=3, wanted=3, refused=0, seconds=0.3, error="")
+
+    monkeypatch.setattr(d.dns, "reinsert", reinsert)
+    monkeypatch.setattr(d.dns, "save_entries", lambda: events.append("entries saved"))
+    close = d.firewall.close
+
+    def close_firewall() -> None:
+        events.append("table removed")
+        close()
+
+    monkeypatch.setattr(d.firewall, "close", close_firewall)
+
+    async def main() -> int:
+        asyncio.get_running_loop().call_later(0.1, os.kill, os.getpid(), signal.SIGTERM)  # mid-restore
+        return await d.run()
+
+    assert asyncio.run(main()) == 0
+    assert events == ["kernel took the entries", "state file removed", "entries saved", "table removed"]

@@ -13,14 +13,12 @@ creation of dataclasses), the declaration ~50 ms of `nft -f` and
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import logging
 import os
 import stat
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from loxgw.core import devices
 from loxgw.core.config import Config, DnsMode, FirewallMode
@@ -30,9 +28,9 @@ from loxgw.daemon.dns import DnsPorts, DnsService, SetWriter, _open_dns_copies, 
 from loxgw.daemon.firewall import Desired, ElementKernel, FirewallService
 from loxgw.daemon.queuerules import QueueRules
 from loxgw.edges import netifd, nft, nftset, queue, status
+from loxgw.edges.threads import in_thread
 
 log = logging.getLogger("loxgw")
-T = TypeVar("T")
 
 
 def resolve_firewall(mode: FirewallMode, fw4_present: bool) -> ResolvedFirewall:
@@ -108,24 +106,6 @@ def prepare_socket_path(path: str) -> None:
     except LoxgwError:
         pass
     raise LoxgwError(f"another loxgw is already running (it answers on {path})")
-
-
-def in_thread(work: Callable[[], T], name: str) -> concurrent.futures.Future[T]:
-    """`work` in a thread of its own (no event loop runs yet); its result or error in the future."""
-    future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-    def run() -> None:
-        try:
-            result = work()
-        except BaseException as exc:  # handed to whoever waits for it
-            with contextlib.suppress(concurrent.futures.InvalidStateError):  # a waiter that gave up
-                future.set_exception(exc)
-            return
-        with contextlib.suppress(concurrent.futures.InvalidStateError):
-            future.set_result(result)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return future
 
 
 class Boot:

@@ -20,7 +20,6 @@ import os
 import shutil
 import struct
 import subprocess
-import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from loxgw.core.config import DnsMode
@@ -30,6 +29,7 @@ from loxgw.core.firewall import QueueMode
 from loxgw.core.record import record
 from loxgw.core.xtables import NOTHING, Mangle, chain_args, expected, parse_save, removal_script, restore_script
 from loxgw.edges import nft
+from loxgw.edges.threads import in_thread
 
 FAMILIES = (4, 6)
 PROBE_TABLE = "loxgw_probe"
@@ -109,18 +109,8 @@ def check_native_queue_early() -> None:
     modprobe for it first (7-22 ms here, for 1 ms of CPU). `loxgw run` starts it before its own
     imports, which then run meanwhile.
     """
-    if _early_checks:
-        return
-    check: concurrent.futures.Future[bool] = concurrent.futures.Future()
-
-    def run() -> None:
-        try:
-            check.set_result(native_queue_supported())
-        except BaseException as exc:  # handed to choose_mode, which raises it where the check would have
-            check.set_exception(exc)
-
-    threading.Thread(target=run, name="loxgw-queue-check", daemon=True).start()
-    _early_checks.append(check)
+    if not _early_checks:
+        _early_checks.append(in_thread(native_queue_supported, "loxgw-queue-check"))
 
 
 def choose_mode(dns_mode: DnsMode) -> QueueMode:

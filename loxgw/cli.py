@@ -257,6 +257,14 @@ def cmd_run(args: Arguments) -> int:
     except BaseException:
         first.firewall.close()  # nothing stays half-configured: the declaration is taken back
         raise
+
+    def remember_stop(signum: int, frame: object) -> None:
+        running.stop_asked = True
+
+    # Until Daemon.run puts the loop's own handlers in, a stop is remembered, not raised: raised inside
+    # asyncio.run's making of the loop, it left a half-built loop (and a traceback) behind.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, remember_stop)
     try:
         code: int = asyncio.run(running.run())
     except BaseException:

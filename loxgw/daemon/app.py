@@ -72,6 +72,7 @@ class Daemon:
         self.last_error: str | None = None
         self._stop = asyncio.Event()
         self._stopping_start_up = False
+        self.stop_asked = False  # a SIGTERM/SIGINT before run() put its handlers in (cli.cmd_run remembers it)
         self.way_down_began = False  # cli.cmd_run takes the declaration back itself if run() never got this far
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()
@@ -231,6 +232,8 @@ class Daemon:
         # takes back whatever is in.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop_start_up, asyncio.current_task())
+        if self.stop_asked:
+            self._stop_start_up(asyncio.current_task())
         guard = LoopGuard.from_environment(loop)
         gcpause.install()
         socket_path = self.config.main.status_socket

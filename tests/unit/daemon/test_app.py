@@ -329,3 +329,16 @@ def test_a_stop_during_the_restore_of_saved_entries_waits_for_it_and_saves_them_
 
     assert asyncio.run(main()) == 0
     assert events == ["kernel took the entries", "state file removed", "entries saved", "table removed"]
+
+
+def test_a_stop_asked_before_run_put_its_handlers_in_stops_the_start_up_and_takes_the_table_back(
+        setup: tuple[Path, Path, FakeKernel]) -> None:
+    """`loxgw run` remembers a SIGTERM that arrives while asyncio.run makes the loop (raised there, it left
+    a half-built loop behind): run() then stops at its first await, exits 0 and leaves no table."""
+    cfg, sock, kernel = setup
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    d.stop_asked = True
+    assert asyncio.run(asyncio.wait_for(d.run(), 10)) == 0
+    assert d.way_down_began
+    assert "loxgw" not in kernel.tables
+    assert not sock.exists()  # it never got as far as serving status

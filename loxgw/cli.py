@@ -225,10 +225,6 @@ def cmd_explain(args: Arguments) -> int:
     return 0 if verdict.get("passes") else 1
 
 
-def _stop_starting(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
 def cmd_run(args: Arguments) -> int:
     config = _load(args.config)
     if config.main.enabled and config.main.dns_mode == "inline":
@@ -245,26 +241,21 @@ def cmd_run(args: Arguments) -> int:
     from loxgw.daemon import boot, logs
 
     logs.setup_logging(config.main.log_level, split_streams=args.log_streams)
-    # Until the event loop runs (Daemon.run then cancels its start-up instead), SIGTERM unwinds like
-    # SIGINT: the declaration begun below is taken back on the way out, not left in the kernel.
-    signal.signal(signal.SIGTERM, _stop_starting)
+    # Until Daemon.run puts the loop's own handlers in, a stop is remembered, not raised: raised at any
+    # bytecode, it once left a half-built event loop (a traceback, an unawaited Daemon.run) behind. The
+    # daemon stops at its first await, and its way down takes back the declaration begun below.
+    asked: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: asked.append(signum))
     first = boot.Boot(config)
     try:
         first.begin()  # the kernel takes the first declaration while the other services' modules load
         from loxgw.daemon import app as daemon
 
-        running = daemon.Daemon(config, boot=first)
+        running = daemon.Daemon(config, boot=first, stop_asked=asked)
     except BaseException:
         first.firewall.close()  # nothing stays half-configured: the declaration is taken back
         raise
-
-    def remember_stop(signum: int, frame: object) -> None:
-        running.stop_asked = True
-
-    # Until Daemon.run puts the loop's own handlers in, a stop is remembered, not raised: raised inside
-    # asyncio.run's making of the loop, it left a half-built loop (and a traceback) behind.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, remember_stop)
     try:
         code: int = asyncio.run(running.run())
     except BaseException:

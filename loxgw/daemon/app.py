@@ -61,8 +61,10 @@ CHANGE_SETTLE = 0.02
 class Daemon:
     """One running loxgw instance: the services and what connects them."""
 
-    def __init__(self, config: Config, ports: KernelPorts | None = None, boot: Boot | None = None) -> None:
-        """`boot`: the first step, begun already (`loxgw run`); else one is built here and begun by run()."""
+    def __init__(self, config: Config, ports: KernelPorts | None = None, boot: Boot | None = None,
+                 stop_asked: list[int] | None = None) -> None:
+        """`boot`: the first step, begun already (`loxgw run`); else one is built here and begun by run().
+        `stop_asked`: the signals that came before run() put its handlers in (`loxgw run` records them)."""
         self.boot = boot or Boot(config, ports)
         self.ports = self.boot.ports
         self.config = self.boot.config
@@ -72,7 +74,7 @@ class Daemon:
         self.last_error: str | None = None
         self._stop = asyncio.Event()
         self._stopping_start_up = False
-        self.stop_asked = False  # a SIGTERM/SIGINT before run() put its handlers in (cli.cmd_run remembers it)
+        self.stop_asked = stop_asked if stop_asked is not None else []
         self.way_down_began = False  # cli.cmd_run takes the declaration back itself if run() never got this far
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()

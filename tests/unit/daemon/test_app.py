@@ -336,8 +336,7 @@ def test_a_stop_asked_before_run_put_its_handlers_in_stops_the_start_up_and_take
     """`loxgw run` remembers a SIGTERM that arrives while asyncio.run makes the loop (raised there, it left
     a half-built loop behind): run() then stops at its first await, exits 0 and leaves no table."""
     cfg, sock, kernel = setup
-    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
-    d.stop_asked = True
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports(), stop_asked=[15])
     assert asyncio.run(asyncio.wait_for(d.run(), 10)) == 0
     assert d.way_down_began
     assert "loxgw" not in kernel.tables

@@ -271,12 +271,67 @@ def connect_records(names: int) -> dict[str, str]:
     return {f"f{i}.dyndns.loxonecloud.com": f"{CONNECT_NET}.{i // 250}.{i % 250 + 1}" for i in range(names)}
 
 
-def first_connections(lab: Lab, ns: str, names: int, rate: float = 50) -> tuple[dict[str, list[float]], int]:
-    """FIRST_CONNECT's times in ms (and the first's added time over the second's), failed connections."""
-    out = lab.run(ns, sys.executable, "-c", FIRST_CONNECT, str(names), str(rate), timeout=names + 120).stdout
+# argv: ingress interface, egress interface, TCP port. Prints "ready"; until its stdin closes, takes the
+# kernel's capture time (SO_TIMESTAMPNS) of every IPv4 SYN to the port as the router receives it and as
+# it sends it on; then prints, in ms, the router's forwarding time of each address's first SYN and of its
+# second: what a hold adds, without the client's, resolver's and server's scheduling around it.
+SYN_TIMES = r"""
+import json, select, socket, struct, sys
+ingress, egress, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+socks = {}
+for name in (ingress, egress):
+    # ETH_P_ALL: a socket bound to one protocol never sees what the host sends (dev_queue_xmit_nit)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20); s.setsockopt(socket.SOL_SOCKET, 35, 1)
+    s.bind((name, 3)); socks[s.fileno()] = (name, s)
+seen = {ingress: {}, egress: {}}
+print("ready", flush=True)
+poller = select.poll()
+for fd in (*socks, 0):
+    poller.register(fd, select.POLLIN)
+running = True
+while running:
+    for fd, _ in poller.poll():
+        if fd == 0:
+            running = False
+            continue
+        name, s = socks[fd]
+        data, ancillary, _, address = s.recvmsg(128, 64)
+        if address[1] != 0x0800 or len(data) < 40 or data[0] >> 4 != 4 or data[9] != 6:
+            continue
+        ihl = (data[0] & 15) * 4
+        sport, dport = struct.unpack_from("!HH", data, ihl)
+        if dport != port or data[ihl + 13] & 0x12 != 0x02:
+            continue
+        sec, nsec = struct.unpack_from("=qq", ancillary[0][2])
+        seen[name].setdefault((data[12:16], data[16:20], sport), sec + nsec / 1e9)
+by_address = {}
+for key in sorted(seen[ingress], key=seen[ingress].get):
+    if key in seen[egress]:
+        by_address.setdefault(key[1], []).append((seen[egress][key] - seen[ingress][key]) * 1e3)
+print(json.dumps({"first": [t[0] for t in by_address.values()],
+                  "again": [t[1] for t in by_address.values() if len(t) > 1]}))
+"""
+
+
+def first_connections(lab: Lab, ns: str, names: int, rate: float = 50,
+                      ingress: str = "br-iot") -> tuple[dict[str, list[float]], int]:
+    """FIRST_CONNECT's times in ms (and the first's added time over the second's), failed connections;
+    "router first"/"router again": the router's forwarding time of each SYN (SYN_TIMES), `ingress` to wan."""
+    sniffer = lab.popen(lab.ns_router, [sys.executable, "-c", SYN_TIMES, ingress, "wan", str(CONNECT_PORT)],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert sniffer.stdin is not None and sniffer.stdout is not None
+    assert sniffer.stdout.readline().strip() == b"ready"
+    try:
+        out = lab.run(ns, sys.executable, "-c", FIRST_CONNECT, str(names), str(rate), timeout=names + 120).stdout
+    finally:
+        sniffer.stdin.close()
+    forwarding = json.loads(sniffer.stdout.read())
+    sniffer.wait()
     result = json.loads(out)
     times = {k: [t * 1e3 for t in result[k]] for k in ("resolve", "first", "again")}
     times["added"] = [f - a for f, a in zip(times["first"], times["again"], strict=True)]
+    times["router first"], times["router again"] = forwarding["first"], forwarding["again"]
     return times, int(result["failed"])
 
 
@@ -395,7 +450,9 @@ def report(args: argparse.Namespace, results: Results, load: tuple[str, str]) ->
     print(f"| DNS first connection at 50 names/s ({len(c['first'])}): added (first - again, per name) "
           f"p50 / p99 | p99 <= 20 ms | {pct(c['added'], .5):.2f} / {pct(c['added'], .99):.2f} ms |")
     for kind, what in (("first", "first connection, right after the answer"),
-                       ("again", "second connection, on the grant"), ("resolve", "the resolve itself")):
+                       ("again", "second connection, on the grant"), ("resolve", "the resolve itself"),
+                       ("router first", "the router's forwarding of the first SYN (held)"),
+                       ("router again", "the router's forwarding of the second SYN")):
         print(f"| ... {what}: p50 / p99 / max | - | {pct(c[kind], .5):.2f} / {pct(c[kind], .99):.2f} / "
               f"{max(c[kind]):.2f} ms |")
     if results.connect_failed:

@@ -52,3 +52,23 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._sources)
+
+
+class TokenBucket:
+    """One bucket: `rate` tokens a second, at most `burst` kept; take() spends one if there is one."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._updated: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self._updated is not None:
+            tokens = self._tokens + (now - self._updated) * self.rate
+            self._tokens = tokens if tokens < self.burst else self.burst
+        self._updated = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True

@@ -8,6 +8,9 @@ delivered are read and their grants inserted, so a query is always known
 before its answer, and an answer's grants are in the kernel before the
 device's first packet meets the allow rules. Without NFLOG, queries and
 answers are queued, and an answer goes on only once its grants are in.
+Copies are read as they come while they come at most EAGER_READS a second:
+an answer's grants are then usually in, or going in, when the device's first
+packet arrives. Faster than that, they are read in batches (COPY_DELAY).
 
 Why a thread: the daemon's event loop also runs nft and iptables when the
 ruleset changes, for tens to hundreds of milliseconds; a held packet must not
@@ -40,6 +43,7 @@ from loxgw.core.dnsinspect import DnsInspector
 from loxgw.core.dnsledger import GrantLedger
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import COPY_PREFIX, HOLD_MARK
+from loxgw.core.relaylimit import TokenBucket
 from loxgw.daemon.grantpath import GrantPath
 from loxgw.edges.nflog import CopyLog
 from loxgw.edges.nft import NETLINK_NETFILTER, NLM_F_REQUEST, attr, message
@@ -55,10 +59,15 @@ NFNL_SUBSYS_QUEUE = 3
 NFQNL_MSG_CONFIG = 2
 NFQA_CFG_MASK, NFQA_CFG_FLAGS = 4, 5
 NFQA_CFG_F_FAIL_OPEN = 1
-# Seconds DNS copies may wait to be read when nothing needs them sooner. Measured with
-# bench.dns_latency: 5 ms batches raised p99 at 2,000 answers/s to 1.2 ms, 20 ms to 2 ms;
+# Seconds DNS copies may wait to be read when they come too fast to read each at once. Measured
+# with bench.dns_latency: 5 ms batches raised p99 at 2,000 answers/s to 1.2 ms, 20 ms to 2 ms;
 # 1-2 ms kept it near 0.7 ms with the same p50.
 COPY_DELAY = 0.002
+# Wake-ups a second that read copies as they come. Read at once, an answer's grants are usually in
+# (or being put in) when the device's first packet arrives, which then waits only for its verdict
+# (bench.dns_latency, 500 names/s: first connection p50 0.50 -> 0.32 ms); past this rate, reading
+# in batches keeps a flood of DNS from costing a wake-up per copy.
+EAGER_READS = 2000.0
 
 
 def fail_open(fd: int, queue_num: int) -> None:
@@ -86,9 +95,11 @@ class DnsQueue(GrantPath):
 
     def __init__(self, inspector: DnsInspector, writer: SetWriter, ledger: GrantLedger,
                  clock: Callable[[], float], copies: CopyLog | None = None,
-                 lock: threading.Lock | None = None, copy_delay: float = COPY_DELAY) -> None:
+                 lock: threading.Lock | None = None, copy_delay: float = COPY_DELAY,
+                 eager_reads: TokenBucket | None = None) -> None:
         super().__init__(inspector, writer, ledger, clock, lock)
         self.copy_delay = copy_delay
+        self.eager_reads = eager_reads or TokenBucket(EAGER_READS, EAGER_READS / 20)  # 50 ms of them at once
         self.queues: list[NetfilterQueue] = []
         self.copies = copies
         self._thread: threading.Thread | None = None
@@ -137,10 +148,10 @@ class DnsQueue(GrantPath):
             for fd, _ in events:
                 if fd == self._wake_r:
                     return
-                if fd == copies_fd and self.copy_delay > 0:
-                    # Copies are read in batches, copy_delay after the first one (or at once
-                    # when a held packet needs them): a DNS exchange in flight then shares no
-                    # CPU with loxgw, and a batch costs less than its copies one by one.
+                if fd == copies_fd and self.copy_delay > 0 and not self.eager_reads.take(time.monotonic()):
+                    # Too many to read each at once: copies are read in batches, copy_delay after
+                    # the first one (or at once when a held packet needs them). A batch costs less
+                    # than its copies one by one, and DNS in flight then shares less CPU with loxgw.
                     poller.unregister(copies_fd)
                     deadline = time.monotonic() + self.copy_delay
                     continue

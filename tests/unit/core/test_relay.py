@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from loxgw.core import relay, relaypeers, relaywire
 from loxgw.core.catalog import PortRange
 from loxgw.core.relay import AnswerWindow, DiscoveryAnswer, RateLimiter, Relay, RelayInterface, RelayPolicy
+from loxgw.core.relaylimit import TokenBucket
 
 IP = ipaddress.IPv4Address
 LAN = RelayInterface("br-lan", 3, IP("192.168.10.1"), IP("192.168.10.255"), role="clients", mac=b"\x02" * 6)
@@ -533,3 +534,12 @@ def test_a_broadcast_crosses_once_when_the_leaders_copy_comes_within_the_hold_of
             assert copies.get(payload) == 1, (i, plan[i])
         else:
             assert copies.get(payload) in (1, 2), (i, plan[i])
+
+
+def test_a_token_bucket_spends_its_burst_then_refills_at_its_rate_up_to_the_burst() -> None:
+    bucket = TokenBucket(rate=8.0, burst=3.0)  # times in binary fractions: exact sums
+    assert [bucket.take(100.0) for _ in range(4)] == [True, True, True, False]
+    assert not bucket.take(100.0625)  # half a token back
+    assert bucket.take(100.125)  # a whole one
+    assert not bucket.take(100.125)
+    assert [bucket.take(200.0) for _ in range(4)] == [True, True, True, False]  # a long pause: the burst, no more

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import time
+from collections.abc import Callable
 
 from pyroute2.netlink import NLM_F_REQUEST
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_QUEUE, nfgen_msg
@@ -11,6 +14,7 @@ from loxgw.core.dns import Grant, Limits
 from loxgw.core.dnsinspect import DnsInspector
 from loxgw.core.dnsledger import GrantLedger
 from loxgw.core.firewall import HOLD_MARK
+from loxgw.core.relaylimit import TokenBucket
 from loxgw.edges.dnsqueue import NFQA_CFG_F_FAIL_OPEN, NFQNL_MSG_CONFIG, DnsQueue, fail_open_message
 from tests.unit.core.test_dns import POLICIES
 from tests.unit.daemon.test_grantpath import exchange
@@ -90,3 +94,58 @@ def test_a_held_packet_goes_on_once_its_grants_are_sent_and_their_acknowledgemen
     finally:
         queue.copies = None
         queue.close()
+
+
+class _SignalledCopies:
+    """Copies the test hands in through a pipe, as the kernel's NFLOG socket would signal them."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        self.read_at: list[float] = []
+
+    def fileno(self) -> int:
+        return self._r
+
+    def arrive(self) -> None:
+        os.write(self._w, b"c")
+
+    def read(self) -> list[tuple[str, bytes]]:
+        if os.read(self._r, 4096):
+            self.read_at.append(time.monotonic())
+        return []
+
+    def close(self) -> None:
+        os.close(self._r)
+        os.close(self._w)
+
+
+def test_copies_are_read_as_they_come_until_the_eager_budget_is_spent_then_in_batches() -> None:
+    """Two eager reads in the budget (no refill): the first two copies are read at once, the third only
+    copy_delay after it came, together with a fourth that came meanwhile."""
+    copies = _SignalledCopies()
+    queue = DnsQueue(DnsInspector(POLICIES, Limits()), _Events(), GrantLedger(), lambda: 10.0,  # type: ignore[arg-type]
+                     copies, copy_delay=0.5, eager_reads=TokenBucket(0.0, 2.0))  # type: ignore[arg-type]
+    queue.start()
+    try:
+        for expected in (1, 2):
+            came = time.monotonic()
+            copies.arrive()
+            wait_until(lambda n=expected: len(copies.read_at) == n)  # type: ignore[misc]
+            assert copies.read_at[-1] - came < 0.4  # at once, not after copy_delay
+        came = time.monotonic()
+        copies.arrive()
+        time.sleep(0.1)
+        copies.arrive()
+        wait_until(lambda: len(copies.read_at) == 3)
+        assert copies.read_at[2] - came >= 0.5  # in a batch, copy_delay after the first of it
+        time.sleep(0.3)
+        assert len(copies.read_at) == 3  # the copy that came meanwhile was in the same read
+    finally:
+        queue.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)

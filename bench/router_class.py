@@ -277,11 +277,20 @@ def connect_records(names: int) -> dict[str, str]:
 # second: what a hold adds, without the client's, resolver's and server's scheduling around it.
 SYN_TIMES = r"""
 import json, select, socket, struct, sys
+from loxgw.core.bpf import ACCEPT, AND_K, JEQ_K, LD_B_ABS, LD_H_ABS, LD_H_IND, LDX_B_MSH, RET_K
+from loxgw.edges.socketfilter import attach
 ingress, egress, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+LD_B_IND, PROTOCOL = 0x50, 0xFFFFF000  # A = byte at X + k; skb->protocol
+# In the kernel: IPv4 TCP to the port with SYN and no ACK; the sniffer wakes for nothing else.
+SYNS = [(LD_H_ABS, 0, 0, PROTOCOL), (JEQ_K, 0, 9, 0x0800), (LD_B_ABS, 0, 0, 9), (JEQ_K, 0, 7, 6),
+        (LDX_B_MSH, 0, 0, 0), (LD_H_IND, 0, 0, 2), (JEQ_K, 0, 4, port), (LD_B_IND, 0, 0, 13),
+        (AND_K, 0, 0, 0x12), (JEQ_K, 0, 1, 0x02), (RET_K, 0, 0, ACCEPT), (RET_K, 0, 0, 0)]
 socks = {}
 for name in (ingress, egress):
-    # ETH_P_ALL: a socket bound to one protocol never sees what the host sends (dev_queue_xmit_nit)
+    # ETH_P_ALL: a socket bound to one protocol never sees what the host sends (dev_queue_xmit_nit), and
+    # one bound to ETH_P_IP on the devices' bridge made the kernel drop held packets (nf_queue) here.
     s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))
+    attach(s, SYNS)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20); s.setsockopt(socket.SOL_SOCKET, 35, 1)
     s.bind((name, 3)); socks[s.fileno()] = (name, s)
 seen = {ingress: {}, egress: {}}
@@ -324,8 +333,11 @@ def first_connections(lab: Lab, ns: str, names: int, rate: float = 50,
     assert sniffer.stdout.readline().strip() == b"ready"
     try:
         out = lab.run(ns, sys.executable, "-c", FIRST_CONNECT, str(names), str(rate), timeout=names + 120).stdout
-    finally:
-        sniffer.stdin.close()
+    except BaseException:
+        sniffer.kill()
+        sniffer.wait()
+        raise
+    sniffer.stdin.close()
     forwarding = json.loads(sniffer.stdout.read())
     sniffer.wait()
     result = json.loads(out)

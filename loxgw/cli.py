@@ -241,18 +241,19 @@ def cmd_run(args: Arguments) -> int:
     from loxgw.daemon import boot, logs
 
     logs.setup_logging(config.main.log_level, split_streams=args.log_streams)
-    # Until Daemon.run puts the loop's own handlers in, a stop is remembered, not raised: raised at any
-    # bytecode, it once left a half-built event loop (a traceback, an unawaited Daemon.run) behind. The
-    # daemon stops at its first await, and its way down takes back the declaration begun below.
+    # Until Daemon.run puts the loop's own handlers in, a signal is remembered, not acted on: a stop raised
+    # at any bytecode once left a half-built event loop (a traceback, an unawaited Daemon.run) behind, and
+    # SIGHUP's default action would end the process with the table in. Daemon.run then stops at its next
+    # await that suspends (its way down takes back the declaration begun below), or reloads once running.
     asked: list[int] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: asked.append(signum))
     first = boot.Boot(config)
     try:
         first.begin()  # the kernel takes the first declaration while the other services' modules load
         from loxgw.daemon import app as daemon
 
-        running = daemon.Daemon(config, boot=first, stop_asked=asked)
+        running = daemon.Daemon(config, boot=first, early_signals=asked)
     except BaseException:
         first.firewall.close()  # nothing stays half-configured: the declaration is taken back
         raise
@@ -260,7 +261,7 @@ def cmd_run(args: Arguments) -> int:
         code: int = asyncio.run(running.run())
     except BaseException:
         if not running.way_down_began:  # stopped before the daemon's own way down: take it back here
-            for sig in (signal.SIGTERM, signal.SIGINT):  # and let no second signal cut that short
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # and let no signal cut that short
                 signal.signal(sig, signal.SIG_IGN)
             first.firewall.close()
         raise

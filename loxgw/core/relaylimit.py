@@ -2,7 +2,8 @@
 
 The relay admits broadcasts with them, and device detection (core.discovery)
 admits discovery answers with them; both take `now`, neither trusts the
-number of sources an attacker can make up.
+number of sources an attacker can make up. The DNS thread (edges.dnsqueue)
+spends a TokenBucket on reading DNS copies the moment they come.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from loxgw.daemon.boot import prepare_socket_path as prepare_socket_path
 from loxgw.daemon.boot import resolve_firewall as resolve_firewall
 from loxgw.daemon.devices import DeviceService
 from loxgw.daemon.diagnose import DiagnoseService
+from loxgw.daemon.dns import DnsService
 from loxgw.daemon.elements import ElementWriter
 from loxgw.daemon.firewall import Desired
 from loxgw.daemon.intercom import IntercomService
@@ -62,9 +63,10 @@ class Daemon:
     """One running loxgw instance: the services and what connects them."""
 
     def __init__(self, config: Config, ports: KernelPorts | None = None, boot: Boot | None = None,
-                 stop_asked: list[int] | None = None) -> None:
+                 early_signals: list[int] | None = None) -> None:
         """`boot`: the first step, begun already (`loxgw run`); else one is built here and begun by run().
-        `stop_asked`: the signals that came before run() put its handlers in (`loxgw run` records them)."""
+        `early_signals`: what came before run() put its handlers in (`loxgw run` records them); run() then
+        stops (SIGTERM, SIGINT) or reloads once it is running (SIGHUP)."""
         self.boot = boot or Boot(config, ports)
         self.ports = self.boot.ports
         self.config = self.boot.config
@@ -74,7 +76,7 @@ class Daemon:
         self.last_error: str | None = None
         self._stop = asyncio.Event()
         self._stopping_start_up = False
-        self.stop_asked = stop_asked if stop_asked is not None else []
+        self.early_signals = early_signals if early_signals is not None else []
         self.way_down_began = False  # cli.cmd_run takes the declaration back itself if run() never got this far
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()
@@ -113,29 +115,6 @@ class Daemon:
     def reconcile(self) -> None:
         """Devices or forwards changed: DNS grants follow at once, the firewall gets the new desired state."""
         self.firewall.request(self.desired())
-
-    async def _read_other_hosts(self) -> None:
-        """Subnets of devices zones whose other hosts may have the devices' cloud entries (zone other_hosts)."""
-        await self._take_other_hosts(self._start_reading_other_hosts())
-
-    def _start_reading_other_hosts(self) -> asyncio.Future[list[Any]] | None:
-        """Hand the address dump of the other_hosts zones to a thread now (None: no such zone).
-
-        In a thread: the dump blocks on the kernel (edges.rtnl), which the event loop must not.
-        """
-        names = tuple(i for z in self.config.zones if z.role == "devices" and z.other_hosts for i in z.interfaces)
-        if not names:
-            return None
-        return asyncio.get_running_loop().run_in_executor(None, self.ports.interface_networks, names)
-
-    async def _take_other_hosts(self, reading: asyncio.Future[list[Any]] | None) -> None:
-        if reading is None:
-            self.dns.set_other_hosts(())
-            return
-        try:
-            self.dns.set_other_hosts(await reading)
-        except OSError as exc:
-            logs.log_failure(log, "reading the addresses of other_hosts zones", exc)
 
     async def apply(self) -> None:
         """Declare and fill the table for the current state, and wait for it (KernelError if refused)."""
@@ -187,7 +166,7 @@ class Daemon:
         if rebuild:
             self.dns.close(loop)
             self.dns.choose()
-        await self._read_other_hosts()
+        await take_other_hosts(self.dns, start_reading_other_hosts(config, self.ports))
         self.devices.reconfigure(config)
         await self.apply()
         if rebuild:
@@ -221,7 +200,8 @@ class Daemon:
             self.check_firewall()
 
     def _stop_start_up(self, starting: asyncio.Task[Any] | None) -> None:
-        """SIGTERM or SIGINT before every service started: cancel the start-up where it awaits (once)."""
+        """SIGTERM or SIGINT before every service started: cancel the start-up at its next await that
+        suspends (once)."""
         if not self._stopping_start_up and starting is not None:
             self._stopping_start_up = True
             starting.cancel()
@@ -234,7 +214,10 @@ class Daemon:
         # takes back whatever is in.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop_start_up, asyncio.current_task())
-        if self.stop_asked:
+        # procd sends SIGHUP when a zone's network comes up, as at boot while loxgw starts: not a stop
+        # (its default action would leave the table behind) but a reload, once everything runs.
+        loop.add_signal_handler(signal.SIGHUP, self.early_signals.append, signal.SIGHUP)
+        if {signal.SIGTERM, signal.SIGINT} & set(self.early_signals):
             self._stop_start_up(asyncio.current_task())
         guard = LoopGuard.from_environment(loop)
         gcpause.install()
@@ -242,7 +225,7 @@ class Daemon:
         self.boot.begin()
         assert self.boot.declared is not None and self.boot.probed is not None
         # The address dump waits on the kernel, not the CPU: a thread runs it beside the declaration.
-        reading = self._start_reading_other_hosts()
+        reading = start_reading_other_hosts(self.config, self.ports)
         # Whatever fails or stops it on the way up, the way down below runs: nothing stays
         # half-configured. Work in threads is shielded from a stop and waited for on the way down.
         watch: Any = None
@@ -254,7 +237,7 @@ class Daemon:
                 await asyncio.wrap_future(self.boot.declared)
             finally:
                 await asyncio.shield(probed)
-                await self._take_other_hosts(reading)
+                await take_other_hosts(self.dns, reading)
             # Open the set writer now: its first use probes the kernel, which must not stall the event
             # loop later (the relay's first answer pinhole used to pay for it).
             self.dns.open_writer()
@@ -278,6 +261,8 @@ class Daemon:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
+            if signal.SIGHUP in self.early_signals:  # the config or a network may have changed meanwhile
+                self._background(self.reload())
             changed = asyncio.Event()
             watch = self.ports.watch_ruleset()
             if watch is not None:
@@ -318,6 +303,27 @@ class Daemon:
                 on_loop(self.dns.close, loop)])
             log.info("stopped")
         return 0
+
+
+def start_reading_other_hosts(config: Config, ports: KernelPorts) -> asyncio.Future[list[Any]] | None:
+    """Hand the address dump of the zones with other_hosts (whose other hosts may have the devices' cloud
+    entries) to a thread now; None: no such zone. In a thread: the dump blocks on the kernel (edges.rtnl),
+    which the event loop must not."""
+    names = tuple(i for z in config.zones if z.role == "devices" and z.other_hosts for i in z.interfaces)
+    if not names:
+        return None
+    return asyncio.get_running_loop().run_in_executor(None, ports.interface_networks, names)
+
+
+async def take_other_hosts(dns: DnsService, reading: asyncio.Future[list[Any]] | None) -> None:
+    """Give the DNS service what start_reading_other_hosts read (nothing: no such zone)."""
+    if reading is None:
+        dns.set_other_hosts(())
+        return
+    try:
+        dns.set_other_hosts(await reading)
+    except OSError as exc:
+        logs.log_failure(log, "reading the addresses of other_hosts zones", exc)
 
 
 async def _settled(*work: asyncio.Future[Any] | None) -> None:

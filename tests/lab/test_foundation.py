@@ -123,13 +123,14 @@ def test_standalone_policy_and_lifecycle(lab: Lab) -> None:
     assert gw.cli("status", check=False).returncode == 1
 
 
-# The daemon's command with one change: asyncio's loop-making signals the process first, so the SIGTERM
-# lands exactly where the timed test below found it once in CI (a half-built loop, "never awaited").
+# The daemon's command with one change: asyncio's loop-making signals the process first (SIGTERM, or the
+# signal named in LAB_SIGNAL), so the signal lands exactly where the timed test below found a SIGTERM once
+# in CI (a half-built loop, "never awaited").
 SIGNAL_WHILE_THE_LOOP_IS_MADE = """
 import asyncio.events, os, signal, sys
 make = asyncio.events.new_event_loop
 def signalled_then_made():
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), getattr(signal, os.environ.get("LAB_SIGNAL", "SIGTERM")))
     return make()
 asyncio.events.new_event_loop = signalled_then_made
 from loxgw.cli import main
@@ -147,6 +148,23 @@ def test_sigterm_while_asyncio_makes_the_loop_is_a_clean_stop(lab: Lab) -> None:
     assert "Traceback" not in done.stderr and "never awaited" not in done.stderr, done.stderr
     assert not table_exists(lab)
     assert "LOXGW" not in lab.run(lab.ns_router, "iptables-nft-save", "-t", "mangle").stdout
+
+
+def test_sighup_during_start_up_is_one_reload_once_running_not_an_end(lab: Lab) -> None:
+    """procd sends SIGHUP when a zone's network comes up, as at boot while loxgw starts. Its default action
+    ended the daemon with its table in the kernel; now the daemon runs on and reloads once running."""
+    gw = Loxgw(lab)
+    with open(gw.log_path, "ab") as log:
+        gw.proc = lab.popen(lab.ns_router, ["env", f"PYTHONPATH={REPO}", "LAB_SIGNAL=SIGHUP", sys.executable,
+                                            "-c", SIGNAL_WHILE_THE_LOOP_IS_MADE, "-c", gw.config_path, "run"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    wait_for(lambda: gw.proc is not None and (gw.proc.poll() is not None or Path(gw.socket).exists()), 10,
+             "the status socket")
+    assert gw.proc.poll() is None, gw.log()
+    wait_for(lambda: gw.status()["counters"].get("reloads") == 1, 10, "the reload after start-up")
+    assert gw.stop() == 0
+    assert not table_exists(lab)
+    assert "Traceback" not in gw.log()
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08])

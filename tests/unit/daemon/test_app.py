@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -332,12 +333,40 @@ def test_a_stop_during_the_restore_of_saved_entries_waits_for_it_and_saves_them_
 
 
 def test_a_stop_asked_before_run_put_its_handlers_in_stops_the_start_up_and_takes_the_table_back(
-        setup: tuple[Path, Path, FakeKernel]) -> None:
+        setup: tuple[Path, Path, FakeKernel], caplog: pytest.LogCaptureFixture) -> None:
     """`loxgw run` remembers a SIGTERM that arrives while asyncio.run makes the loop (raised there, it left
-    a half-built loop behind): run() then stops at its first await, exits 0 and leaves no table."""
-    cfg, sock, kernel = setup
-    d = daemon.Daemon(load_config(str(cfg)), kernel.ports(), stop_asked=[15])
-    assert asyncio.run(asyncio.wait_for(d.run(), 10)) == 0
+    a half-built loop behind): run() then stops before any service starts, exits 0 and leaves no table."""
+    import signal
+
+    cfg, _, kernel = setup
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports(), early_signals=[signal.SIGTERM])
+    with caplog.at_level(logging.INFO, logger="loxgw"):
+        assert asyncio.run(asyncio.wait_for(d.run(), 10)) == 0
     assert d.way_down_began
     assert "loxgw" not in kernel.tables
-    assert not sock.exists()  # it never got as far as serving status
+    assert "stopped" in caplog.messages
+    assert not [m for m in caplog.messages if m.startswith("running:")]  # no service got as far as running
+
+
+def test_a_sighup_before_run_put_its_handlers_in_is_one_reload_once_running(
+        setup: tuple[Path, Path, FakeKernel]) -> None:
+    """procd sends SIGHUP when a zone's network comes up, as at boot while loxgw starts: the daemon runs on
+    and reloads once everything runs (the config or a network may have changed meanwhile)."""
+    import signal
+
+    cfg, sock, kernel = setup
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports(), early_signals=[signal.SIGHUP])
+
+    async def scenario() -> int:
+        task = asyncio.create_task(d.run())
+        for _ in range(500):
+            if d.counters["reloads"]:
+                break
+            await asyncio.sleep(0.01)
+        assert sock.exists() and not task.done()
+        d.request_stop()
+        return await task
+
+    assert asyncio.run(scenario()) == 0
+    assert d.counters["reloads"] == 1
+    assert kernel.tables == set()

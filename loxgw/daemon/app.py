@@ -287,6 +287,7 @@ class Daemon:
         finally:
             self.way_down_began = True
             self._stopping_start_up = True  # a signal now cannot cut the way down short
+            loop.add_signal_handler(signal.SIGHUP, self.early_signals.append, signal.SIGHUP)  # nor reload
             await _settled(probed, restore)
             restored = restore is not None and not restore.cancelled() and restore.exception() is None
             if watcher is not None:

@@ -370,3 +370,24 @@ def test_a_sighup_before_run_put_its_handlers_in_is_one_reload_once_running(
     assert asyncio.run(scenario()) == 0
     assert d.counters["reloads"] == 1
     assert kernel.tables == set()
+
+
+def test_a_sighup_on_the_way_down_reloads_nothing_and_the_table_goes(
+        setup: tuple[Path, Path, FakeKernel], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload started on the way down would declare the table again after it was taken back."""
+    import os
+    import signal
+
+    cfg, sock, kernel = setup
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    close_status = d.status.close
+
+    async def hup_then_close() -> None:
+        os.kill(os.getpid(), signal.SIGHUP)
+        await asyncio.sleep(0.2)  # the loop runs the signal's handler (and a reload it would start)
+        await close_status()
+
+    monkeypatch.setattr(d.status, "close", hup_then_close)
+    run_once(d, sock)
+    assert d.counters["reloads"] == 0
+    assert kernel.tables == set()

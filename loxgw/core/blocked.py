@@ -242,6 +242,7 @@ class SyncedGrants:
     live: dict[IPAddress, dict[IPAddress, list[GrantSeen]]]
     count: int
     ended: list[GrantSeen]
+    next_expiry: float = math.inf  # the earliest `until` of the live grants: nothing changes before it
 
 
 class GrantMemory:
@@ -261,6 +262,7 @@ class GrantMemory:
         self._live: dict[IPAddress, dict[IPAddress, list[GrantSeen]]] = {}
         self._gone: OrderedDict[IPAddress, OrderedDict[tuple[IPAddress, Profile], GrantSeen]] = OrderedDict()
         self.synced_at = -math.inf
+        self.next_expiry = math.inf  # the earliest `until` in the live mirror
         self.live_count = 0
 
     @property
@@ -279,17 +281,19 @@ class GrantMemory:
         reads `old` (the daemon runs it in a thread: 50,000 grants took 0.5-0.8 s on the event loop)."""
         live: dict[IPAddress, dict[IPAddress, list[GrantSeen]]] = {}
         count = 0
+        next_expiry = math.inf
         for g in grants:
             live.setdefault(g.device, {}).setdefault(g.address, []).append(
                 GrantSeen(g.device, g.address, g.name, g.profile, now + g.timeout))
             count += 1
+            next_expiry = min(next_expiry, now + g.timeout)
         ended = []
         for device, by_address in old.items():
             fresh = live.get(device, {})
             for address, seen in by_address.items():
                 still = {g.profile for g in fresh.get(address, ())}
                 ended += [replace(grant, until=min(grant.until, now)) for grant in seen if grant.profile not in still]
-        return SyncedGrants(live, count, ended)
+        return SyncedGrants(live, count, ended, next_expiry)
 
     def apply(self, synced: SyncedGrants, now: float) -> None:
         """Make `synced` (from compute) the live mirror: what ended is remembered, what is live again forgotten."""
@@ -298,6 +302,7 @@ class GrantMemory:
         self._forget_live_again(synced.live)
         self._prune_gone(now)
         self._live, self.live_count, self.synced_at = synced.live, synced.count, now
+        self.next_expiry = synced.next_expiry
 
     def sync_device(self, device: IPAddress, grants: Iterable[Grant], now: float) -> None:
         """Take the live grants of one device only (an explain request: fresh, without a full sync)."""
@@ -315,6 +320,7 @@ class GrantMemory:
         else:
             live.pop(device, None)
         self.live_count += sum(map(len, mine.values())) - sum(map(len, before.values()))
+        self.next_expiry = min(self.next_expiry, synced.next_expiry)
         self._live = live
 
     def _forget_live_again(self, live: Mapping[IPAddress, Mapping[IPAddress, list[GrantSeen]]]) -> None:

@@ -75,20 +75,30 @@ class GrantSync:
         self.daemon = daemon
         self.memory = GrantMemory()
         self.skipped = 0  # device syncs given up because the DNS thread held its lock
+        self.synced: tuple[object, int] = (None, -1)  # the ledger and its change count the last full sync saw
+
+    def due(self, now: float) -> bool:
+        """Whether a full sync could find anything new: the ledger changed, or a grant it saw has expired.
+        (An idle router's ledger stays as it is for minutes; a sync of 1,000 grants costs milliseconds.)"""
+        ledger = self.daemon.dns.ledger
+        return self.synced != (ledger, ledger.changes) or now >= self.memory.next_expiry
 
     async def full(self, now: float) -> None:
         """A full sync: the ledger copied under the DNS lock and the rest computed in a thread."""
         dns_service = self.daemon.dns
         old = self.memory.live
+        seen: list[tuple[object, int]] = []
 
         def compute() -> SyncedGrants:
             # The DNS thread may hold its lock for a whole batch of copies (hundreds of ms while
             # 50,000 answers arrive): waited for here, never on the loop.
             with dns_service.lock:
                 raw = dns_service.ledger.raw()
+                seen.append((dns_service.ledger, dns_service.ledger.changes))
             return GrantMemory.compute(GrantLedger.grants_of(raw, now), now, old)
 
         self.memory.apply(await asyncio.to_thread(compute), now)
+        self.synced = seen[0]
 
     def devices(self, devices: set[IPAddress], now: float) -> None:
         """Sync these devices' grants alone: a question or a new sample needs them fresh."""
@@ -179,7 +189,7 @@ class DiagnoseService:
                 await self._read_networks()
             self.note_seen()
             ledger = self.daemon.dns.ledger
-            if now - self.memory.synced_at >= max(SYNC_EVERY, len(ledger) * SYNC_PER_ENTRY):
+            if now - self.memory.synced_at >= max(SYNC_EVERY, len(ledger) * SYNC_PER_ENTRY) and self.grants.due(now):
                 await self.grants.full(now)
             await asyncio.sleep(TICK)
 

@@ -193,3 +193,28 @@ def test_relay_coverage() -> None:
     relayed = zones + "config relay\n\tlist zone 'iot'\n\tlist zone 'lan'\n"
     assert relay_coverage(parse_config(relayed, "t")) == (False, True)
     assert relay_coverage(parse_config(zones.split("config zone 'lan'")[0], "t")) == (False, False)
+
+
+def test_a_full_sync_of_the_grant_memory_is_due_only_when_the_ledger_changed_or_a_grant_expired(
+        setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
+    """An idle router's ledger stays as it is for minutes: syncing 1,000 grants every 2 s regardless was
+    most of the daemon's idle CPU."""
+    d, service, _ = setup
+    sync = service.grants
+    assert sync.due(1000.0)  # never synced
+    address = ipaddress.ip_address("203.0.113.12")
+    d.dns.ledger.record([Grant(MS, address, WEATHER, 60, "weather.loxone.com")], 1000.0)
+    asyncio.run(sync.full(1000.0))
+    assert sync.memory.next_expiry == 1060.0
+    assert not sync.due(1030.0)  # nothing new: no sync
+    d.dns.ledger.record([Grant(MS, address, WEATHER, 60, "weather.loxone.com")], 1030.0)  # refreshed
+    assert sync.due(1030.0)
+    asyncio.run(sync.full(1030.0))
+    assert not sync.due(1089.0) and sync.due(1090.0)  # the refreshed grant expires at 1090
+    asyncio.run(sync.full(1090.0))
+    assert sync.memory.live_count == 0 and sync.memory.next_expiry == float("inf")
+    assert not sync.due(5000.0)  # nothing left to expire, nothing changed
+    d.dns.ledger.forget([Grant(MS, address, WEATHER, 60, "weather.loxone.com")])  # an expired entry leaves
+    assert sync.due(5000.0)
+    asyncio.run(sync.full(5000.0))
+    assert not sync.due(5001.0)

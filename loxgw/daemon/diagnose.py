@@ -87,18 +87,17 @@ class GrantSync:
         """A full sync: the ledger copied under the DNS lock and the rest computed in a thread."""
         dns_service = self.daemon.dns
         old = self.memory.live
-        seen: list[tuple[object, int]] = []
 
-        def compute() -> SyncedGrants:
+        def compute() -> tuple[SyncedGrants, tuple[object, int]]:
             # The DNS thread may hold its lock for a whole batch of copies (hundreds of ms while
             # 50,000 answers arrive): waited for here, never on the loop.
             with dns_service.lock:
-                raw = dns_service.ledger.raw()
-                seen.append((dns_service.ledger, dns_service.ledger.changes))
-            return GrantMemory.compute(GrantLedger.grants_of(raw, now), now, old)
+                ledger = dns_service.ledger
+                raw, seen = ledger.raw(), (ledger, ledger.changes)
+            return GrantMemory.compute(GrantLedger.grants_of(raw, now), now, old), seen
 
-        self.memory.apply(await asyncio.to_thread(compute), now)
-        self.synced = seen[0]
+        synced, self.synced = await asyncio.to_thread(compute)
+        self.memory.apply(synced, now)
 
     def devices(self, devices: set[IPAddress], now: float) -> None:
         """Sync these devices' grants alone: a question or a new sample needs them fresh."""

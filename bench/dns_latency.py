@@ -169,26 +169,27 @@ def print_latency(latency: dict[tuple[str, str], list[float]], lost: dict[tuple[
               f"{lost[(setup, label)]} |")
 
 
-def connect_rounds(rounds: int, names: int, rate: float) -> None:
+def connect_rounds(rounds: int, names: int, rate: float, hold: str) -> None:
     """Part 2b alone, `rounds` times, each from a device of its own (no grant yet): a row per round."""
     loxgwproc.LOOP_GUARD_MS = ""
     with Lab(dns_only_records=router_class.connect_records(names)) as lab:
         lab.restart_router_dns("--cache-size=0")
-        gw = Loxgw(lab, main_extra="\toption log_level 'warning'\n").start()
+        gw = Loxgw(lab, main_extra=f"\toption log_level 'warning'\n\toption dns_hold '{hold}'\n").start()
         listener = lab.popen(lab.ns_wan, [sys.executable, "-m", "tests.lab.peer", "listen-tcp", "0.0.0.0",
                                           str(router_class.CONNECT_PORT)], stdout=subprocess.PIPE)
         assert listener.stdout is not None and listener.stdout.readline().strip() == b"ready"
         lab.run(lab.ns_wan, "ip", "route", "add", "local", f"{router_class.CONNECT_NET}.0.0/16", "dev", "lo")
         print(f"## First connection at {rate:g} names/s, {names} names per round (ms, p50 / p99)\n")
-        print("| round | first | added | router: first SYN (held) | router: second SYN | resolve | held | failed |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| round | first | added | router: first SYN (held) | router: second SYN | resolve | resolve + first "
+              "| held | failed |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for round_ in range(rounds):
             held = gw.status()["counters"].get("dns_held_packets", 0)
             device = lab.add_host(f"fc{round_}", "iot", 20 + round_, mac=f"50:4f:94:a0:01:{round_:02x}")
             times, failed = router_class.first_connections(lab, device.ns, names, rate)
             held = gw.status()["counters"].get("dns_held_packets", 0) - held
             cells = " | ".join(f"{pct(times[k], .5):.3f} / {pct(times[k], .99):.3f}"
-                               for k in ("first", "added", "router first", "router again", "resolve"))
+                               for k in ("first", "added", "router first", "router again", "resolve", "resolve+first"))
             print(f"| {round_} | {cells} | {held} | {failed} |", flush=True)
 
 
@@ -196,7 +197,7 @@ def main() -> int:
     options = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     if "--connect-only" in sys.argv:
         connect_rounds(int(options.get("rounds", 3)), int(options.get("connect-names", 1000)),
-                       float(options.get("connect-rate", 500)))
+                       float(options.get("connect-rate", 500)), options.get("dns-hold", "connection"))
         return 0
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     n = int(args[0]) if args else 2000

@@ -343,6 +343,7 @@ def first_connections(lab: Lab, ns: str, names: int, rate: float = 50,
     result = json.loads(out)
     times = {k: [t * 1e3 for t in result[k]] for k in ("resolve", "first", "again")}
     times["added"] = [f - a for f, a in zip(times["first"], times["again"], strict=True)]
+    times["resolve+first"] = [r + f for r, f in zip(times["resolve"], times["first"], strict=True)]
     times["router first"], times["router again"] = forwarding["first"], forwarding["again"]
     return times, int(result["failed"])
 

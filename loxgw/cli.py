@@ -226,6 +226,9 @@ def cmd_explain(args: Arguments) -> int:
 
 
 def cmd_run(args: Arguments) -> int:
+    from loxgw.daemon import gcpause
+
+    gcpause.pause_start_up()  # until the daemon runs (Daemon.run): start-up makes little garbage
     config = _load(args.config)
     if config.main.enabled and config.main.dns_mode == "inline":
         from loxgw.edges import queue

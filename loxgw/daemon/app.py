@@ -277,6 +277,7 @@ class Daemon:
             # netdev table is an `nft -f`, and Python copies until it is in.)
             self.intercom.read_open_sessions()
             self.relay.move_copies_to_kernel()
+            gcpause.start_up_done()
             await self._stop.wait()
         except asyncio.CancelledError as stop:
             if not self._stopping_start_up:
@@ -285,6 +286,7 @@ class Daemon:
             if isinstance(stop.__context__, Exception):  # the start-up failed as the stop came
                 logs.log_failure(log, "starting", stop.__context__)
         finally:
+            gcpause.start_up_done()  # stopped or failed on the way up: collect again all the same
             self.way_down_began = True
             self._stopping_start_up = True  # a signal now cannot cut the way down short
             loop.add_signal_handler(signal.SIGHUP, self.early_signals.append, signal.SIGHUP)  # nor reload

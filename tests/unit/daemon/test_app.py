@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from loxgw.core import pinholes, ruleset
 from loxgw.core.config import load_config
 from loxgw.core.errors import KernelError, LoxgwError
 from loxgw.daemon import app as daemon
-from loxgw.daemon import boot
+from loxgw.daemon import boot, gcpause
 from loxgw.edges import status
 
 CONFIG = """
@@ -152,6 +153,7 @@ def test_disabled_config_installs_nothing(tmp_path: Path) -> None:
 def test_run_serves_status_and_cleans_up(setup: tuple[Path, Path, FakeKernel]) -> None:
     cfg, sock, kernel = setup
     d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    gcpause.pause_start_up()  # as `loxgw run` does: no collection until the daemon runs
 
     async def scenario() -> dict[str, object]:
         task = asyncio.create_task(d.run())
@@ -160,11 +162,15 @@ def test_run_serves_status_and_cleans_up(setup: tuple[Path, Path, FakeKernel]) -
                 break
             await asyncio.sleep(0.01)
         snapshot = await asyncio.to_thread(status.query, str(sock))
+        assert gc.isenabled()
         d.request_stop()
         assert await task == 0
         return snapshot
 
-    snapshot = asyncio.run(scenario())
+    try:
+        snapshot = asyncio.run(scenario())
+    finally:
+        gcpause.start_up_done()
     assert (snapshot["firewall"], snapshot["table"], snapshot["installed"]) == (
         "standalone", "loxgw", True,
     )
@@ -264,8 +270,13 @@ def test_a_service_that_cannot_start_stops_the_daemon_and_nothing_stays_in_the_k
         raise KernelError("relay discovery: opening sockets", 98, "Address already in use")
 
     d.reflector.start = refused  # type: ignore[method-assign]  # after the declaration and the relay
-    with pytest.raises(KernelError, match="Address already in use"):
-        asyncio.run(d.run())
+    gcpause.pause_start_up()
+    try:
+        with pytest.raises(KernelError, match="Address already in use"):
+            asyncio.run(d.run())
+        assert gc.isenabled()  # a failed start-up collects again too
+    finally:
+        gcpause.start_up_done()
     assert (kernel.tables, sock.exists(), d.firewall.counters["declares"]) == (set(), False, 1)
 
 

@@ -238,7 +238,6 @@ def cmd_run(args: Arguments) -> int:
     # asyncio runs without ssl. Elsewhere asyncio imports it when it can: 10-25 ms of start-up CPU
     # (libssl, libcrypto and ssl.py's enums), a tenth of a second or more on a router's CPU.
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
-    import asyncio
     import signal  # its enums would cost `loxgw status` 8 ms: imported here, not at the top
 
     from loxgw.daemon import boot, logs
@@ -253,7 +252,9 @@ def cmd_run(args: Arguments) -> int:
         signal.signal(sig, lambda signum, frame: asked.append(signum))
     first = boot.Boot(config)
     try:
-        first.begin()  # the kernel takes the first declaration while the other services' modules load
+        first.begin()  # the kernel takes the first declaration while asyncio and the other services load
+        import asyncio
+
         from loxgw.daemon import app as daemon
 
         running = daemon.Daemon(config, boot=first, early_signals=asked)

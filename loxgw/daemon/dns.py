@@ -9,14 +9,13 @@ batches the socket takes, each verified: daemon.dnsentries).
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loxgw.core import catalog, dns, dnsinspect, dnsledger, dnspath
 from loxgw.core.config import Config, DnsMode
@@ -28,6 +27,9 @@ from loxgw.daemon import dnsentries
 from loxgw.daemon.dnsentries import PutBack
 from loxgw.daemon.dnsentries import SetWriter as SetWriter
 from loxgw.edges import clock
+
+if TYPE_CHECKING:  # the boot imports this module before asyncio, which then loads beside the declaration
+    import asyncio
 
 log = logging.getLogger("loxgw")
 

@@ -18,7 +18,6 @@ SIGHUP stopped status, the relay and detection for 34 s.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import errno
@@ -213,6 +212,8 @@ class FirewallService:
 
     async def apply(self, desired: Desired) -> None:
         """submit() and wait for it, on the loop."""
+        import asyncio  # not at the top: `loxgw run` imports asyncio beside the first declaration
+
         await asyncio.wrap_future(self.submit(desired))
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from loxgw.core import nftwatch
 from loxgw.core.config import Config, load_config
 from loxgw.core.errors import ConfigError, KernelError
 from loxgw.core.firewall import ResolvedFirewall
@@ -120,9 +121,13 @@ class Daemon:
         """Declare and fill the table for the current state, and wait for it (KernelError if refused)."""
         await self.firewall.apply(self.desired())
 
-    def check_firewall(self) -> None:
-        """Something was deleted in nftables: the firewall worker checks that loxgw's table is intact."""
-        self.firewall.verify()
+    def check_firewall(self, deleted: set[nftwatch.Table] | None = None) -> None:
+        """Something was deleted in nftables (in these tables; None: anywhere): the firewall worker checks
+        what of loxgw's could have gone with it (its table, its iptables-nft rules), and only that."""
+        table, xtables = nftwatch.to_check({nftwatch.ANY_TABLE} if deleted is None else deleted,
+                                           self.config.main.table)
+        if table or xtables:
+            self.firewall.verify(table=table, xtables=xtables)
 
     async def reload(self) -> None:
         """SIGHUP: re-read the config; an invalid one is logged and the running one kept."""
@@ -192,12 +197,14 @@ class Daemon:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _watch_changes(self, changed: asyncio.Event) -> None:
+    async def _watch_changes(self, changed: asyncio.Event, deleted: set[nftwatch.Table]) -> None:
         while True:
             await changed.wait()
             await asyncio.sleep(CHANGE_SETTLE)
             changed.clear()
-            self.check_firewall()
+            seen = set(deleted)
+            deleted.clear()
+            self.check_firewall(seen)
 
     def _stop_start_up(self, starting: asyncio.Task[Any] | None) -> None:
         """SIGTERM or SIGINT before every service started: cancel the start-up at its next await that
@@ -263,11 +270,16 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
             if signal.SIGHUP in self.early_signals:  # the config or a network may have changed meanwhile
                 self._background(self.reload())
-            changed = asyncio.Event()
+            changed, deleted = asyncio.Event(), set[nftwatch.Table]()
+
+            def on_deletion(tables: set[nftwatch.Table]) -> None:
+                deleted.update(tables)
+                changed.set()
+
             watch = self.ports.watch_ruleset()
             if watch is not None:
-                watch.start(loop, changed.set)
-            watcher = loop.create_task(self._watch_changes(changed))
+                watch.start(loop, on_deletion)
+            watcher = loop.create_task(self._watch_changes(changed, deleted))
             if guard is not None:
                 guard.start()
             log.info("running: firewall %s, table inet %s, dns %s (%s), status on %s", self.mode,

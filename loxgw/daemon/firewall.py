@@ -170,7 +170,7 @@ class FirewallService:
         self._desired: Desired | None = None
         self._full = False  # the next pass declares the table
         self._declared_once = False  # a table found before the first declaration is another run's
-        self._verify = False  # the next pass checks that the table is still there
+        self._verify = (False, False)  # the next pass checks that the table, and the xtables rules, are there
         self._waiters: list[concurrent.futures.Future[None]] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -192,10 +192,11 @@ class FirewallService:
                 self._requested_at = self.clock()
             self._cond.notify()
 
-    def verify(self) -> None:
-        """Check (in the worker) that the table is still there, and rebuild it if not."""
+    def verify(self, table: bool = True, xtables: bool = True) -> None:
+        """Check (in the worker) that the table is still there, and rebuild it if not; and (`xtables`)
+        that the iptables-nft DNS rules are, and put them back if not."""
         with self._cond:
-            self._verify = True
+            self._verify = (self._verify[0] or table, self._verify[1] or xtables)
             self._cond.notify()
 
     def submit(self, desired: Desired) -> concurrent.futures.Future[None]:
@@ -239,7 +240,7 @@ class FirewallService:
     def _serve(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and self._desired is None and not self._verify:
+                while not self._stopping and self._desired is None and not any(self._verify):
                     self._cond.wait()
                 if self._stopping:
                     self._fail_waiters(KernelError("loxgw is stopping", None, ""))
@@ -253,18 +254,20 @@ class FirewallService:
         with self._cond:
             desired, self._desired = self._desired, None
             full, self._full = self._full, False
-            verify, self._verify = self._verify, False
+            (verify_table, verify_xtables), self._verify = self._verify, (False, False)
             waiters, self._waiters = self._waiters, []
             requested, self._requested_at = self._requested_at, None
         self._timing = PassTiming(requested, self.clock())
         try:
-            if verify and self.applied.table is not None and not self.kernel.table_exists(self.applied.table):
+            self.counters["table_checks"] += verify_table  # after deletions in nftables (daemon.app)
+            self.counters["xtables_checks"] += verify_xtables
+            if verify_table and self.applied.table is not None and not self.kernel.table_exists(self.applied.table):
                 self.counters["restores"] += 1
                 log.warning("table inet %s vanished; restoring it", self.applied.table)
                 self.applied = Applied()
                 desired = desired or self._last
                 full = True
-            elif verify and self._last is not None and not self.queue_rules.intact():
+            elif verify_xtables and self._last is not None and not self.queue_rules.intact():
                 # Only the iptables-nft DNS rules were touched: put them back, leave the table alone.
                 self.counters["queue_rule_restores"] += 1
                 log.warning("loxgw's iptables-nft DNS rules were changed; restoring them")

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from loxgw.core import relaykernel
+from loxgw.core import nftwatch, relaykernel
 from loxgw.core.configsections import Relay as RelaySection
 from loxgw.core.errors import KernelError
 from loxgw.daemon.logs import log_failure
@@ -52,7 +52,8 @@ class KernelEdge:
         return relayset.netdev_table_exists(table)
 
     def watch(self) -> Any:
-        """nftables change notifications (edges.nft.RulesetWatch: fileno(), drain() -> a deletion seen)."""
+        """nftables change notifications (edges.nft.RulesetWatch: fileno(), drain() -> the tables deletions
+        were in)."""
         from loxgw.edges import nft
 
         return nft.RulesetWatch()
@@ -244,14 +245,16 @@ class KernelPaths:
         loop.add_reader(self._watch.fileno(), self._on_ruleset_change)
 
     def _on_ruleset_change(self) -> None:
-        if self._watch is not None and self._watch.drain():
-            self._spawn(self._restore())
+        deleted = self._watch.drain() if self._watch is not None else set()
+        if deleted:
+            self._spawn(self._restore(deleted))
 
-    async def _restore(self) -> None:
-        """After a deletion: a netdev table that is gone (not replaced by our own apply) is applied again."""
+    async def _restore(self, deleted: set[nftwatch.Table]) -> None:
+        """After deletions in these tables: a netdev table that is gone (not replaced by our own apply) is
+        applied again."""
         for run in list(self.service.relays):
             kernel = run.kernel
-            if kernel is None:
+            if kernel is None or not nftwatch.touched(deleted, (nftwatch.NFPROTO_NETDEV, kernel.table)):
                 continue
             try:
                 present = await asyncio.to_thread(self.edge.exists, kernel.table)

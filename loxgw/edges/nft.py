@@ -314,11 +314,6 @@ class NetfilterRequests:
         return found
 
 
-# Deletions are what can take loxgw's objects away (fw4 restart, nft flush ruleset,
-# iptables -D); additions, set elements above all, are ignored.
-_DELETIONS = {2, 5, 8, 11}  # NFT_MSG_DELTABLE, DELCHAIN, DELRULE, DELSET
-
-
 class RulesetWatch:
     """Kernel notifications of nftables changes (multicast group NFNLGRP_NFTABLES).
 
@@ -334,13 +329,13 @@ class RulesetWatch:
         self.sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
         self.sock.setblocking(False)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._on_deletion: Callable[[], None] = lambda: None
+        self._on_deletion: Callable[[set[nftwatch.Table]], None] = lambda deleted: None
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def start(self, loop: asyncio.AbstractEventLoop, on_deletion: Callable[[], None]) -> None:
-        """Call `on_deletion` on the loop after notifications that hold a deletion (or were lost).
+    def start(self, loop: asyncio.AbstractEventLoop, on_deletion: Callable[[set[nftwatch.Table]], None]) -> None:
+        """Call `on_deletion` on the loop with the tables of the deletions read (see drain).
 
         Every set element anyone writes is a notification too: 50,000 DNS
         entries put back after a flush are 50,000 messages, 50-100 ms of
@@ -356,9 +351,9 @@ class RulesetWatch:
         self._loop.remove_reader(self.fileno())
         self._loop.run_in_executor(None, self.drain).add_done_callback(self._on_drained)
 
-    def _on_drained(self, drained: asyncio.Future[bool]) -> None:
+    def _on_drained(self, drained: asyncio.Future[set[nftwatch.Table]]) -> None:
         if not drained.cancelled() and drained.exception() is None and drained.result():
-            self._on_deletion()
+            self._on_deletion(drained.result())
         if self._loop is not None and self.sock.fileno() >= 0:  # not closed meanwhile
             self._loop.add_reader(self.fileno(), self._on_readable)
 
@@ -368,9 +363,10 @@ class RulesetWatch:
         self._loop = None
         self.sock.close()
 
-    def drain(self) -> bool:
-        """Read every pending notification; True if one was a deletion (or some were lost)."""
-        deleted = False
+    def drain(self) -> set[nftwatch.Table]:
+        """Read every pending notification; the tables deletions were in (core.nftwatch.deleted_tables),
+        empty if none was a deletion, ANY_TABLE among them if some were lost."""
+        deleted: set[nftwatch.Table] = set()
         while True:
             try:
                 data = self.sock.recv(1 << 16)
@@ -379,11 +375,6 @@ class RulesetWatch:
             except OSError as exc:
                 if exc.errno != errno_module.ENOBUFS:  # closed under a drain (daemon stopping)
                     return deleted
-                deleted = True  # notifications were lost, so assume the worst
+                deleted.add(nftwatch.ANY_TABLE)  # notifications were lost, so assume the worst
                 continue
-            offset = 0
-            while offset + 16 <= len(data):
-                length, kind = struct.unpack_from("=IH", data, offset)
-                if kind >> 8 == NFNL_SUBSYS_NFTABLES and kind & 0xFF in _DELETIONS:
-                    deleted = True
-                offset += max((length + 3) & ~3, 16)
+            deleted |= nftwatch.deleted_tables(data)

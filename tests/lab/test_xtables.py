@@ -201,3 +201,31 @@ def test_sighup_reasserts_what_no_notification_reported(lab: Lab) -> None:
     wait_for(lambda: gw.status()["counters"].get("reloads") == 1, 5, "reload")
     assert chains(lab) == installed
     assert resolve_and_connect(lab, ms.ns, "h1.dyndns.loxonecloud.com", 30000) == "open"
+
+
+def test_only_deletions_that_could_touch_loxgw_are_checked(lab: Lab) -> None:
+    """The relay's own netdev table (deleted and created in one transaction) and other tables' deletions
+    start no check; a deletion in ip or ip6 mangle reads the iptables-nft rules back, one in loxgw's table
+    asks for the table."""
+    gw = Loxgw(lab, extra="config relay\n\tlist zone 'iot'\n\tlist zone 'lan'\n").start()
+
+    def checks() -> tuple[int, int]:
+        counters = gw.status()["counters"]
+        return counters.get("table_checks", 0), counters.get("xtables_checks", 0)
+
+    wait_for(lambda: lab.run(lab.ns_router, "nft", "list", "table", "netdev", "loxgw_relay", check=False)
+             .returncode == 0, 5, "the relay's netdev table")
+    for step in ("add table inet other", "add chain inet other c", "delete chain inet other c",
+                 "delete table inet other", "add table ip6 mangle2", "delete table ip6 mangle2"):
+        lab.run(lab.ns_router, "nft", step)
+    lab.run(lab.ns_router, "iptables-nft", "-t", "filter", "-N", "ELSEWHERE")
+    lab.run(lab.ns_router, "iptables-nft", "-t", "filter", "-X", "ELSEWHERE")
+    # A deletion in mangle after all of them: once it is checked, everything before it was read.
+    lab.run(lab.ns_router, "ip6tables-nft", "-t", "mangle", "-N", "SOMEONE")
+    lab.run(lab.ns_router, "ip6tables-nft", "-t", "mangle", "-X", "SOMEONE")
+    wait_for(lambda: checks()[1] >= 1, 2, "the check after a deletion in ip6 mangle")
+    assert checks() == (0, 1)
+    lab.run(lab.ns_router, "nft", "add", "chain", "inet", "loxgw", "somebodys")
+    lab.run(lab.ns_router, "nft", "delete", "chain", "inet", "loxgw", "somebodys")
+    wait_for(lambda: checks()[0] == 1, 2, "the check after a deletion in loxgw's table")
+    assert checks() == (1, 1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from loxgw.core import pinholes, ruleset
+from loxgw.core import nftwatch, pinholes, ruleset
 from loxgw.core.config import load_config
 from loxgw.core.errors import KernelError, LoxgwError
 from loxgw.daemon import app as daemon
@@ -139,6 +139,24 @@ def test_vanished_table_is_restored(setup: tuple[Path, Path, FakeKernel]) -> Non
     d.check_firewall()
     d.firewall._pass()
     assert d.firewall.counters["restores"] == 1
+
+
+def test_a_deletion_elsewhere_checks_nothing_one_in_loxgws_table_or_mangle_checks_that_alone(
+        setup: tuple[Path, Path, FakeKernel]) -> None:
+    cfg, _, kernel = setup
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    asyncio.run(d.apply())
+    checked = lambda: (d.firewall.counters["table_checks"], d.firewall.counters["xtables_checks"])  # noqa: E731
+    kernel.tables.clear()
+    d.check_firewall({(nftwatch.NFPROTO_INET, "fw4"), (nftwatch.NFPROTO_NETDEV, "loxgw_relay")})
+    d.firewall._pass()
+    assert (checked(), kernel.tables, d.firewall.counters["restores"]) == ((0, 0), set(), 0)
+    d.check_firewall({(nftwatch.NFPROTO_IPV4, "mangle")})
+    d.firewall._pass()
+    assert (checked(), kernel.tables) == ((0, 1), set())  # the table is not looked at
+    d.check_firewall({(nftwatch.NFPROTO_INET, "loxgw")})
+    d.firewall._pass()
+    assert (checked(), kernel.tables, d.firewall.counters["restores"]) == ((1, 1), {"loxgw"}, 1)
 
 
 def test_disabled_config_installs_nothing(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import socket
 import threading
 from typing import Any
 
-from loxgw.core import relaypeers
+from loxgw.core import nftwatch, relaypeers
 from loxgw.core.config import parse_config
 from loxgw.core.errors import KernelError
 from loxgw.core.relay import RelayInterface
@@ -44,16 +44,16 @@ class Kernel(KernelEdge):
 
 
 class Watch:
-    """edges.nft.RulesetWatch: a readable descriptor, drain() says whether something was deleted."""
+    """edges.nft.RulesetWatch: a readable descriptor, drain() says which tables lost something."""
 
     def __init__(self) -> None:
         self.ours, self.kernel = socket.socketpair()
-        self.deleted = False
+        self.deleted: set[tuple[int, str]] = set()
 
     def fileno(self) -> int:
         return self.ours.fileno()
 
-    def drain(self) -> bool:
+    def drain(self) -> set[tuple[int, str]]:
         self.ours.recv(64)
         return self.deleted
 
@@ -220,10 +220,16 @@ def test_a_netdev_table_someone_else_deleted_is_applied_again() -> None:
     async def flushed() -> None:
         await svc.paths.reconcile(run)
         assert kernel.watching is not None
+        kernel.watching.deleted = {(nftwatch.NFPROTO_NETDEV, "loxgw_relay")}
         kernel.watching.kernel.send(b"x")  # our own apply: the table is still there
         await asyncio.sleep(0.05)
         assert len(kernel.scripts) == 1
-        kernel.present, kernel.watching.deleted = False, True  # fw4 flush
+        kernel.present = False  # as the kernel would answer, but only a deletion in our table is looked at
+        kernel.watching.deleted = {(nftwatch.NFPROTO_INET, "fw4"), (nftwatch.NFPROTO_NETDEV, "other_relay")}
+        kernel.watching.kernel.send(b"x")
+        await asyncio.sleep(0.05)
+        assert len(kernel.scripts) == 1
+        kernel.watching.deleted = {(nftwatch.NFPROTO_NETDEV, "loxgw_relay")}  # fw4 flush
         kernel.watching.kernel.send(b"x")
         await asyncio.sleep(0.05)
 

@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from loxgw.core import nftwatch
 from loxgw.core.errors import KernelError
 from loxgw.edges import nft
 from loxgw.edges.nft import NetfilterRequests, attr, attributes, netlink_errors, replies
@@ -152,13 +153,16 @@ def watch_reading(*reads: bytes | int) -> nft.RulesetWatch:
     return watch
 
 
-def test_the_watch_reports_deletions_not_element_changes() -> None:
+def test_the_watch_reports_the_tables_of_deletions_not_element_changes() -> None:
     elements = notification(nft.NFT_MSG_NEWSETELEM) + notification(nft.NFT_MSG_DELSETELEM)
-    assert watch_reading(elements).drain() is False
-    assert watch_reading(elements, notification(8)).drain() is True  # NFT_MSG_DELRULE
+    assert watch_reading(elements).drain() == set()
+    rule = nft.nft_message(8, 0, 0, attr(1, b"mangle\0"), family=nftwatch.NFPROTO_IPV4)  # NFT_MSG_DELRULE
+    table = nft.nft_message(2, 0, 0, attr(1, b"fw4\0"))  # NFT_MSG_DELTABLE, inet
+    assert watch_reading(elements, rule, table).drain() == {(nftwatch.NFPROTO_IPV4, "mangle"),
+                                                            (nftwatch.NFPROTO_INET, "fw4")}
 
 
-def test_lost_notifications_count_as_a_deletion_and_a_closed_socket_ends_the_drain() -> None:
-    assert watch_reading(errno.ENOBUFS).drain() is True
+def test_lost_notifications_may_have_touched_any_table_and_a_closed_socket_ends_the_drain() -> None:
+    assert watch_reading(errno.ENOBUFS).drain() == {nftwatch.ANY_TABLE}
     # Closed while a drain ran in a thread (the daemon stopping): the drain ends, it does not spin.
-    assert watch_reading(errno.EBADF, notification(8)).drain() is False
+    assert watch_reading(errno.EBADF, notification(8)).drain() == set()

@@ -112,7 +112,10 @@ def touched(deleted: set[Table] | frozenset[Table], *tables: Table) -> bool:
     return ANY_TABLE in deleted or any(table in deleted for table in tables)
 
 
-def to_check(deleted: set[Table] | frozenset[Table], table: str) -> tuple[bool, bool]:
-    """After these deletions: whether loxgw's table (`inet table`) and whether its iptables-nft DNS rules
-    may have lost something."""
-    return touched(deleted, (NFPROTO_INET, table)), touched(deleted, *XTABLES)
+def to_check(deleted: set[Table] | frozenset[Table], table: str, xtables_notified: bool = True
+             ) -> tuple[bool, bool]:
+    """After these deletions: whether loxgw's table (`inet table`) and whether its iptables DNS rules may
+    have lost something. Rules written by legacy iptables (`xtables_notified` False) send no notification
+    of their own: any deletion is a reason to look at them, as good as any."""
+    xtables = touched(deleted, *XTABLES) if xtables_notified else bool(deleted)
+    return touched(deleted, (NFPROTO_INET, table)), xtables

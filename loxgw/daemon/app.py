@@ -125,7 +125,7 @@ class Daemon:
         """Something was deleted in nftables (in these tables; None: anywhere): the firewall worker checks
         what of loxgw's could have gone with it (its table, its iptables-nft rules), and only that."""
         table, xtables = nftwatch.to_check({nftwatch.ANY_TABLE} if deleted is None else deleted,
-                                           self.config.main.table)
+                                           self.config.main.table, self.firewall.queue_rules.notified())
         if table or xtables:
             self.firewall.verify(table=table, xtables=xtables)
 

@@ -259,8 +259,10 @@ class FirewallService:
             requested, self._requested_at = self._requested_at, None
         self._timing = PassTiming(requested, self.clock())
         try:
-            self.counters["table_checks"] += verify_table  # after deletions in nftables (daemon.app)
-            self.counters["xtables_checks"] += verify_xtables
+            if verify_table:  # after deletions in nftables (daemon.app)
+                self.counters["table_checks"] += 1
+            if verify_xtables:
+                self.counters["xtables_checks"] += 1
             if verify_table and self.applied.table is not None and not self.kernel.table_exists(self.applied.table):
                 self.counters["restores"] += 1
                 log.warning("table inet %s vanished; restoring it", self.applied.table)

@@ -29,6 +29,7 @@ class QueueRules(Protocol):
     def install(self, rules: list[Any], hold: list[str] | None = None) -> None: ...
     def remove(self) -> None: ...
     def present(self) -> bool: ...
+    def notified(self) -> bool: ...
 
 
 def alongside(here: Callable[[], None], there: Callable[[], None]) -> None:
@@ -63,6 +64,10 @@ class QueueRuleKeeper:
             self.rules = self.make()
         self.rules.install(dns_queue_rules(desired.config, desired.path),
                            hold_xtables_rule(desired.config, desired.path))
+
+    def notified(self) -> bool:
+        """Whether a change to the installed rules comes as an nftables notification (none installed: yes)."""
+        return self.rules is None or self.rules.notified()
 
     def intact(self) -> bool:
         """False if rules are installed and someone changed them (one save per family)."""

@@ -99,6 +99,12 @@ def xtables_tools(family: int) -> Tools | None:
     return None
 
 
+def changes_notified(tools: Tools) -> bool:
+    """Whether these tools write through nftables (iptables-nft, xtables-nft-multi), whose changes come as
+    nftables notifications; the legacy ones' changes come as none."""
+    return "nft" in os.path.basename(os.path.realpath(tools.restore))
+
+
 _early_checks: list[concurrent.futures.Future[bool]] = []
 
 
@@ -142,6 +148,13 @@ class XtablesQueue:
         self._expected: dict[int, Mangle] = {}
         self._known: dict[int, Mangle] = {}  # per family: what the last read or write left
         self._intact: bool | None = None  # the last present()'s answer; None after a write
+        self._notified: bool | None = None
+
+    def notified(self) -> bool:
+        """Whether a change to these rules comes as an nftables notification (changes_notified)."""
+        if self._notified is None:  # the tools stay what they are while loxgw runs: looked up once
+            self._notified = all(changes_notified(tools) for _, tools in self._families())
+        return self._notified
 
     def _families(self) -> Iterator[tuple[int, Tools]]:
         for family in FAMILIES:

@@ -91,4 +91,7 @@ def test_what_loxgw_checks_after_deletions_is_what_they_could_have_touched() -> 
     assert nftwatch.to_check({(inet, "fw4"), (netdev, "loxgw_relay"), (inet, "loxgw2"), (ipv4, "loxgw"),
                               (ipv4, "filter"), (inet, "mangle")}, "loxgw") == (False, False)
     assert nftwatch.to_check(set(), "loxgw") == (False, False)
+    # Legacy iptables' changes come as no notification: any deletion is a reason to look.
+    assert nftwatch.to_check({(inet, "fw4")}, "loxgw", xtables_notified=False) == (False, True)
+    assert nftwatch.to_check(set(), "loxgw", xtables_notified=False) == (False, False)
     assert nftwatch.touched({nftwatch.ANY_TABLE}, (netdev, "loxgw_relay"))

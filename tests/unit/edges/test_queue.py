@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,20 @@ def test_an_early_check_that_failed_fails_the_choice_as_the_check_would() -> Non
         queue.check_native_queue_early()
         with pytest.raises(PermissionError):
             queue.choose_mode("inline")
+
+
+def test_rules_written_by_legacy_iptables_are_not_notified(tmp_path: Path) -> None:
+    legacy, multi = tmp_path / "xtables-legacy-multi", tmp_path / "xtables-nft-multi"
+    for binary in (legacy, multi):
+        binary.touch()
+    for name, target in (("iptables-restore", legacy), ("ip6tables-restore", multi)):
+        (tmp_path / name).symlink_to(target)
+
+    def tools(restore: str) -> Callable[[int], queue.Tools]:
+        return lambda family: queue.Tools(str(tmp_path / restore.format("ip" if family == 4 else "ip6")), "")
+
+    assert queue.XtablesQueue(tools=tools("/usr/sbin/{}tables-nft-restore")).notified()
+    assert not queue.XtablesQueue(tools=tools("{}tables-restore")).notified()  # v4 through the legacy multi
+    (tmp_path / "iptables-restore").unlink()
+    (tmp_path / "iptables-restore").symlink_to(multi)
+    assert queue.XtablesQueue(tools=tools("{}tables-restore")).notified()  # both through xtables-nft-multi

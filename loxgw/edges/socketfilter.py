@@ -7,7 +7,7 @@ Intercom's events; instructions in core.bpf); this attaches one to a socket.
 
 from __future__ import annotations
 
-import ctypes
+import array
 import socket
 import struct
 from collections.abc import Sequence
@@ -18,6 +18,12 @@ SO_ATTACH_FILTER = 26
 
 
 def attach(sock: socket.socket, program: Sequence[Instruction]) -> None:
-    """Attach `program`; struct sock_fprog points at the instructions, which the kernel copies."""
-    code = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *insn) for insn in program))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("@HP", len(program), ctypes.addressof(code)))
+    """Attach `program`; struct sock_fprog points at the instructions, which the kernel copies.
+
+    The pointer is the address of an array's buffer (array.buffer_info), which lives until the
+    call returns: ctypes would do the same, and on OpenWrt it is a package of its own
+    (python3-ctypes, with libffi) for this one pointer.
+    """
+    code = array.array("B", b"".join(struct.pack("=HBBI", *insn) for insn in program))
+    address, _ = code.buffer_info()
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("@HP", len(program), address))

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 FirewallMode = Literal["auto", "fw4", "standalone"]
 DnsMode = Literal["inline", "passive", "off"]
-DnsHold = Literal["connection", "answer"]  # what waits for loxgw in a devices zone (inline mode)
+DnsHold = Literal["auto", "connection", "answer"]  # what waits for loxgw in a devices zone (inline mode)
 # Whether the relay may copy in the kernel (core.relaykernel): `auto` where the kernel takes it.
 RelayKernel = Literal["auto", "off"]
 LogLevel = Literal["debug", "info", "notice", "warning", "error"]
@@ -56,7 +56,8 @@ class MainConfig:
     dns_hold: DnsHold = field(default="connection", metadata=option(
         "dns_hold", cs.choice(*get_args(DnsHold)),
         "what waits in a devices zone with `inline`: `connection` (the device's first packet to an address it "
-        "has no grant for, until loxgw has read the answer) or `answer` (the DNS answer, until its grants are in)"))
+        "has no grant for, until loxgw has read the answer), `answer` (the DNS answer, until its grants are in) "
+        "or `auto` (the answer up to 1,000 a second per device and 2,000 in all, beyond that the connection)"))
     min_timeout: int = field(default=60, metadata=option(
         "min_timeout", cs.int_range(1, _WEEK), "floor of TTL-derived set timeouts, seconds"))
     max_timeout: int = field(default=86400, metadata=option(
@@ -70,7 +71,7 @@ class MainConfig:
         "redirect_dns", cs.boolean, "send DNS from devices zones to the router's own resolver"))
     queue_num: int = field(default=7053, metadata=option(
         "queue_num", cs.int_range(0, 65535), "NFQUEUE number of held first packets and NFLOG group of DNS "
-        "copies; `queue_num + 1` holds clients zones' answers"))
+        "copies; `queue_num + 1` holds clients zones' answers, `queue_num + 2` devices zones' with `dns_hold 'auto'`"))
     status_socket: str = field(default=DEFAULT_STATUS_SOCKET, metadata=option(
         "status_socket", cs.absolute_path, "Unix socket for `loxgw status`"))
     table: str = field(default="loxgw", metadata=option(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from loxgw.core.config import DnsHold, DnsMode, ZoneRole
-from loxgw.core.firewall import QueueMode
+from loxgw.core.firewall import HELD_ANSWERS_OFFSET, QueueMode
 from loxgw.core.record import record
 
 QueueUse = Literal["hold", "devices", "clients"]  # what a bound queue carries: first packets, or a role's DNS
@@ -29,6 +29,9 @@ class DnsPath:
     queues: tuple[tuple[int, QueueUse], ...]  # (offset from queue_num, what it carries)
     copy_delay: bool  # copies are read in batches (only when no answer of a devices zone waits)
     sniff: bool = False  # packet sockets read DNS passively
+    # A devices zone's catalogue answers wait while they come slowly enough (core.firewall.HELD_ANSWERS_*),
+    # in queue offset HELD_ANSWERS_OFFSET; beyond that they are copied and first packets wait.
+    answers_held_up_to_a_rate: bool = False
 
 
 OFF = DnsPath("off", False, (), False, False, (), False)
@@ -36,9 +39,12 @@ PASSIVE = DnsPath("passive", False, (), False, False, (), False, sniff=True)
 COPIES = DnsPath("copies", True, ("clients",), False, True, ((0, "hold"), (1, "clients")), True)
 COPIES_ANSWERS_HELD = DnsPath("copies, answers held", True, ("devices", "clients"), False, False,
                               ((0, "devices"), (1, "clients")), False)
+ANSWERS_HELD_UP_TO_A_RATE = DnsPath("answers held, beyond a rate copies", True, ("clients",), False, True,
+                                    ((0, "hold"), (1, "clients"), (HELD_ANSWERS_OFFSET, "devices")), True,
+                                    answers_held_up_to_a_rate=True)
 QUEUED = DnsPath("queued", False, ("devices", "clients"), True, False, ((0, "devices"), (1, "clients")), False)
 
-ROWS: tuple[DnsPath, ...] = (OFF, PASSIVE, COPIES, COPIES_ANSWERS_HELD, QUEUED)
+ROWS: tuple[DnsPath, ...] = (OFF, PASSIVE, COPIES, COPIES_ANSWERS_HELD, ANSWERS_HELD_UP_TO_A_RATE, QUEUED)
 
 
 def choose(dns_mode: DnsMode, queue: QueueMode, nflog: bool, dns_hold: DnsHold) -> DnsPath:
@@ -49,7 +55,7 @@ def choose(dns_mode: DnsMode, queue: QueueMode, nflog: bool, dns_hold: DnsHold) 
         return PASSIVE
     if not nflog:
         return QUEUED
-    return COPIES if dns_hold == "connection" else COPIES_ANSWERS_HELD
+    return {"connection": COPIES, "answer": COPIES_ANSWERS_HELD, "auto": ANSWERS_HELD_UP_TO_A_RATE}[dns_hold]
 
 
 def queue_of(path: DnsPath, role: ZoneRole) -> int | None:

@@ -12,7 +12,19 @@ from loxgw.core import catalog
 from loxgw.core.config import Config, ZoneRole
 from loxgw.core.dns import REFUSED_TARGETS, Profile, build_policy, name_needles
 from loxgw.core.dnspath import DnsPath
-from loxgw.core.firewall import COPY_PREFIX, DNS_PORT, HOLD_MARK, HOLD_RATE, QueueMode, cloud_set_name
+from loxgw.core.firewall import (
+    COPY_PREFIX,
+    DNS_PORT,
+    HELD_ANSWERS_IN_ALL,
+    HELD_ANSWERS_LIMIT,
+    HELD_ANSWERS_OFFSET,
+    HELD_ANSWERS_PER_DEVICE,
+    HELD_ANSWERS_SET,
+    HOLD_MARK,
+    HOLD_RATE,
+    QueueMode,
+    cloud_set_name,
+)
 from loxgw.core.record import record
 
 
@@ -34,6 +46,9 @@ class QueueRule:
     needles: tuple[bytes, ...] = ()  # packets without any of these labels stay in the kernel
     copy: bool = False  # hand loxgw a copy (NFLOG) and let the packet go on: it need not wait
     prefix: str = ""  # a copy's NFLOG prefix: the asker's zone role
+    # Held only while answers to each device of this IP family come at most HELD_ANSWERS_PER_DEVICE
+    # a second (and all at most HELD_ANSWERS_IN_ALL); faster ones fall through to the next rule, a copy.
+    held_up_to_a_rate: int | None = None
 
     def nft(self) -> str:
         ifs = f"{'iifname' if self.incoming else 'oifname'} {ifset(self.interfaces)}"
@@ -43,6 +58,13 @@ class QueueRule:
             addr = f" {ip} {'daddr' if self.incoming else 'saddr'} {{ {', '.join(self.resolvers)} }}"
         port = (f"meta l4proto {{ tcp, udp }} th dport {DNS_PORT}" if self.incoming
                 else f"meta l4proto {{ tcp, udp }} th sport {DNS_PORT} ct direction reply")
+        if self.held_up_to_a_rate is not None:
+            family = self.held_up_to_a_rate
+            ip, nfproto = ("ip", "ipv4") if family == 4 else ("ip6", "ipv6")
+            per_device, burst = HELD_ANSWERS_PER_DEVICE
+            return (f"{ifs}{addr} {port} meta nfproto {nfproto} update @{HELD_ANSWERS_SET[family]} "
+                    f"{{ {ip} daddr limit rate {per_device}/second burst {burst} packets }} "
+                    f'limit name "{HELD_ANSWERS_LIMIT}" queue num {self.qnum} bypass')
         if self.copy:
             # queue-threshold 1: each copy is in loxgw's socket before the packet goes on.
             return f'{ifs}{addr} {port} log prefix "{self.prefix}" group {self.qnum} queue-threshold 1'
@@ -61,6 +83,14 @@ class QueueRule:
                       "--nflog-prefix", self.prefix]
         else:
             target = ["-j", "NFQUEUE", "--queue-num", str(self.qnum), "--queue-bypass"]
+        if self.held_up_to_a_rate is not None:
+            # hashlimit's buckets are per name and IP family: one per device (by the answer's
+            # destination), one for all. After the payload match, so only a catalogue answer takes a token.
+            (per_device, device_burst), (in_all, all_burst) = HELD_ANSWERS_PER_DEVICE, HELD_ANSWERS_IN_ALL
+            target = ["-m", "hashlimit", "--hashlimit-upto", f"{per_device}/sec", "--hashlimit-burst",
+                      str(device_burst), "--hashlimit-mode", "dstip", "--hashlimit-name", "loxgw_held",
+                      "-m", "hashlimit", "--hashlimit-upto", f"{in_all}/sec", "--hashlimit-burst", str(all_burst),
+                      "--hashlimit-name", "loxgw_held_all", *target]
         rules = []
         for proto in ("udp", "tcp"):
             match = self._xtables_match(interface, proto)
@@ -118,11 +148,18 @@ def dns_queue_rules(config: Config, path: DnsPath) -> list[QueueRule]:
         held = (config.main.queue_num + offset, needles, False, COPY_PREFIX[role])
         query = held if path.held_queries else copy
         answer = held if role in path.held_answers else copy
+        # Answers held up to a rate: these rules first, the copy after them takes the rest.
+        up_to_a_rate = role == "devices" and path.answers_held_up_to_a_rate
+        rated = (config.main.queue_num + HELD_ANSWERS_OFFSET, needles, False, COPY_PREFIX[role])
         out.append(QueueRule("input", ifs, True, None, (), *query))
+        if up_to_a_rate:
+            out += [QueueRule("output", ifs, False, None, (), *rated, held_up_to_a_rate=f) for f in (4, 6)]
         out.append(QueueRule("output", ifs, False, None, (), *answer))
         for family, resolvers in trusted.items():
             if resolvers:
                 out.append(QueueRule("forward", ifs, True, family, resolvers, *query))
+                if up_to_a_rate:
+                    out.append(QueueRule("forward", ifs, False, family, resolvers, *rated, held_up_to_a_rate=family))
                 out.append(QueueRule("forward", ifs, False, family, resolvers, *answer))
     return out
 
@@ -168,9 +205,16 @@ def hold_xtables_rule(config: Config, path: DnsPath) -> list[str] | None:
 
 
 def native_queue_chains(config: Config, path: DnsPath) -> list[str]:
-    """The chains that copy or queue DNS with nft's own `log group` and `queue` (OpenWrt)."""
+    """The chains that copy or queue DNS with nft's own `log group` and `queue` (OpenWrt), and the buckets
+    of answers held up to a rate (each device's, in a set that forgets quiet devices; all answers')."""
     lines: list[str] = []
     rules = dns_queue_rules(config, path)
+    if any(r.held_up_to_a_rate is not None for r in rules):
+        for family, key in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+            lines += [f"\tset {HELD_ANSWERS_SET[family]} {{", f"\t\ttype {key}", "\t\tsize 4096",
+                      "\t\tflags dynamic,timeout", "\t\ttimeout 10s", "\t}", ""]
+        rate, burst = HELD_ANSWERS_IN_ALL
+        lines += [f"\tlimit {HELD_ANSWERS_LIMIT} {{", f"\t\trate {rate}/second burst {burst} packets", "\t}", ""]
     for hook in ("input", "output", "forward"):
         chosen = [r for r in rules if r.hook == hook]
         if not chosen:

@@ -31,6 +31,15 @@ RELAY_ORIGINAL_MARK = 0x08000000
 # Beyond this rate first packets are not held: they go straight to the allow rules (and may
 # race a grant, a TCP retransmission later finding it), so a flood cannot stall loxgw.
 HOLD_RATE = "2000/second burst 500 packets"
+# With `dns_hold 'auto'` a devices zone's catalogue answers are held (NFQUEUE queue_num + 2) while
+# they come at most this fast, per device and in all; beyond that they are copied and the device's
+# first packet waits instead. The DNS thread holds some 5,000 answers a second before it falls
+# behind (bench/RESULTS.md, session 2): held answers take at most 40 % of that, one device half.
+HELD_ANSWERS_PER_DEVICE = (1000, 100)  # per second, burst
+HELD_ANSWERS_IN_ALL = (2000, 200)
+HELD_ANSWERS_OFFSET = 2
+HELD_ANSWERS_SET = {4: "dns_held_answers4", 6: "dns_held_answers6"}  # each device's bucket (native nft)
+HELD_ANSWERS_LIMIT = "dns_held_answers"  # the bucket of all (native nft)
 # What loxgw's chains did not allow is sampled to user space (NFLOG group queue_num + 2) at
 # most this often, for `loxgw doctor` and the blocked-attempts table; the kernel keeps the rate.
 BLOCKED_SAMPLE_RATE = "20/second burst 20 packets"

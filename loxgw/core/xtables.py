@@ -173,7 +173,7 @@ def chain_args(rules: Sequence[QueueRule], hold: Sequence[str] | None, family: i
     if hold is not None:
         out[XT_CHAIN["forward"]].append(list(hold))
     for rule in rules:
-        if rule.family not in (None, family):
+        if rule.family not in (None, family) or rule.held_up_to_a_rate not in (None, family):
             continue
         for interface in rule.interfaces:
             out[XT_CHAIN[rule.hook]] += rule.xtables(interface)

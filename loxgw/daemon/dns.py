@@ -301,6 +301,7 @@ class DnsService:
         if runner is not None:
             counters |= {"dns_inserted": runner.inserted, "dns_handler_errors": runner.handler_errors,
                          "dns_refused_device_cap": runner.refused_device_cap, "dns_held_packets": runner.held,
+                         "dns_held_dns_packets": runner.held_dns,
                          "dns_netlink_errors": runner.writer.errors}
         if self.copies is not None:
             counters |= {"dns_copies_lost": self.copies.overruns, "dns_copies_malformed": self.copies.malformed}

@@ -33,6 +33,7 @@ class GrantPath:
         self.inserted = 0
         self.handler_errors = 0
         self.held = 0  # first packets held until the copies before them were read (inline only)
+        self.held_dns = 0  # DNS packets held until loxgw was done with them (answers; queries in `queued`)
         self.refused_device_cap = 0  # grants not given: the device had its GrantLedger.per_device
         # Held by whoever touches the inspector, writer or ledger: the DNS thread per wake-up,
         # the event loop for status, restores and relay pinholes.

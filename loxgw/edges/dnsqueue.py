@@ -200,6 +200,7 @@ class DnsQueue(GrantPath):
             grants += self.grant(pkt.get_payload(), role)
         finally:
             pkt.accept()  # the grants are in the kernel by now; the rest is bookkeeping
+            self.held_dns += 1
         if grants:
             self.settle(grants)
 

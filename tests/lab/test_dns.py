@@ -9,7 +9,7 @@ import sys
 import time
 
 from tests.lab.loxgwproc import Loxgw
-from tests.lab.netlab import Lab, wait_for
+from tests.lab.netlab import IOT_GW, Lab, wait_for
 
 # Resolve names, then connect to each (addr, port) at once; prints one result per line.
 CLIENT = r"""
@@ -469,3 +469,47 @@ print("open" if s.connect_ex(("2001:db8:113::7", 22)) == 0 else "blocked")
         assert lab.run(other.ns, sys.executable, "-c", probe).stdout.strip() == "blocked"
         entries = {(e["device"], e["address"], e["ports"]) for e in gw.status()["dns_entries"]}
         assert ("2001:db8:20::a", "2001:db8:113::7", "22") in entries
+
+
+# Waves of 100 queries sent at once (dnsmasq forwards at most 150 at a time), each wave's answers read
+# before the next: thousands of answers a second, however slow the machine.
+FLOOD = r"""
+import socket, sys
+from dnslib import DNSRecord
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+answered = 0
+for wave in range(int(sys.argv[1]) // 100):
+    for i in range(wave * 100, wave * 100 + 100):
+        s.sendto(DNSRecord.question(f"f{i}.dyndns.loxonecloud.com").pack(), (sys.argv[2], 53))
+    try:
+        for _ in range(100):
+            s.recv(4096)
+            answered += 1
+    except socket.timeout:
+        pass
+print(answered)
+"""
+
+
+def test_dns_hold_auto_holds_answers_up_to_a_rate_and_first_packets_beyond(lab: Lab) -> None:
+    """`auto`: a device's answers wait for their grants while they come slowly; a burst beyond the rate is
+    copied, and the first packets to its addresses wait instead. Every connection opens, none is blocked."""
+    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
+    listen(lab, "203.0.113.7", 22)
+    listen(lab, "203.0.113.20", 30357)
+    gw = Loxgw(lab, main_extra="\toption dns_hold 'auto'\n").start()
+    assert gw.status()["dns_path"] == "answers held, beyond a rate copies"
+    assert try_connect(lab, ms.ns, "a7.remcov3.loxonecloud.com:22", "x1.dyndns.loxonecloud.com:30357",
+                       "203.0.113.7:49001") == ["open", "open", "blocked"]
+    counters = gw.status()["counters"]
+    assert (counters["dns_answers_matched"], counters["dns_held_dns_packets"], counters["dns_held_packets"]) == (
+        2, 2, 0)
+    # 600 answers in waves of 100: past the burst (100) and the rate (1,000 a second) most are copied,
+    # not held; each is granted all the same.
+    answered = int(lab.run(ms.ns, sys.executable, "-c", FLOOD, "600", IOT_GW, timeout=60).stdout)
+    counters = gw.status()["counters"]
+    held = counters["dns_held_dns_packets"] - 2
+    assert answered == 600 and counters["dns_answers_matched"] == 602, counters
+    assert 100 <= held <= 400, counters
+    assert counters["dns_handler_errors"] == 0
+    assert try_connect(lab, ms.ns, "x2.dyndns.loxonecloud.com:30357") == ["open"]

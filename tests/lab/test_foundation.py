@@ -196,7 +196,7 @@ def test_sigterm_during_start_up_leaves_nothing_in_the_kernel(lab: Lab, delay: f
 def test_golden_rulesets_load(lab: Lab) -> None:
     """Every pinned ruleset (tests/unit/core/golden) passes the kernel's check, queue statements aside."""
     golden = sorted((Path(REPO) / "tests" / "unit" / "core" / "golden").glob("*.nft"))
-    assert len(golden) == 8
+    assert len(golden) == 12
     for path in golden:
         # This kernel has no nft queue expression (OpenWrt has it): check everything else.
         script = re.sub(r"queue num \d+ bypass", "accept", path.read_text(encoding="utf-8"))

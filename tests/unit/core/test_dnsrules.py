@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from loxgw.core import catalog, dnspath, dnsrules, ruleset
+from loxgw.core import catalog, dnspath, dnsrules, ruleset, xtables
 from loxgw.core.config import Config, parse_config
 from loxgw.core.dns import all_profiles
 
@@ -128,3 +128,42 @@ def test_dns_hold_answer_holds_devices_answers_and_nothing_else() -> None:
     assert dnsrules.hold_rules(config, path_of(config), "nft", PROFILES) == []
     assert dnsrules.hold_xtables_rule(config, path_of(config)) is None
     assert "chain hold" not in ruleset.render(config, "standalone", "xtables", path_of(config)).script
+
+
+def test_dns_hold_auto_holds_devices_answers_up_to_a_rate_then_copies_them_and_holds_first_packets() -> None:
+    text = CONFIG.replace("option queue_num '100'", "option queue_num '100'\n\toption dns_hold 'auto'")
+    config = parse_config(text, "t")
+    path = path_of(config)
+    assert path is dnspath.ANSWERS_HELD_UP_TO_A_RATE and path.queues == ((0, "hold"), (1, "clients"), (2, "devices"))
+    rules = dnsrules.dns_queue_rules(config, path)
+    answers = [r for r in rules if r.interfaces == ("br-iot",) and not r.incoming]
+    # Per hook: the rated rules (one per family the bucket is keyed on), then the copy that takes the rest.
+    assert [(r.hook, r.held_up_to_a_rate, r.copy, r.qnum, r.family) for r in answers] == [
+        ("output", 4, False, 102, None), ("output", 6, False, 102, None), ("output", None, True, 100, None),
+        ("forward", 4, False, 102, 4), ("forward", None, True, 100, 4)]
+    assert all(r.copy for r in rules if r.incoming)  # queries are only copied
+    assert [r.qnum for r in rules if r.interfaces == ("br-lan",) and not r.incoming] == [101, 101]
+    assert answers[0].nft().endswith(
+        "meta nfproto ipv4 update @dns_held_answers4 { ip daddr limit rate 1000/second burst 100 packets } "
+        'limit name "dns_held_answers" queue num 102 bypass')
+    assert "update @dns_held_answers6 { ip6 daddr " in answers[1].nft()
+    held_v4 = answers[0].xtables("br-iot")
+    tail = ["-m", "hashlimit", "--hashlimit-upto", "1000/sec", "--hashlimit-burst", "100", "--hashlimit-mode",
+            "dstip", "--hashlimit-name", "loxgw_held", "-m", "hashlimit", "--hashlimit-upto", "2000/sec",
+            "--hashlimit-burst", "200", "--hashlimit-name", "loxgw_held_all", "-j", "NFQUEUE", "--queue-num", "102",
+            "--queue-bypass"]
+    assert held_v4 and all(args[-len(tail):] == tail for args in held_v4)
+    # The first packets of what was copied still wait.
+    assert dnsrules.hold_rules(config, path, "nft", PROFILES)
+    assert dnsrules.hold_xtables_rule(config, path) is not None
+    # Each family's chain gets its own family's rated rules only.
+    v4 = xtables.chain_args(rules, None, 4)
+    v6 = xtables.chain_args(rules, None, 6)
+    assert sum("loxgw_held" in args for chain in v4.values() for args in chain) == len(held_v4) + len(
+        answers[3].xtables("br-iot"))
+    assert sum("loxgw_held" in args for chain in v6.values() for args in chain) == len(answers[1].xtables("br-iot"))
+    native = "\n".join(dnsrules.native_queue_chains(config, path))
+    assert "set dns_held_answers4 {" in native and "set dns_held_answers6 {" in native
+    assert "limit dns_held_answers {\n\t\trate 2000/second burst 200 packets" in native
+    assert "dns_held_answers" not in "\n".join(dnsrules.native_queue_chains(
+        parse_config(CONFIG, "t"), path_of(parse_config(CONFIG, "t"))))

@@ -21,7 +21,7 @@ from loxgw.core.firewall import QueueMode, ResolvedFirewall
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = [(mode, queue, hold) for mode in ("standalone", "fw4") for queue in ("nft", "xtables")
-         for hold in ("connection", "answer")]
+         for hold in ("connection", "answer", "auto")]
 
 
 def golden_name(mode: str, queue: str, hold: str) -> str:

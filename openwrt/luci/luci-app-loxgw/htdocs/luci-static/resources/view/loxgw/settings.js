@@ -119,9 +119,10 @@ return view.extend({
 		o.default = 'inline';
 
 		o = s.option(form.ListValue, 'dns_hold', _('What waits'),
-			_('In a devices zone with inline DNS handling: the device\'s first packet to a new address, or the DNS answer itself.'));
+			_('In a devices zone with inline DNS handling: the device\'s first packet to a new address, the DNS answer itself, or the answer while answers come slowly enough and the first packet beyond that.'));
 		o.value('connection', _('the first packet of a connection'));
 		o.value('answer', _('the DNS answer'));
+		o.value('auto', _('the DNS answer, up to a rate'));
 		o.default = 'connection';
 		o.depends('dns_mode', 'inline');
 

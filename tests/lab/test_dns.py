@@ -369,7 +369,9 @@ def test_sighup_switches_what_is_held(lab: Lab) -> None:
     listen(lab, "203.0.113.20", 30357)
     gw = Loxgw(lab).start()
     assert try_connect(lab, ms.ns, "a7.remcov3.loxonecloud.com:22") == ["open"]
-    for reloads, (hold, path) in enumerate((("answer", "copies, answers held"), ("connection", "copies")), 1):
+    for reloads, (hold, path) in enumerate((("answer", "copies, answers held"),
+                                            ("auto", "answers held, beyond a rate copies"),
+                                            ("connection", "copies")), 1):
         gw.write_config(main_extra=f"\toption dns_hold '{hold}'\n")
         gw.signal(signal.SIGHUP)
         wait_for(lambda n=reloads: gw.status()["counters"].get("reloads") == n, 5, "reload")
@@ -378,7 +380,8 @@ def test_sighup_switches_what_is_held(lab: Lab) -> None:
             "open", "open"]
         mangle = lab.run(lab.ns_router, "iptables-save", "-t", "mangle").stdout
         assert "--queue-num 7053" in mangle and "NFLOG" in mangle
-        assert ("0x20000000" in mangle) == (hold == "connection")  # the hold rule's mark
+        assert ("0x20000000" in mangle) == (hold != "answer")  # the hold rule's mark
+        assert ("loxgw_held" in mangle) == (hold == "auto")
     assert gw.status()["counters"]["dns_handler_errors"] == 0
 
 

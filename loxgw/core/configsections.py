@@ -57,7 +57,7 @@ class MainConfig:
         "dns_hold", cs.choice(*get_args(DnsHold)),
         "what waits in a devices zone with `inline`: `connection` (the device's first packet to an address it "
         "has no grant for, until loxgw has read the answer), `answer` (the DNS answer, until its grants are in) "
-        "or `auto` (the answer up to 1,000 a second per device and 2,000 in all, beyond that the connection)"))
+        "or `auto` (the answer while answers come slowly enough, beyond that the connection)"))
     min_timeout: int = field(default=60, metadata=option(
         "min_timeout", cs.int_range(1, _WEEK), "floor of TTL-derived set timeouts, seconds"))
     max_timeout: int = field(default=86400, metadata=option(

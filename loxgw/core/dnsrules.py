@@ -19,6 +19,7 @@ from loxgw.core.firewall import (
     HELD_ANSWERS_LIMIT,
     HELD_ANSWERS_OFFSET,
     HELD_ANSWERS_PER_DEVICE,
+    HELD_ANSWERS_PER_FAMILY,
     HELD_ANSWERS_SET,
     HOLD_MARK,
     HOLD_RATE,
@@ -46,8 +47,8 @@ class QueueRule:
     needles: tuple[bytes, ...] = ()  # packets without any of these labels stay in the kernel
     copy: bool = False  # hand loxgw a copy (NFLOG) and let the packet go on: it need not wait
     prefix: str = ""  # a copy's NFLOG prefix: the asker's zone role
-    # Held only while answers to each device of this IP family come at most HELD_ANSWERS_PER_DEVICE
-    # a second (and all at most HELD_ANSWERS_IN_ALL); faster ones fall through to the next rule, a copy.
+    # Held only while answers of this IP family come slowly enough (core.firewall.HELD_ANSWERS_*); faster
+    # ones fall through to the next rule, a copy.
     held_up_to_a_rate: int | None = None
 
     def nft(self) -> str:
@@ -84,13 +85,12 @@ class QueueRule:
         else:
             target = ["-j", "NFQUEUE", "--queue-num", str(self.qnum), "--queue-bypass"]
         if self.held_up_to_a_rate is not None:
-            # hashlimit's buckets are per name and IP family: one per device (by the answer's
-            # destination), one for all. After the payload match, so only a catalogue answer takes a token.
-            (per_device, device_burst), (in_all, all_burst) = HELD_ANSWERS_PER_DEVICE, HELD_ANSWERS_IN_ALL
-            target = ["-m", "hashlimit", "--hashlimit-upto", f"{per_device}/sec", "--hashlimit-burst",
-                      str(device_burst), "--hashlimit-mode", "dstip", "--hashlimit-name", "loxgw_held",
-                      "-m", "hashlimit", "--hashlimit-upto", f"{in_all}/sec", "--hashlimit-burst", str(all_burst),
-                      "--hashlimit-name", "loxgw_held_all", *target]
+            # One bucket (no --hashlimit-mode: a single entry, its table never fills) per IP family
+            # for all devices (core.firewall.HELD_ANSWERS_PER_FAMILY says why not one per device).
+            # After the payload match, so only a catalogue answer takes a token.
+            rate, burst = HELD_ANSWERS_PER_FAMILY
+            target = ["-m", "hashlimit", "--hashlimit-upto", f"{rate}/sec", "--hashlimit-burst", str(burst),
+                      "--hashlimit-name", "loxgw_held", *target]
         rules = []
         for proto in ("udp", "tcp"):
             match = self._xtables_match(interface, proto)

@@ -31,12 +31,16 @@ RELAY_ORIGINAL_MARK = 0x08000000
 # Beyond this rate first packets are not held: they go straight to the allow rules (and may
 # race a grant, a TCP retransmission later finding it), so a flood cannot stall loxgw.
 HOLD_RATE = "2000/second burst 500 packets"
-# With `dns_hold 'auto'` a devices zone's catalogue answers are held (NFQUEUE queue_num + 2) while
-# they come at most this fast, per device and in all; beyond that they are copied and the device's
-# first packet waits instead. The DNS thread holds some 5,000 answers a second before it falls
-# behind (bench/RESULTS.md, session 2): held answers take at most 40 % of that, one device half.
-HELD_ANSWERS_PER_DEVICE = (1000, 100)  # per second, burst
-HELD_ANSWERS_IN_ALL = (2000, 200)
+# With `dns_hold 'auto'` a devices zone's answers are held (NFQUEUE queue_num + 2) while they come
+# at most this fast; beyond that they are copied and the device's first packet waits instead. The
+# DNS thread holds some 5,000 answers a second before it falls behind (bench/RESULTS.md, session
+# 2): held answers take at most 40 % of that. Native nft keeps a bucket per device (by IP family;
+# a full set of buckets makes the rule not match: the answer is copied) and one for all. iptables
+# keeps one bucket per IP family for all devices: a per-device hashlimit drops packets when its
+# table is full, and devices faking addresses could fill it and break DNS for everyone.
+HELD_ANSWERS_PER_DEVICE = (1000, 100)  # per second, burst (native nft)
+HELD_ANSWERS_IN_ALL = (2000, 200)  # native nft, both IP families together
+HELD_ANSWERS_PER_FAMILY = (1000, 100)  # iptables, each IP family
 HELD_ANSWERS_OFFSET = 2
 HELD_ANSWERS_SET = {4: "dns_held_answers4", 6: "dns_held_answers6"}  # each device's bucket (native nft)
 HELD_ANSWERS_LIMIT = "dns_held_answers"  # the bucket of all (native nft)

@@ -475,7 +475,7 @@ print("open" if s.connect_ex(("2001:db8:113::7", 22)) == 0 else "blocked")
 
 
 # Waves of 100 queries sent at once (dnsmasq forwards at most 150 at a time), each wave's answers read
-# before the next: thousands of answers a second, however slow the machine.
+# before the next: a few thousand answers a second on the CI machine.
 FLOOD = r"""
 import socket, sys
 from dnslib import DNSRecord
@@ -483,7 +483,9 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
 answered = 0
 for wave in range(int(sys.argv[1]) // 100):
     for i in range(wave * 100, wave * 100 + 100):
-        s.sendto(DNSRecord.question(f"f{i}.dyndns.loxonecloud.com").pack(), (sys.argv[2], 53))
+        q = DNSRecord.question(f"f{i}.dyndns.loxonecloud.com")
+        q.header.id = i  # dnslib's random ids collide among 100 in flight: an answer would match another query
+        s.sendto(q.pack(), (sys.argv[2], 53))
     try:
         for _ in range(100):
             s.recv(4096)
@@ -494,9 +496,9 @@ print(answered)
 """
 
 
-def test_dns_hold_auto_holds_answers_up_to_a_rate_and_first_packets_beyond(lab: Lab) -> None:
-    """`auto`: a device's answers wait for their grants while they come slowly; a burst beyond the rate is
-    copied, and the first packets to its addresses wait instead. Every connection opens, none is blocked."""
+def test_dns_hold_auto_holds_answers_up_to_a_rate_and_copies_them_beyond(lab: Lab) -> None:
+    """`auto`: a device's answers wait for their grants while they come slowly; beyond the rate they are
+    copied (and the first packets to their addresses wait instead), and granted all the same."""
     ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
     listen(lab, "203.0.113.7", 22)
     listen(lab, "203.0.113.20", 30357)
@@ -507,12 +509,15 @@ def test_dns_hold_auto_holds_answers_up_to_a_rate_and_first_packets_beyond(lab: 
     counters = gw.status()["counters"]
     assert (counters["dns_answers_matched"], counters["dns_held_dns_packets"], counters["dns_held_packets"]) == (
         2, 2, 0)
-    # 600 answers in waves of 100: past the burst (100) and the rate (1,000 a second) most are copied,
-    # not held; each is granted all the same.
-    answered = int(lab.run(ms.ns, sys.executable, "-c", FLOOD, "600", IOT_GW, timeout=60).stdout)
+    # 1,000 answers in waves of 100: the burst (100) is held, and then 1,000 a second; the rest (most of
+    # them unless the machine takes ~1 s for the flood) is copied. Each is granted all the same.
+    answered = int(lab.run(ms.ns, sys.executable, "-c", FLOOD, "1000", IOT_GW, timeout=60).stdout)
+    assert answered == 1000
+    # A copy may still wait to be read (in a batch, 2 ms) when its answer has arrived.
+    wait_for(lambda: gw.status()["counters"]["dns_answers_matched"] == 1002, 2, "every answer inspected")
     counters = gw.status()["counters"]
     held = counters["dns_held_dns_packets"] - 2
-    assert answered == 600 and counters["dns_answers_matched"] == 602, counters
-    assert 100 <= held <= 400, counters
+    assert counters["dns_copies_lost"] == 0, counters
+    assert 100 <= held < 1000, counters
     assert counters["dns_handler_errors"] == 0
     assert try_connect(lab, ms.ns, "x2.dyndns.loxonecloud.com:30357") == ["open"]

@@ -88,6 +88,7 @@ const COUNTERS = {
 	dns_answers_matched: _('DNS answers for Loxone names'),
 	dns_inserted: _('DNS allowances added'),
 	dns_held_packets: _('First packets held for a DNS answer'),
+	dns_held_dns_packets: _('DNS packets held until their allowances were in'),
 	dns_refused_device_cap: _('DNS allowances refused (device limit)'),
 	dns_netlink_errors: _('DNS allowance errors'),
 	dns_copies_lost: _('DNS copies lost'),

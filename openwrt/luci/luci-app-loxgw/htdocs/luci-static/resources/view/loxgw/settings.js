@@ -180,7 +180,7 @@ return view.extend({
 		o.placeholder = '60';
 
 		o = s.option(form.Value, 'queue_num', _('Queue number'),
-			_('NFQUEUE number of held packets and NFLOG group of DNS copies; the next number is used too.'));
+			_('NFQUEUE number of held packets and NFLOG group of DNS copies; the next two numbers are used too.'));
 		o.datatype = whole(0, 65535);
 		o.placeholder = '7053';
 

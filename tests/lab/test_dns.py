@@ -348,15 +348,22 @@ def test_first_packet_waits_for_loxgw_and_dns_does_not(lab: Lab) -> None:
     assert gw.status()["counters"]["dns_held_packets"] >= 1
 
 
-def test_dns_hold_answer_holds_the_answer_itself(lab: Lab) -> None:
-    """The other design, on request: the answer waits until its grants are in; no first packet waits."""
+def answers_held(lab: Lab, hold: str, path: str) -> tuple[Loxgw, str]:
+    """A daemon with `dns_hold` set, and a Miniserver's namespace that has resolved two catalogue names and
+    connected to each (and once to an address no answer gave it, which is blocked)."""
     ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
     listen(lab, "203.0.113.7", 22)
     listen(lab, "203.0.113.20", 30357)
-    gw = Loxgw(lab, main_extra="\toption dns_hold 'answer'\n").start()
-    assert gw.status()["dns_path"] == "copies, answers held"
+    gw = Loxgw(lab, main_extra=f"\toption dns_hold '{hold}'\n").start()
+    assert gw.status()["dns_path"] == path
     assert try_connect(lab, ms.ns, "a7.remcov3.loxonecloud.com:22", "x1.dyndns.loxonecloud.com:30357",
                        "203.0.113.7:49001") == ["open", "open", "blocked"]
+    return gw, ms.ns
+
+
+def test_dns_hold_answer_holds_the_answer_itself(lab: Lab) -> None:
+    """The other design, on request: the answer waits until its grants are in; no first packet waits."""
+    gw, _ = answers_held(lab, "answer", "copies, answers held")
     counters = gw.status()["counters"]
     assert (counters["dns_answers_matched"], counters["dns_held_packets"]) == (2, 0)
     assert "chain hold" not in lab.run(lab.ns_router, "nft", "list", "table", "inet", "loxgw").stdout
@@ -499,19 +506,13 @@ print(answered)
 def test_dns_hold_auto_holds_answers_up_to_a_rate_and_copies_them_beyond(lab: Lab) -> None:
     """`auto`: a device's answers wait for their grants while they come slowly; beyond the rate they are
     copied (and the first packets to their addresses wait instead), and granted all the same."""
-    ms = lab.add_host("ms", "iot", 10, mac="50:4f:94:a0:00:01")
-    listen(lab, "203.0.113.7", 22)
-    listen(lab, "203.0.113.20", 30357)
-    gw = Loxgw(lab, main_extra="\toption dns_hold 'auto'\n").start()
-    assert gw.status()["dns_path"] == "answers held, beyond a rate copies"
-    assert try_connect(lab, ms.ns, "a7.remcov3.loxonecloud.com:22", "x1.dyndns.loxonecloud.com:30357",
-                       "203.0.113.7:49001") == ["open", "open", "blocked"]
+    gw, device = answers_held(lab, "auto", "answers held, beyond a rate copies")
     counters = gw.status()["counters"]
     assert (counters["dns_answers_matched"], counters["dns_held_dns_packets"], counters["dns_held_packets"]) == (
         2, 2, 0)
     # 1,000 answers in waves of 100: the burst (100) is held, and then 1,000 a second; the rest (most of
     # them unless the machine takes ~1 s for the flood) is copied. Each is granted all the same.
-    answered = int(lab.run(ms.ns, sys.executable, "-c", FLOOD, "1000", IOT_GW, timeout=60).stdout)
+    answered = int(lab.run(device, sys.executable, "-c", FLOOD, "1000", IOT_GW, timeout=60).stdout)
     assert answered == 1000
     # A copy may still wait to be read (in a batch, 2 ms) when its answer has arrived.
     wait_for(lambda: gw.status()["counters"]["dns_answers_matched"] == 1002, 2, "every answer inspected")
@@ -520,4 +521,4 @@ def test_dns_hold_auto_holds_answers_up_to_a_rate_and_copies_them_beyond(lab: La
     assert counters["dns_copies_lost"] == 0, counters
     assert 100 <= held < 1000, counters
     assert counters["dns_handler_errors"] == 0
-    assert try_connect(lab, ms.ns, "x2.dyndns.loxonecloud.com:30357") == ["open"]
+    assert try_connect(lab, device, "x2.dyndns.loxonecloud.com:30357") == ["open"]

@@ -29,7 +29,7 @@ class DnsPath:
     queues: tuple[tuple[int, QueueUse], ...]  # (offset from queue_num, what it carries)
     copy_delay: bool  # copies are read in batches (only when no answer of a devices zone waits)
     sniff: bool = False  # packet sockets read DNS passively
-    # A devices zone's catalogue answers wait while they come slowly enough (core.firewall.HELD_ANSWERS_*),
+    # A devices zone's answers wait while they come slowly enough (core.firewall.HELD_ANSWERS_*),
     # in queue offset HELD_ANSWERS_OFFSET; beyond that they are copied and first packets wait.
     answers_held_up_to_a_rate: bool = False
 

@@ -55,10 +55,6 @@ log = logging.getLogger("loxgw")
 setup_logging = logs.setup_logging
 set_log_level = logs.set_log_level
 
-# The firewall is checked when the kernel reports an nftables deletion (fw4 restart,
-# `nft flush ruleset`, iptables -D), after a short pause that lets a burst of changes finish.
-CHANGE_SETTLE = 0.02
-
 
 class Daemon:
     """One running loxgw instance: the services and what connects them."""
@@ -122,8 +118,9 @@ class Daemon:
         await self.firewall.apply(self.desired())
 
     def check_firewall(self, deleted: set[nftwatch.Table] | None = None) -> None:
-        """Something was deleted in nftables (in these tables; None: anywhere): the firewall worker checks
-        what of loxgw's could have gone with it (its table, its iptables-nft rules), and only that."""
+        """Something was deleted in nftables (fw4 restart, `nft flush ruleset`, iptables -D; in these tables,
+        None: anywhere): the firewall worker checks what of loxgw's could have gone with it (its table, its
+        iptables-nft rules), and only that. Its checks asked for meanwhile are made once (FirewallService)."""
         table, xtables = nftwatch.to_check({nftwatch.ANY_TABLE} if deleted is None else deleted,
                                            self.config.main.table, self.firewall.queue_rules.notified())
         if table or xtables:
@@ -197,15 +194,6 @@ class Daemon:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _watch_changes(self, changed: asyncio.Event, deleted: set[nftwatch.Table]) -> None:
-        while True:
-            await changed.wait()
-            await asyncio.sleep(CHANGE_SETTLE)
-            changed.clear()
-            seen = set(deleted)
-            deleted.clear()
-            self.check_firewall(seen)
-
     def _stop_start_up(self, starting: asyncio.Task[Any] | None) -> None:
         """SIGTERM or SIGINT before every service started: cancel the start-up at its next await that
         suspends (once)."""
@@ -236,7 +224,6 @@ class Daemon:
         # Whatever fails or stops it on the way up, the way down below runs: nothing stays
         # half-configured. Work in threads is shielded from a stop and waited for on the way down.
         watch: Any = None
-        watcher: asyncio.Task[None] | None = None
         probed = asyncio.wrap_future(self.boot.probed)
         restore: asyncio.Future[int] | None = None  # until the saved entries are back in, saving would overwrite them
         try:
@@ -270,16 +257,9 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
             if signal.SIGHUP in self.early_signals:  # the config or a network may have changed meanwhile
                 self._background(self.reload())
-            changed, deleted = asyncio.Event(), set[nftwatch.Table]()
-
-            def on_deletion(tables: set[nftwatch.Table]) -> None:
-                deleted.update(tables)
-                changed.set()
-
             watch = self.ports.watch_ruleset()
             if watch is not None:
-                watch.start(loop, on_deletion)
-            watcher = loop.create_task(self._watch_changes(changed, deleted))
+                watch.start(loop, self.check_firewall)
             if guard is not None:
                 guard.start()
             log.info("running: firewall %s, table inet %s, dns %s (%s), status on %s", self.mode,
@@ -304,8 +284,6 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self.early_signals.append, signal.SIGHUP)  # nor reload
             await _settled(probed, restore)
             restored = restore is not None and not restore.cancelled() and restore.exception() is None
-            if watcher is not None:
-                watcher.cancel()
             for task in list(self._tasks):
                 task.cancel()
             # Each step even if one before failed (a service stopped half-started): the table goes last.

@@ -48,7 +48,7 @@ log = logging.getLogger("loxgw")
 ENCODING_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.EMSGSIZE, errno.ERANGE})
 
 # Seconds the worker waits after a request for more to coalesce with it: a burst of
-# neighbour events becomes one diff.
+# neighbour events becomes one diff, a burst of nftables deletions one check.
 COALESCE = 0.005
 
 

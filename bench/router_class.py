@@ -5,7 +5,9 @@ Run as root: `.venv/bin/python -m bench.router_class [--idle SECONDS] [--quota P
 `--relay-seconds`, `--names`, `--starts`, `--rounds` shorten a try; `--startup-only` takes
 the start-up figures alone; `--cli-runs N` also times N `loxgw status` commands, whole
 processes, outside the quota; `--python /usr/bin/python3` runs the daemon as installed, without
-the dev venv's editable-install finder).
+the dev venv's editable-install finder; `--dns-entries N` starts it with N live DNS entries
+restored from a state file, expiring one after another over 5-600 s, and `--idle-only` then
+measures idle CPU alone: what a full ledger costs while nobody asks anything).
 
 A router's CPU is 10-20 times slower than this machine's cores, and loxgw
 shares it with everything else the router runs. The daemon therefore runs in
@@ -211,6 +213,24 @@ class QuotaLoxgw(Loxgw):
         return time.monotonic() - started
 
 
+def write_dns_entries(gw: Loxgw, count: int) -> None:
+    """A state file of `count` live DNS entries for 250 devices of the devices zone, as a stop saves them
+    (daemon.dnsentries): restored at start-up, expiring evenly over 5-600 s, so some expire every second."""
+    if not count:
+        return
+    from loxgw.core import catalog, dns
+    from loxgw.daemon import dnsentries
+
+    profiles = dns.all_profiles(catalog.load())
+    records = [{"device": f"192.168.20.{10 + i % 250}", "address": f"203.0.{113 - (i >> 16)}.{(i >> 8) & 255}"
+                if i >> 16 else f"198.51.{(i >> 8) & 255}.{i & 255}",
+                "proto": profiles[i % len(profiles)].proto,
+                "ports": [str(r) for r in profiles[i % len(profiles)].ports],
+                "name": f"c{i}.dyndns.loxonecloud.com", "expires_in": 5 + i * 595 // count}
+               for i in range(count)]
+    dnsentries.write_state(os.path.splitext(gw.socket)[0] + "-dns-entries.json", records, time.time())
+
+
 def cpu_seconds(pid: int) -> float:
     """Every thread's run time so far (schedstat, ns) and the reaped children's CPU (/proc/PID/stat)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
@@ -232,6 +252,7 @@ class Results:
     change_missing: int = 0
     idle_seconds: float = 0.0
     idle_cpu: float = 0.0
+    dns_entries: int = 0  # live DNS entries when idle CPU was measured (--dns-entries)
     throttled: dict[str, int] = field(default_factory=dict)
     cli: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)  # form -> wall, CPU seconds
 
@@ -410,6 +431,7 @@ def measure(args: argparse.Namespace, quota: CpuQuota) -> Results:
         assert listener.stdout is not None and listener.stdout.readline().strip() == b"ready"
         gw = QuotaLoxgw(lab, quota, args.python)
         for n in range(args.starts):
+            write_dns_entries(gw, args.dns_entries)
             timed = gw.start_timed()
             if n == args.starts - 1 and args.cli_runs:
                 assert gw.proc is not None
@@ -421,16 +443,20 @@ def measure(args: argparse.Namespace, quota: CpuQuota) -> Results:
             return results
         assert gw.proc is not None
         pid = gw.proc.pid
-        lab.run(ms.ns, "ping", "-c1", "-W1", IOT_GW)
-        relay_latency.settle(pid)
-        results.connects, results.connect_failed = first_connections(lab, ms.ns, args.names)
-        for n in range(args.rounds):
-            results.relay.append(relay_latency.one_run(lab, pid, sender, far, near, 50, n, 0.0, args.relay_seconds))
-        for n in range(args.rounds):
+        if args.dns_entries:
+            results.dns_entries = gw.status()["dns_entries_total"]
+        if not args.idle_only:
+            lab.run(ms.ns, "ping", "-c1", "-W1", IOT_GW)
             relay_latency.settle(pid)
-            found, missing = device_change(lab, n)
-            results.changes.append(found)
-            results.change_missing += missing
+            results.connects, results.connect_failed = first_connections(lab, ms.ns, args.names)
+            for n in range(args.rounds):
+                results.relay.append(relay_latency.one_run(lab, pid, sender, far, near, 50, n, 0.0,
+                                                           args.relay_seconds))
+            for n in range(args.rounds):
+                relay_latency.settle(pid)
+                found, missing = device_change(lab, n)
+                results.changes.append(found)
+                results.change_missing += missing
         before = quota.throttling()
         results.idle_seconds = args.idle
         results.idle_cpu = idle_cpu(pid, args.idle)
@@ -459,6 +485,20 @@ def report(args: argparse.Namespace, results: Results, load: tuple[str, str]) ->
               f"{pct(wall, .5) * 1e3:.1f} / {min(wall) * 1e3:.1f} ms; {pct(used, .5) * 1e3:.1f} ms |")
     if args.startup_only:
         return
+    if not args.idle_only:
+        report_busy(results)
+    share = results.idle_cpu / results.idle_seconds
+    entries = f" with {results.dns_entries} DNS entries expiring" if args.dns_entries else ""
+    print(f"| idle CPU over {results.idle_seconds:.0f} s{entries} | - | {results.idle_cpu:.3f} s "
+          f"({share * 1e3:.2f} ms per second, {share * 100:.2f} % of one core) |")
+    if results.throttled:
+        t = results.throttled
+        print(f"| ... throttled while idle | - | {t.get('nr_throttled', 0)} of {t.get('nr_periods', 0)} periods "
+              f"({t.get('throttled_time', t.get('throttled_usec', 0))} "
+              f"{'µs' if 'throttled_usec' in t else 'ns'}) |")
+
+
+def report_busy(results: Results) -> None:
     c = results.connects
     print(f"| DNS first connection at 50 names/s ({len(c['first'])}): added (first - again, per name) "
           f"p50 / p99 | p99 <= 20 ms | {pct(c['added'], .5):.2f} / {pct(c['added'], .99):.2f} ms |")
@@ -481,14 +521,6 @@ def report(args: argparse.Namespace, results: Results, load: tuple[str, str]) ->
     print(f"| ... per device: p50 / max ({len(changes)}) | - | {pct(changes, .5):.0f} / "
           f"{max(changes, default=float('nan')):.0f} ms"
           + (f" ({results.change_missing} never within 30 s)" if results.change_missing else "") + " |")
-    share = results.idle_cpu / results.idle_seconds
-    print(f"| idle CPU over {results.idle_seconds:.0f} s | - | {results.idle_cpu:.3f} s "
-          f"({share * 1e3:.2f} ms per second, {share * 100:.2f} % of one core) |")
-    if results.throttled:
-        t = results.throttled
-        print(f"| ... throttled while idle | - | {t.get('nr_throttled', 0)} of {t.get('nr_periods', 0)} periods "
-              f"({t.get('throttled_time', t.get('throttled_usec', 0))} "
-              f"{'µs' if 'throttled_usec' in t else 'ns'}) |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relay-seconds", type=float, default=20.0, help="per round, at 50/s")
     parser.add_argument("--rounds", type=int, default=3, help="relay and device-change rounds")
     parser.add_argument("--startup-only", action="store_true", help="the start-up and stop figures alone")
+    parser.add_argument("--dns-entries", type=int, default=0, help="live DNS entries restored at start")
+    parser.add_argument("--idle-only", action="store_true", help="after start-up, idle CPU alone")
     parser.add_argument("--cli-runs", type=int, default=0, help="time this many `loxgw status` per form")
     parser.add_argument("--python", default=sys.executable,
                         help="the daemon's interpreter (e.g. /usr/bin/python3: loxgw as installed, "

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from loxgw.core.config import IPAddress
-from loxgw.core.dns import Grant, Profile
+from loxgw.core.dns import Profile
 from loxgw.core.firewall import BLOCKED_PREFIX
 from loxgw.core.record import record
 
@@ -235,24 +235,24 @@ def format_attempts(attempts: Iterable[Mapping[str, object]]) -> list[str]:
 # --- grants, remembered past their expiry -----------------------------------------------
 
 
-@record
-class SyncedGrants:
-    """A computed sync of the grant memory (GrantMemory.compute), to be applied on the event loop."""
-
-    live: dict[IPAddress, dict[IPAddress, list[GrantSeen]]]
-    count: int
-    ended: list[GrantSeen]
-    next_expiry: float = math.inf  # the earliest `until` of the live grants: nothing changes before it
-
-
 class GrantMemory:
-    """The DNS grants last seen in the ledger, and those that left it, for `keep` seconds.
+    """The DNS grants of the devices questions were asked about, and those that left, for `keep` seconds.
 
-    Synced from the ledger's live grants: whatever was live at the last sync
-    and is gone now expired (or was removed) at its `until` or now, whichever
-    came first. Bounded: `per_device` remembered grants per device (oldest
-    first out) for at most `devices` devices; the live mirror is as large as
-    the ledger, which has its own caps.
+    Nothing is mirrored ahead of a question. Before one (a blocked attempt
+    explained, `loxgw explain`, doctor), the daemon syncs the devices it
+    concerns from the ledger's entries for them alone (`sync_device`), and
+    hands over the entries the ledger dropped meanwhile (`remember`, from
+    GrantLedger.departed). So the cost follows questions and departures, not
+    the ledger's size: a full mirror of 2,500 expiring entries, rebuilt
+    whenever one changed, cost 5 ms of CPU a second here (bench.router_class
+    --dns-entries), a tenth of a router's core.
+
+    An entry the ledger still lists past its expiry is gone at its expiry;
+    one that was live at a device's last sync and is no longer listed at the
+    next is gone at its expiry or then, whichever came first. Bounded:
+    `per_device` remembered grants per device (oldest first out) for at most
+    `devices` devices; the live mirror holds what the ledger held for the
+    devices synced, which has its own caps.
     """
 
     def __init__(self, keep: float = 3600.0, per_device: int = 32, devices: int = 256) -> None:
@@ -261,74 +261,39 @@ class GrantMemory:
         self.devices = devices
         self._live: dict[IPAddress, dict[IPAddress, list[GrantSeen]]] = {}
         self._gone: OrderedDict[IPAddress, OrderedDict[tuple[IPAddress, Profile], GrantSeen]] = OrderedDict()
-        self.synced_at = -math.inf
-        self.next_expiry = math.inf  # the earliest `until` in the live mirror
-        self.live_count = 0
 
-    @property
-    def live(self) -> Mapping[IPAddress, Mapping[IPAddress, list[GrantSeen]]]:
-        """The live mirror as it stands: never changed in place, so a thread may read it while the loop goes on."""
-        return self._live
-
-    def sync(self, grants: Iterable[Grant], now: float) -> None:
-        """Take the ledger's live grants (Grant.timeout: seconds left at `now`)."""
-        self.apply(self.compute(grants, now, self._live), now)
-
-    @staticmethod
-    def compute(grants: Iterable[Grant], now: float, old: Mapping[IPAddress, Mapping[IPAddress, list[GrantSeen]]]
-                ) -> SyncedGrants:
-        """The new live mirror and the grants that left it since `old`: the costly part of a sync, which only
-        reads `old` (the daemon runs it in a thread: 50,000 grants took 0.5-0.8 s on the event loop)."""
-        live: dict[IPAddress, dict[IPAddress, list[GrantSeen]]] = {}
-        count = 0
-        next_expiry = math.inf
-        for g in grants:
-            live.setdefault(g.device, {}).setdefault(g.address, []).append(
-                GrantSeen(g.device, g.address, g.name, g.profile, now + g.timeout))
-            count += 1
-            next_expiry = min(next_expiry, now + g.timeout)
-        ended = []
-        for device, by_address in old.items():
-            fresh = live.get(device, {})
-            for address, seen in by_address.items():
-                still = {g.profile for g in fresh.get(address, ())}
-                ended += [replace(grant, until=min(grant.until, now)) for grant in seen if grant.profile not in still]
-        return SyncedGrants(live, count, ended, next_expiry)
-
-    def apply(self, synced: SyncedGrants, now: float) -> None:
-        """Make `synced` (from compute) the live mirror: what ended is remembered, what is live again forgotten."""
-        for grant in synced.ended:
-            self._remember(grant)
-        self._forget_live_again(synced.live)
+    def sync_device(self, device: IPAddress, entries: Iterable[GrantSeen], now: float) -> None:
+        """Take what the ledger lists for `device` now (live or expired, not yet dropped)."""
+        live: dict[IPAddress, list[GrantSeen]] = {}
+        for grant in entries:
+            if grant.until > now:
+                live.setdefault(grant.address, []).append(grant)
+            else:
+                self._remember(grant)
+        for address, seen in self._live.pop(device, {}).items():
+            still = {g.profile for g in live.get(address, ())}
+            for grant in seen:
+                if grant.profile not in still and grant.until > now - self.keep:
+                    self._remember(replace(grant, until=min(grant.until, now)))
+        if live:
+            self._live[device] = live
+            self._forget_live_again(device, live)
         self._prune_gone(now)
-        self._live, self.live_count, self.synced_at = synced.live, synced.count, now
-        self.next_expiry = synced.next_expiry
 
-    def sync_device(self, device: IPAddress, grants: Iterable[Grant], now: float) -> None:
-        """Take the live grants of one device only (an explain request: fresh, without a full sync)."""
-        before = self._live.get(device, {})
-        synced = self.compute(grants, now, {device: before})
-        mine = synced.live.get(device, {})
-        for grant in synced.ended:
-            self._remember(grant)
-        self._forget_live_again({device: mine})
+    def remember(self, departed: Iterable[GrantSeen], now: float) -> None:
+        """Entries the ledger dropped (GrantLedger.departed): gone at their expiry, out of the live mirror."""
+        for grant in departed:
+            seen = self._live.get(grant.device, {}).get(grant.address)
+            if seen:
+                seen[:] = [g for g in seen if g.profile != grant.profile]
+            self._remember(replace(grant, until=min(grant.until, now)))
         self._prune_gone(now)
-        # A new dict, never one changed in place: a full sync's compute may be reading the old one in a thread.
-        live = dict(self._live)
-        if mine:
-            live[device] = mine
-        else:
-            live.pop(device, None)
-        self.live_count += sum(map(len, mine.values())) - sum(map(len, before.values()))
-        self.next_expiry = min(self.next_expiry, synced.next_expiry)
-        self._live = live
 
-    def _forget_live_again(self, live: Mapping[IPAddress, Mapping[IPAddress, list[GrantSeen]]]) -> None:
-        for device, gone in self._gone.items():
-            by_address = live.get(device)
-            if by_address:
-                for key in [k for k in gone if any(g.profile == k[1] for g in by_address.get(k[0], ()))]:
-                    del gone[key]
+    def _forget_live_again(self, device: IPAddress, live: Mapping[IPAddress, list[GrantSeen]]) -> None:
+        gone = self._gone.get(device)
+        if gone:
+            for key in [k for k in gone if any(g.profile == k[1] for g in live.get(k[0], ()))]:
+                del gone[key]
 
     def _prune_gone(self, now: float) -> None:
         for device in [d for d, gone in self._gone.items() if not gone or
@@ -364,4 +329,5 @@ class GrantMemory:
         return found
 
     def __len__(self) -> int:
-        return self.live_count + sum(len(g) for g in self._gone.values())
+        return sum(len(seen) for by_address in self._live.values() for seen in by_address.values()) + \
+            sum(len(g) for g in self._gone.values())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +37,9 @@ class GrantLedger:
     capacity: int = CLOUD_SET_SIZE
     per_device: int = 2048
     prune_every: float = 1.0  # seconds: a device at its cap costs one full pass per second, at most
+    # Expired entries dropped from the ledger, kept for whoever remembers them (the diagnose service's
+    # grant memory, which keeps at most 32 for each of 256 devices): the newest this many.
+    departed_max: int = 8192
 
     def __post_init__(self) -> None:
         self._live: OrderedDict[tuple[IPAddress, IPAddress, Profile], tuple[str, float]] = OrderedDict()
@@ -44,6 +47,8 @@ class GrantLedger:
         self._keys: dict[IPAddress, set[tuple[IPAddress, IPAddress, Profile]]] = {}
         self._pruned_at = -math.inf
         self.changes = 0  # puts and removals so far: a reader that saw this number saw every entry since
+        self.departed: deque[tuple[tuple[IPAddress, IPAddress, Profile], tuple[str, float]]] = \
+            deque(maxlen=self.departed_max)
 
     def admit(self, grants: list[Grant], now: float) -> list[Grant]:
         """Record and return the grants that fit: refreshes always, new ones while under both caps."""
@@ -92,13 +97,19 @@ class GrantLedger:
     def _prune(self, now: float) -> None:
         self._pruned_at = now
         for key in [k for k, (_, until) in dict.items(self._live) if until <= now]:  # see raw()
-            del self._live[key]
+            self.departed.append((key, self._live.pop(key)))
             self._forget(key)
 
     def grants(self, now: float) -> list[Grant]:
         """The live grants with their remaining time, to put back what a firewall restart removed."""
         self._prune(now)
         return self.grants_of(self.raw(), now)
+
+    def take_departed(self) -> list[tuple[tuple[IPAddress, IPAddress, Profile], tuple[str, float]]]:
+        """The expired entries dropped since the last call, oldest first (at most departed_max)."""
+        taken = list(self.departed)
+        self.departed.clear()
+        return taken
 
     def raw_of(self, devices: Iterable[IPAddress]
                ) -> list[tuple[tuple[IPAddress, IPAddress, Profile], tuple[str, float]]]:

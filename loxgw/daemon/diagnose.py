@@ -7,15 +7,13 @@ bounded table of core.blocked, on the event loop. Rows are explained
 they were last seen, so a row costs one explanation per read however many
 samples it got. No packet loxgw allows costs anything here.
 
-The grants a device held come from the DNS ledger, mirrored in a
-GrantMemory that also keeps those that expired. A full sync runs every
-SYNC_EVERY seconds (longer with a large ledger), built in a thread: with
-50,000 entries it took 0.5-0.8 s, which the event loop must not wait for.
-Before rows seen since then are explained or a question is answered, the
-devices concerned are synced alone (a filtered copy of the ledger, a few
-milliseconds), so an answer that arrived a moment before an attempt is
-known. Doctor's function states ("resolved in the last 5 minutes") use the
-last full sync.
+The grants a device held come from the DNS ledger, through a GrantMemory
+that also keeps those that expired. Nothing is synced ahead of a question:
+before rows are explained or a question is answered, the devices concerned
+are synced alone (a filtered copy of the ledger, under the DNS lock, never
+waited for longer than LOCK_WAIT), and the entries the ledger dropped since
+are handed over. With thousands of entries expiring, a full mirror rebuilt
+every few seconds was most of the daemon's idle CPU.
 """
 
 from __future__ import annotations
@@ -29,9 +27,8 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from loxgw.core import catalog, dns
-from loxgw.core.blocked import Attempt, BlockedTable, GrantMemory, SyncedGrants, format_attempts, parse_sample
+from loxgw.core.blocked import Attempt, BlockedTable, GrantMemory, GrantSeen, format_attempts, parse_sample
 from loxgw.core.config import Config, IPAddress, IPNetwork
-from loxgw.core.dnsledger import GrantLedger
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import BLOCKED_GROUP_OFFSET
 from loxgw.daemon.logs import log_failure
@@ -45,9 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("loxgw")
 
 TICK = 1.0
-SYNC_EVERY = 2.0
 LOCK_WAIT = 0.02  # seconds the loop waits for the DNS lock to sync a device; then the last sync serves
-SYNC_PER_ENTRY = 0.001  # seconds added to the sync interval per ledger entry (20,000 entries: every 20 s)
 VIEW_EVERY = 5.0  # the indexed view is rebuilt when the firewall changes, and at least this often
 NETWORKS_EVERY = 30.0  # zone interfaces' addresses re-read (in a thread) this often
 REBIND_EVERY = 60.0  # an NFLOG group another program held is tried again this often
@@ -69,51 +64,46 @@ def _interface_networks(names: tuple[str, ...]) -> dict[str, tuple[IPNetwork, ..
 
 
 class GrantSync:
-    """Keeps the grant memory in step with the DNS ledger, never waiting long for the DNS lock on the loop."""
+    """Brings the grant memory up to date for the devices a question concerns, never waiting long on the loop."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.memory = GrantMemory()
         self.skipped = 0  # device syncs given up because the DNS thread held its lock
-        self.synced: tuple[object, int] = (None, -1)  # the ledger and its change count the last full sync saw
-
-    def due(self, now: float) -> bool:
-        """Whether a full sync could find anything new: the ledger changed, or a grant it saw has expired.
-        (An idle router's ledger stays as it is for minutes; a sync of 1,000 grants costs milliseconds.)"""
-        ledger = self.daemon.dns.ledger
-        return self.synced != (ledger, ledger.changes) or now >= self.memory.next_expiry
-
-    async def full(self, now: float) -> None:
-        """A full sync: the ledger copied under the DNS lock and the rest computed in a thread."""
-        dns_service = self.daemon.dns
-        old = self.memory.live
-
-        def compute() -> tuple[SyncedGrants, tuple[object, int]]:
-            # The DNS thread may hold its lock for a whole batch of copies (hundreds of ms while
-            # 50,000 answers arrive): waited for here, never on the loop.
-            with dns_service.lock:
-                ledger = dns_service.ledger
-                raw, seen = ledger.raw(), (ledger, ledger.changes)
-            return GrantMemory.compute(GrantLedger.grants_of(raw, now), now, old), seen
-
-        synced, self.synced = await asyncio.to_thread(compute)
-        self.memory.apply(synced, now)
 
     def devices(self, devices: set[IPAddress], now: float) -> None:
-        """Sync these devices' grants alone: a question or a new sample needs them fresh."""
-        if not devices:
-            return
+        """Sync these devices' grants, and take what the ledger dropped since the last sync."""
         dns_service = self.daemon.dns
         if not dns_service.lock.acquire(timeout=LOCK_WAIT):
             self.skipped += 1  # the DNS thread is busy: answer from the last sync
             return
         try:
-            raw = dns_service.ledger.raw_of(devices)
+            ledger = dns_service.ledger
+            raw, departed = ledger.raw_of(devices), ledger.take_departed()
         finally:
             dns_service.lock.release()
-        grants = GrantLedger.grants_of(raw, now)
-        for device in devices:
-            self.memory.sync_device(device, [g for g in grants if g.device == device], now)
+        self.memory.remember((seen(entry) for entry in departed), now)
+        by_device: dict[IPAddress, list[GrantSeen]] = {device: [] for device in devices}
+        for entry in raw:
+            by_device[entry[0][0]].append(seen(entry))
+        for device, entries in by_device.items():
+            self.memory.sync_device(device, entries, now)
+
+    def departures(self, now: float) -> None:
+        """Take what the ledger dropped, if anything, before its bounded log overflows (every tick)."""
+        dns_service = self.daemon.dns
+        if dns_service.ledger.departed and dns_service.lock.acquire(timeout=0):
+            try:
+                departed = dns_service.ledger.take_departed()
+            finally:
+                dns_service.lock.release()
+            self.memory.remember((seen(entry) for entry in departed), now)
+
+
+def seen(entry: tuple[tuple[IPAddress, IPAddress, dns.Profile], tuple[str, float]]) -> GrantSeen:
+    """A ledger entry (GrantLedger.raw_of) as the memory keeps it."""
+    (device, address, profile), (name, until) = entry
+    return GrantSeen(device, address, name, profile, until)
 
 
 class DiagnoseService:
@@ -187,9 +177,7 @@ class DiagnoseService:
                 networks_at = now
                 await self._read_networks()
             self.note_seen()
-            ledger = self.daemon.dns.ledger
-            if now - self.memory.synced_at >= max(SYNC_EVERY, len(ledger) * SYNC_PER_ENTRY) and self.grants.due(now):
-                await self.grants.full(now)
+            self.grants.departures(now)
             await asyncio.sleep(TICK)
 
     async def _read_networks(self) -> None:
@@ -234,8 +222,7 @@ class DiagnoseService:
             decide,
         )
 
-        if max(r.last_seen for r in stale) >= self.memory.synced_at:
-            self.grants.devices({r.sample.src for r in stale if r.sample.direction == "out"}, now)
+        self.grants.devices({r.sample.src for r in stale if r.sample.direction == "out"}, now)
         view = self.view(now)
         for row in stale:
             s = row.sample
@@ -346,6 +333,7 @@ class DiagnoseService:
         for attempt in self.explained(self.table.recent(), now):
             by_device.setdefault(attempt.device, []).append(attempt)
         names = self.names()
+        self.grants.devices({dev.ip for dev in view.devices if dev.ip is not None}, now)
         devices = []
         for dev in view.devices:
             functions: list[FunctionState] = []

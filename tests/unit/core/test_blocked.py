@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from loxgw.core.blocked import BlockedTable, GrantMemory, GrantSeen, Sample, format_attempts, parse_sample
 from loxgw.core.catalog import PortRange
-from loxgw.core.dns import Grant, Profile
+from loxgw.core.dns import Profile
 from loxgw.core.explain import Verdict
 from loxgw.core.firewall import BLOCKED_PREFIX
 
@@ -132,67 +132,73 @@ WEATHER = Profile("tcp", (PortRange(6066, 6066),))
 SSH = Profile("tcp", (PortRange(22, 22),))
 
 
-def grant(address: str, profile: Profile, timeout: int, name: str = "weather.loxone.com",
-          device: ipaddress.IPv4Address | ipaddress.IPv6Address = MS) -> Grant:
-    return Grant(device, ip(address), profile, timeout, name)
+def grant(address: str, profile: Profile, until: float, name: str = "weather.loxone.com",
+          device: ipaddress.IPv4Address | ipaddress.IPv6Address = MS) -> GrantSeen:
+    """A ledger entry as the memory is handed it: expiring at `until`."""
+    return GrantSeen(device, ip(address), name, profile, until)
 
 
 def test_memory_keeps_what_left_the_ledger() -> None:
     memory = GrantMemory(keep=600)
-    memory.sync([grant("203.0.113.12", WEATHER, 60), grant("203.0.113.7", SSH, 300, "a7.remcov3.loxonecloud.com")],
-                1000.0)
-    assert memory.lookup(MS, 1000.0, ip("203.0.113.12")) == [
-        GrantSeen(MS, ip("203.0.113.12"), "weather.loxone.com", WEATHER, 1060.0)]
-    memory.sync([grant("203.0.113.7", SSH, 200, "a7.remcov3.loxonecloud.com")], 1100.0)
+    weather = grant("203.0.113.12", WEATHER, 1060.0)
+    memory.sync_device(MS, [weather, grant("203.0.113.7", SSH, 1300.0, "a7.remcov3.loxonecloud.com")], 1000.0)
+    assert memory.lookup(MS, 1000.0, ip("203.0.113.12")) == [weather]
+    memory.sync_device(MS, [grant("203.0.113.7", SSH, 1300.0, "a7.remcov3.loxonecloud.com")], 1100.0)
     # Gone from the ledger: remembered with its expiry, found by address or by name.
-    expired = GrantSeen(MS, ip("203.0.113.12"), "weather.loxone.com", WEATHER, 1060.0)
-    assert memory.lookup(MS, 1100.0, ip("203.0.113.12")) == [expired]
-    assert memory.lookup(MS, 1100.0, name="weather.loxone.com") == [expired]
+    assert memory.lookup(MS, 1100.0, ip("203.0.113.12")) == [weather]
+    assert memory.lookup(MS, 1100.0, name="weather.loxone.com") == [weather]
     assert [g.name for g in memory.lookup(MS, 1100.0)] == ["a7.remcov3.loxonecloud.com", "weather.loxone.com"]
     assert memory.lookup(MS, 1661.0, ip("203.0.113.12")) == []  # beyond `keep`
     assert memory.lookup(OTHER, 1100.0, ip("203.0.113.12")) == []
     # Resolved again: live, no longer remembered as gone.
-    memory.sync([grant("203.0.113.12", WEATHER, 60)], 1200.0)
+    memory.sync_device(MS, [grant("203.0.113.12", WEATHER, 1260.0)], 1200.0)
     assert [g.until for g in memory.lookup(MS, 1200.0, ip("203.0.113.12"))] == [1260.0]
+
+
+def test_an_entry_listed_past_its_expiry_is_gone_at_its_expiry_though_never_seen_live() -> None:
+    """The ledger drops expired entries only when it needs the room: a device synced for the first
+    time after its grant expired still gets "expired N s ago"."""
+    memory = GrantMemory()
+    memory.sync_device(MS, [grant("203.0.113.12", WEATHER, 50.0), grant("203.0.113.7", SSH, 500.0)], 100.0)
+    assert [(str(g.address), g.until) for g in memory.lookup(MS, 100.0)] == [("203.0.113.7", 500.0),
+                                                                           ("203.0.113.12", 50.0)]
 
 
 def test_a_grant_removed_before_its_expiry_is_gone_from_then() -> None:
     memory = GrantMemory()
-    memory.sync([grant("203.0.113.12", WEATHER, 600)], 0.0)
-    memory.sync([], 30.0)  # table recreated, ledger trimmed: not live any more
+    memory.sync_device(MS, [grant("203.0.113.12", WEATHER, 600.0)], 0.0)
+    memory.sync_device(MS, [], 30.0)  # table recreated, ledger trimmed: not live any more
     assert [g.until for g in memory.lookup(MS, 40.0, ip("203.0.113.12"))] == [30.0]
+
+
+def test_entries_the_ledger_dropped_are_remembered_and_leave_the_live_mirror() -> None:
+    memory = GrantMemory()
+    weather, ssh = grant("203.0.113.12", WEATHER, 60.0), grant("203.0.113.12", SSH, 600.0)
+    memory.sync_device(MS, [weather, ssh], 0.0)
+    memory.remember([weather, grant("203.0.113.9", WEATHER, 70.0, device=OTHER)], 100.0)
+    assert memory.lookup(MS, 100.0, ip("203.0.113.12")) == [ssh, weather]  # live, then gone
+    assert [g.until for g in memory.lookup(OTHER, 100.0)] == [70.0]  # a device never asked about
+    assert len(memory) == 3
 
 
 def test_memory_is_bounded_per_device_and_in_devices() -> None:
     memory = GrantMemory(per_device=4, devices=3)
     senders = [ip(f"192.168.20.{n}") for n in range(10, 15)]
-    memory.sync([grant(f"203.0.113.{n}", WEATHER, 10, device=s) for s in senders for n in range(1, 11)], 0.0)
-    memory.sync([], 20.0)
+    for s in senders:
+        memory.sync_device(s, [grant(f"203.0.113.{n}", WEATHER, 10.0, device=s) for n in range(1, 11)], 0.0)
+    for s in senders:
+        memory.sync_device(s, [], 20.0)
     assert len(memory) == 3 * 4
     assert [len(memory.lookup(s, 20.0)) for s in senders] == [0, 0, 4, 4, 4]
     assert [str(g.address) for g in memory.lookup(senders[-1], 20.0)] == [f"203.0.113.{n}" for n in range(7, 11)]
 
 
-def test_one_device_synced_alone_leaves_the_others_and_replaces_the_mirror() -> None:
+def test_one_device_synced_alone_leaves_the_others() -> None:
     memory = GrantMemory()
-    memory.sync([grant("203.0.113.12", WEATHER, 60), grant("203.0.113.7", SSH, 60, device=OTHER)], 0.0)
-    before = memory.live
-    memory.sync_device(MS, [grant("203.0.113.13", WEATHER, 60)], 10.0)
-    assert memory.live is not before  # a full sync computing from `before` in a thread is not disturbed
+    memory.sync_device(MS, [grant("203.0.113.12", WEATHER, 60.0)], 0.0)
+    memory.sync_device(OTHER, [grant("203.0.113.7", SSH, 60.0, device=OTHER)], 0.0)
+    memory.sync_device(MS, [grant("203.0.113.13", WEATHER, 70.0)], 10.0)
     assert [str(g.address) for g in memory.lookup(MS, 10.0)] == ["203.0.113.13", "203.0.113.12"]  # live, then gone
     assert [g.until for g in memory.lookup(MS, 10.0, ip("203.0.113.12"))] == [10.0]
     assert [str(g.address) for g in memory.lookup(OTHER, 10.0)] == ["203.0.113.7"]
     assert len(memory) == 3
-    assert memory.synced_at == 0.0  # only a full sync counts as one
-
-
-def test_a_sync_computed_apart_and_applied_later_is_the_same_sync() -> None:
-    grants = [grant("203.0.113.12", WEATHER, 60)]
-    whole, split = GrantMemory(), GrantMemory()
-    whole.sync(grants, 0.0)
-    split.apply(GrantMemory.compute(grants, 0.0, split.live), 0.0)
-    assert (whole.live, len(whole), whole.synced_at) == (split.live, len(split), split.synced_at)
-    whole.sync([], 5.0)
-    split.apply(GrantMemory.compute([], 5.0, split.live), 5.0)
-    assert whole.lookup(MS, 5.0) == split.lookup(MS, 5.0) == [
-        GrantSeen(MS, ip("203.0.113.12"), "weather.loxone.com", WEATHER, 5.0)]

@@ -1,4 +1,5 @@
-"""The ledger's state-file records: a round trip, the time that passed, and the bounds on what is read back."""
+"""The ledger: state-file records (a round trip, the time that passed, the bounds on what is read back),
+one device's entries, and the expired entries it drops."""
 
 from __future__ import annotations
 
@@ -81,3 +82,16 @@ def test_one_devices_entries_without_a_pass_over_all() -> None:
     assert [str(key[1]) for key, _ in ledger.raw_of([a])] == ["203.0.113.2"]
     assert ledger.counts_per_device() == {"192.168.20.10": 1, "192.168.20.11": 2}
     assert sorted(ledger.raw_of([a, b])) == sorted(ledger.raw())
+
+
+def test_expired_entries_dropped_for_room_are_handed_over_once_and_bounded() -> None:
+    ledger = GrantLedger(per_device=2, departed_max=3)
+    ledger.admit([grant(1, 10), grant(2, 20)], 0.0)
+    assert ledger.admit([grant(3, 600)], 15.0) == [grant(3, 600)]  # at its cap: the expired one made room
+    assert [(str(key[1]), until) for key, (_, until) in ledger.take_departed()] == [("203.0.113.1", 10.0)]
+    assert ledger.take_departed() == []
+    ledger.forget([grant(3)])  # refused by the kernel: never live, not departed
+    assert not ledger.departed
+    ledger.record([grant(n, 5) for n in range(10, 16)], 100.0)
+    ledger.grants(200.0)  # prunes
+    assert [str(key[1]) for key, _ in ledger.take_departed()] == ["203.0.113.13", "203.0.113.14", "203.0.113.15"]

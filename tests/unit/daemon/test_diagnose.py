@@ -195,26 +195,37 @@ def test_relay_coverage() -> None:
     assert relay_coverage(parse_config(zones.split("config zone 'lan'")[0], "t")) == (False, False)
 
 
-def test_a_full_sync_of_the_grant_memory_is_due_only_when_the_ledger_changed_or_a_grant_expired(
+def test_the_grant_memory_costs_nothing_until_a_question_and_then_only_the_devices_it_concerns(
         setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
-    """An idle router's ledger stays as it is for minutes: syncing 1,000 grants every 2 s regardless was
-    most of the daemon's idle CPU."""
+    """Thousands of expiring entries used to be mirrored whole every few seconds: most of the daemon's
+    idle CPU (bench.router_class --dns-entries). Now a question syncs its devices alone."""
     d, service, _ = setup
-    sync = service.grants
-    assert sync.due(1000.0)  # never synced
-    address = ipaddress.ip_address("203.0.113.12")
-    d.dns.ledger.record([Grant(MS, address, WEATHER, 60, "weather.loxone.com")], 1000.0)
-    asyncio.run(sync.full(1000.0))
-    assert sync.memory.next_expiry == 1060.0
-    assert not sync.due(1030.0)  # nothing new: no sync
-    d.dns.ledger.record([Grant(MS, address, WEATHER, 60, "weather.loxone.com")], 1030.0)  # refreshed
-    assert sync.due(1030.0)
-    asyncio.run(sync.full(1030.0))
-    assert not sync.due(1089.0) and sync.due(1090.0)  # the refreshed grant expires at 1090
-    asyncio.run(sync.full(1090.0))
-    assert sync.memory.live_count == 0 and sync.memory.next_expiry == float("inf")
-    assert not sync.due(5000.0)  # nothing left to expire, nothing changed
-    d.dns.ledger.forget([Grant(MS, address, WEATHER, 60, "weather.loxone.com")])  # an expired entry leaves
-    assert sync.due(5000.0)
-    asyncio.run(sync.full(5000.0))
-    assert not sync.due(5001.0)
+    service.networks = NETWORKS
+    weather = Grant(MS, ipaddress.ip_address("203.0.113.12"), WEATHER, 60, "weather.loxone.com")
+    others = [Grant(ipaddress.ip_address(f"192.168.20.{n}"), ipaddress.ip_address("203.0.113.7"), WEATHER, 60,
+                    "weather.loxone.com") for n in range(100, 200)]
+    d.dns.ledger.record([weather, *others], 1000.0)
+    service.grants.departures(1001.0)  # every tick: nothing dropped, nothing done
+    assert len(service.memory) == 0
+    assert service.explain(["ms", "weather.loxone.com", "6066"], 1010.0)["explain"]["passes"] is True
+    assert len(service.memory) == 1  # the device asked about, not the hundred others
+    # The ledger drops expired entries when it needs room; the memory is handed them at the next tick.
+    d.dns.ledger._prune(2000.0)
+    assert len(d.dns.ledger) == 0 and len(d.dns.ledger.departed) == 101
+    service.grants.departures(2000.0)
+    assert not d.dns.ledger.departed
+    assert service.explain(["ms", "weather.loxone.com", "6066"], 2000.0)["explain"]["why"] == (
+        "`weather.loxone.com` resolved, but its grant expired 940 s ago (the device has not resolved it again)")
+    assert [g.until for g in service.memory.lookup(ipaddress.ip_address("192.168.20.150"), 2000.0)] == [1060.0]
+
+
+def test_a_device_sync_waits_only_briefly_for_the_dns_lock(
+        setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
+    d, service, _ = setup
+    d.dns.ledger.record([Grant(MS, ipaddress.ip_address("203.0.113.12"), WEATHER, 60, "weather.loxone.com")], 1000.0)
+    with d.dns.lock:  # the DNS thread busy with a batch: answer from what the memory has
+        service.grants.devices({MS}, 1010.0)
+        service.grants.departures(1010.0)
+    assert (service.grants.skipped, len(service.memory)) == (1, 0)
+    service.grants.devices({MS}, 1010.0)
+    assert len(service.memory) == 1

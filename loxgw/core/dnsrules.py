@@ -204,17 +204,33 @@ def hold_xtables_rule(config: Config, path: DnsPath) -> list[str] | None:
             "--queue-num", str(config.main.queue_num), "--queue-bypass"]
 
 
+# The buckets of `dns_hold 'auto'` on native nft (kind, name, declaration).
+HELD_ANSWER_BUCKETS = (
+    *(("set", HELD_ANSWERS_SET[family], f"type {key}; size 4096; flags dynamic,timeout; timeout 10s;")
+      for family, key in ((4, "ipv4_addr"), (6, "ipv6_addr"))),
+    ("limit", HELD_ANSWERS_LIMIT,
+     f"rate {HELD_ANSWERS_IN_ALL[0]}/second burst {HELD_ANSWERS_IN_ALL[1]} packets;"),
+)
+
+
+def declares_held_answer_buckets(config: Config, path: DnsPath, queue: QueueMode) -> bool:
+    return queue == "nft" and any(r.held_up_to_a_rate is not None for r in dns_queue_rules(config, path))
+
+
+def retired_held_answer_buckets(table: str) -> list[str]:
+    """Script lines that remove `auto`'s buckets from a table declared without them: `flush table` keeps sets
+    and named limits. Each is declared as `auto` declares it, then deleted: gone whether or not it was there."""
+    return [line for kind, name, spec in HELD_ANSWER_BUCKETS
+            for line in (f"add {kind} inet {table} {name} {{ {spec} }}", f"delete {kind} inet {table} {name}")]
+
+
 def native_queue_chains(config: Config, path: DnsPath) -> list[str]:
     """The chains that copy or queue DNS with nft's own `log group` and `queue` (OpenWrt), and the buckets
     of answers held up to a rate (each device's, in a set that forgets quiet devices; all answers')."""
     lines: list[str] = []
     rules = dns_queue_rules(config, path)
     if any(r.held_up_to_a_rate is not None for r in rules):
-        for family, key in ((4, "ipv4_addr"), (6, "ipv6_addr")):
-            lines += [f"\tset {HELD_ANSWERS_SET[family]} {{", f"\t\ttype {key}", "\t\tsize 4096",
-                      "\t\tflags dynamic,timeout", "\t\ttimeout 10s", "\t}", ""]
-        rate, burst = HELD_ANSWERS_IN_ALL
-        lines += [f"\tlimit {HELD_ANSWERS_LIMIT} {{", f"\t\trate {rate}/second burst {burst} packets", "\t}", ""]
+        lines += [f"\t{kind} {name} {{ {spec} }}" for kind, name, spec in HELD_ANSWER_BUCKETS] + [""]
     for hook in ("input", "output", "forward"):
         chosen = [r for r in rules if r.hook == hook]
         if not chosen:

@@ -14,6 +14,7 @@ from dataclasses import field
 from typing import Any, Literal
 
 from loxgw.core.blocked import format_attempts
+from loxgw.core.dnspath import ANSWERS_HELD_UP_TO_A_RATE
 from loxgw.core.firewall import FW4_MARK
 from loxgw.core.record import record
 
@@ -78,7 +79,7 @@ class Facts:
     fw4_forward: str | None = None  # `nft list chain inet fw4 forward`, None if there is none
     fw4_input: str | None = None
     redirect_present: bool | None = None
-    kernel: Mapping[str, bool | None] = field(default_factory=dict)  # nft_queue, nflog, xt_string
+    kernel: Mapping[str, bool | None] = field(default_factory=dict)  # nft_queue, nflog, xt_string, xt_hashlimit
     rebind: Rebind = Rebind()
     interfaces: tuple[tuple[str, str, str], ...] = ()  # (zone, interface, state: up, down, no carrier, missing)
     empty_zones: tuple[str, ...] = ()
@@ -176,6 +177,10 @@ def _dns(facts: Facts, d: Mapping[str, Any]) -> list[Finding]:
     if queue == "xtables" and kernel.get("xt_string") is False:
         out.append(Finding("kernel", "fail", "xt_string is missing: the DNS prefilter rules cannot load",
                            "modprobe xt_string (OpenWrt: kmod-ipt-string)"))
+    if queue == "xtables" and path == ANSWERS_HELD_UP_TO_A_RATE.label and kernel.get("xt_hashlimit") is False:
+        out.append(Finding("kernel", "fail", "xt_hashlimit is missing: the rules of dns_hold 'auto' (answers held "
+                           "up to a rate) cannot load", "modprobe xt_hashlimit (OpenWrt: kmod-ipt-hashlimit), "
+                           "or dns_hold 'connection'"))
     for feature, missing in (("nft_queue", "nft queue"), ("nflog", "NFLOG")):
         if kernel.get(feature) is False and dns_mode == "inline":
             out.append(Finding("kernel", "info", f"this kernel has no {missing}"))

@@ -18,7 +18,13 @@ from loxgw.core.catalog import Entry, PortRange, Product, merge_ranges
 from loxgw.core.config import Config
 from loxgw.core.dns import Profile, all_profiles
 from loxgw.core.dnspath import OFF, DnsPath
-from loxgw.core.dnsrules import hold_rules, ifset, native_queue_chains
+from loxgw.core.dnsrules import (
+    declares_held_answer_buckets,
+    hold_rules,
+    ifset,
+    native_queue_chains,
+    retired_held_answer_buckets,
+)
 from loxgw.core.firewall import (
     ADDRESS_SETS,
     DNS_PORT,
@@ -249,6 +255,8 @@ def render(config: Config, mode: ResolvedFirewall, queue: QueueMode = "off", pat
         # Declared as an earlier version did, then deleted: gone whether or not it was there.
         lines += [f"add set inet {table} {name} {{ type {key_type}; flags {flags}; }}",
                   f"delete set inet {table} {name}"]
+    if not declares_held_answer_buckets(config, path, queue):
+        lines += retired_held_answer_buckets(table)
     if elements is not None:
         lines += [f"flush set inet {table} {name}" for name in firewall.DESIRED_SETS]
         lines += render_element_changes(table, {}, elements).splitlines()

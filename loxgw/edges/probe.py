@@ -54,11 +54,12 @@ def _accepts(script: str) -> bool | None:
 
 
 def kernel_features() -> dict[str, bool | None]:
-    """nft_queue and nflog (nft -c of a probe rule), xt_string (loaded, built in or loadable); None: unknown."""
+    """nft_queue and nflog (nft -c of a probe rule), xt_string and xt_hashlimit (loaded, built in or
+    loadable); None: unknown."""
     from loxgw.edges import queue
 
     return {"nft_queue": queue.native_queue_supported(), "nflog": _accepts(NFLOG_PROBE),
-            "xt_string": xt_match_available("string")}
+            "xt_string": xt_match_available("string"), "xt_hashlimit": xt_match_available("hashlimit")}
 
 
 def xt_match_available(match: str) -> bool | None:

@@ -203,3 +203,26 @@ def test_golden_rulesets_load(lab: Lab) -> None:
         checked = subprocess.run(["ip", "netns", "exec", lab.ns_router, "nft", "-c", "-f", "-"], input=script,
                                  capture_output=True, text=True, check=False)
         assert checked.returncode == 0, f"{path.name}: {checked.stderr}"
+
+
+def test_a_declaration_without_dns_hold_auto_removes_its_buckets(lab: Lab) -> None:
+    """`flush table` keeps sets and named limits: switching away from `auto` deletes its buckets, and a
+    declaration that never had them loads all the same (declared, then deleted)."""
+    golden = Path(REPO) / "tests" / "unit" / "core" / "golden"
+
+    def load(name: str) -> str:
+        script = re.sub(r"queue num \d+ bypass", "accept", (golden / name).read_text(encoding="utf-8"))
+        loaded = subprocess.run(["ip", "netns", "exec", lab.ns_router, "nft", "-f", "-"], input=script,
+                                capture_output=True, text=True, check=False)
+        assert loaded.returncode == 0, f"{name}: {loaded.stderr}"
+        return lab.run(lab.ns_router, "nft", "list", "table", "inet", "loxgw").stdout
+
+    try:
+        assert "dns_held_answers" not in load("lab-standalone-nft-connection.nft")
+        auto = load("lab-standalone-nft-auto.nft")
+        assert all(f"{kind} {name} {{" in auto for kind, name in (
+            ("set", "dns_held_answers4"), ("set", "dns_held_answers6"), ("limit", "dns_held_answers"))), auto
+        assert "update @dns_held_answers4" in auto
+        assert "dns_held_answers" not in load("lab-standalone-nft-answer.nft")
+    finally:
+        lab.run(lab.ns_router, "nft", "delete", "table", "inet", "loxgw", check=False)

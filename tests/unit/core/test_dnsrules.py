@@ -163,6 +163,6 @@ def test_dns_hold_auto_holds_devices_answers_up_to_a_rate_then_copies_them_and_h
     assert sum("loxgw_held" in args for chain in v6.values() for args in chain) == len(answers[1].xtables("br-iot"))
     native = "\n".join(dnsrules.native_queue_chains(config, path))
     assert "set dns_held_answers4 {" in native and "set dns_held_answers6 {" in native
-    assert "limit dns_held_answers {\n\t\trate 2000/second burst 200 packets" in native
+    assert "limit dns_held_answers { rate 2000/second burst 200 packets; }" in native
     assert "dns_held_answers" not in "\n".join(dnsrules.native_queue_chains(
         parse_config(CONFIG, "t"), path_of(parse_config(CONFIG, "t"))))

@@ -93,6 +93,11 @@ def test_each_problem_is_a_failure_with_a_fix() -> None:
         [], ["warn"])  # not allowed by loxgw; fw4's zone policy may still have let it through
     assert failures(facts(redirect_present=False))[0][0] == "dns redirect"
     assert failures(facts(kernel={"xt_string": False}))[0][0] == "kernel"
+    auto = healthy(dns_path="answers held, beyond a rate copies")
+    assert failures(facts(daemon=auto, kernel={"xt_string": True, "xt_hashlimit": False})) == [
+        ("kernel", "xt_hashlimit is missing: the rules of dns_hold 'auto' (answers held up to a rate) cannot load")]
+    assert failures(facts(kernel={"xt_string": True, "xt_hashlimit": False})) == []  # not needed by 'connection'
+    assert failures(facts(daemon=auto | {"queue_mode": "nft"}, kernel={"xt_hashlimit": False})) == []  # nft's own
     assert failures(facts(daemon=healthy(installed=False)))[0] == ("firewall", "table inet loxgw is not installed")
     upnp = [{"name": "remote", "state": "failed", "conflict": "192.168.1.5", "last_error": "x"}]
     assert failures(facts(daemon=healthy(upnp=upnp))) == [("upnp", "remote: mapping failed (held by 192.168.1.5)")]

@@ -19,23 +19,25 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from loxgw.core.config import IPAddress
 from loxgw.core.dns import Profile
 from loxgw.core.firewall import BLOCKED_PREFIX
-from loxgw.core.record import record
 
 if TYPE_CHECKING:  # core.explain explains the rows; only the daemon's diagnose service needs it, and late
     from loxgw.core.explain import Verdict
 
 
-@record
-class GrantSeen:
-    """A DNS grant as the ledger held it: `until` in the daemon's clock, in the past once expired."""
+class GrantSeen(NamedTuple):
+    """A DNS grant as the ledger held it: `until` in the daemon's clock, in the past once expired.
+
+    A NamedTuple rather than a frozen dataclass: doctor builds one per ledger entry (20,000: 160
+    ms as a dataclass on the event loop)."""
 
     device: IPAddress
     address: IPAddress
@@ -235,6 +237,9 @@ def format_attempts(attempts: Iterable[Mapping[str, object]]) -> list[str]:
 # --- grants, remembered past their expiry -----------------------------------------------
 
 
+until_of = operator.attrgetter("until")
+
+
 class GrantMemory:
     """The DNS grants of the devices questions were asked about, and those that left, for `keep` seconds.
 
@@ -263,31 +268,54 @@ class GrantMemory:
         self._gone: OrderedDict[IPAddress, OrderedDict[tuple[IPAddress, Profile], GrantSeen]] = OrderedDict()
 
     def sync_device(self, device: IPAddress, entries: Iterable[GrantSeen], now: float) -> None:
-        """Take what the ledger lists for `device` now (live or expired, not yet dropped)."""
+        """Take what the ledger lists for `device` now (live, or expired and not dropped yet)."""
+        self.sync_devices({device: entries}, now)
+
+    def sync_devices(self, listed: Mapping[IPAddress, Iterable[GrantSeen]], now: float) -> None:
+        """sync_device for several devices at once (doctor: every device), pruning once."""
+        for device, entries in listed.items():
+            self._sync_one(device, entries, now)
+        self._prune_gone(now)
+
+    def _sync_one(self, device: IPAddress, entries: Iterable[GrantSeen], now: float) -> None:
         live: dict[IPAddress, list[GrantSeen]] = {}
+        listed: set[tuple[IPAddress, Profile]] = set()
+        ended: list[GrantSeen] = []
         for grant in entries:
+            listed.add((grant.address, grant.profile))
             if grant.until > now:
                 live.setdefault(grant.address, []).append(grant)
             else:
-                self._remember(grant)
+                ended.append(grant)  # expired; the ledger drops it only when it needs the room
         for address, seen in self._live.pop(device, {}).items():
-            still = {g.profile for g in live.get(address, ())}
-            for grant in seen:
-                if grant.profile not in still and grant.until > now - self.keep:
-                    self._remember(replace(grant, until=min(grant.until, now)))
+            # Live at the last sync and not listed now: removed before its expiry, or dropped (then
+            # `remember` had it first, with the same expiry).
+            ended += [g._replace(until=min(g.until, now)) for g in seen if (address, g.profile) not in listed]
+        self._remember_all(ended, now, one_device=True)
         if live:
             self._live[device] = live
             self._forget_live_again(device, live)
-        self._prune_gone(now)
 
     def remember(self, departed: Iterable[GrantSeen], now: float) -> None:
         """Entries the ledger dropped (GrantLedger.departed): gone at their expiry, out of the live mirror."""
+        ended = []
         for grant in departed:
-            seen = self._live.get(grant.device, {}).get(grant.address)
+            by_address = self._live.get(grant.device, {})
+            seen = [g for g in by_address.get(grant.address, ()) if g.profile != grant.profile]
             if seen:
-                seen[:] = [g for g in seen if g.profile != grant.profile]
-            self._remember(replace(grant, until=min(grant.until, now)))
+                by_address[grant.address] = seen
+            elif by_address.pop(grant.address, None) is not None and not by_address:
+                del self._live[grant.device]
+            ended.append(grant._replace(until=min(grant.until, now)))
+        self._remember_all(ended, now)
         self._prune_gone(now)
+
+    def _remember_all(self, ended: list[GrantSeen], now: float, one_device: bool = False) -> None:
+        """Oldest expiry first, so that a device's newest are the ones its bound keeps; none beyond `keep`."""
+        ordered = sorted(ended, key=until_of)
+        for grant in ordered[-self.per_device:] if one_device else ordered:
+            if now - grant.until <= self.keep:
+                self._remember(grant)
 
     def _forget_live_again(self, device: IPAddress, live: Mapping[IPAddress, list[GrantSeen]]) -> None:
         gone = self._gone.get(device)
@@ -309,10 +337,14 @@ class GrantMemory:
         else:
             self._gone.move_to_end(grant.device)
         key = (grant.address, grant.profile)
+        known = gone.get(key)
+        if known is not None and known.until >= grant.until:
+            return  # known already, as late or later: an entry listed expired is seen at every sync
         gone.pop(key, None)
         gone[key] = grant
         while len(gone) > self.per_device:
-            gone.popitem(last=False)
+            first = min(gone.values(), key=until_of)  # the one that ended first
+            del gone[(first.address, first.profile)]
 
     def lookup(self, device: IPAddress, now: float, address: IPAddress | None = None,
                name: str = "") -> list[GrantSeen]:

@@ -49,6 +49,7 @@ class GrantLedger:
         self.changes = 0  # puts and removals so far: a reader that saw this number saw every entry since
         self.departed: deque[tuple[tuple[IPAddress, IPAddress, Profile], tuple[str, float]]] = \
             deque(maxlen=self.departed_max)
+        self.departed_lost = 0  # dropped entries pushed out of `departed` before anyone took them
 
     def admit(self, grants: list[Grant], now: float) -> list[Grant]:
         """Record and return the grants that fit: refreshes always, new ones while under both caps."""
@@ -97,6 +98,8 @@ class GrantLedger:
     def _prune(self, now: float) -> None:
         self._pruned_at = now
         for key in [k for k, (_, until) in dict.items(self._live) if until <= now]:  # see raw()
+            if len(self.departed) == self.departed_max:
+                self.departed_lost += 1
             self.departed.append((key, self._live.pop(key)))
             self._forget(key)
 

@@ -177,6 +177,9 @@ def _dns(facts: Facts, d: Mapping[str, Any]) -> list[Finding]:
     if queue == "xtables" and kernel.get("xt_string") is False:
         out.append(Finding("kernel", "fail", "xt_string is missing: the DNS prefilter rules cannot load",
                            "modprobe xt_string (OpenWrt: kmod-ipt-string)"))
+    if d.get("grants_synced") is False:
+        out.append(Finding("dns", "info", "the DNS thread was busy: the functions' states use the DNS entries "
+                           "loxgw looked at before", "run loxgw doctor again"))
     if queue == "xtables" and path == ANSWERS_HELD_UP_TO_A_RATE.label and kernel.get("xt_hashlimit") is False:
         out.append(Finding("kernel", "fail", "xt_hashlimit is missing: the rules of dns_hold 'auto' (answers held "
                            "up to a rate) cannot load", "modprobe xt_hashlimit (OpenWrt: kmod-ipt-hashlimit), "

@@ -202,3 +202,34 @@ def test_one_device_synced_alone_leaves_the_others() -> None:
     assert [g.until for g in memory.lookup(MS, 10.0, ip("203.0.113.12"))] == [10.0]
     assert [str(g.address) for g in memory.lookup(OTHER, 10.0)] == ["203.0.113.7"]
     assert len(memory) == 3
+
+
+def test_a_refreshed_grant_that_expired_since_is_gone_at_its_later_expiry() -> None:
+    memory = GrantMemory()
+    memory.sync_device(MS, [grant("203.0.113.12", WEATHER, 60.0)], 0.0)
+    memory.sync_device(MS, [grant("203.0.113.12", WEATHER, 110.0)], 200.0)  # refreshed at 50, expired at 110
+    assert [g.until for g in memory.lookup(MS, 200.0, ip("203.0.113.12"))] == [110.0]
+    memory.remember([grant("203.0.113.12", WEATHER, 110.0)], 300.0)  # then dropped by the ledger: no change
+    memory.sync_device(MS, [], 300.0)
+    assert [g.until for g in memory.lookup(MS, 300.0, ip("203.0.113.12"))] == [110.0]
+
+
+def test_a_device_keeps_its_latest_expiries_however_many_old_ones_the_ledger_still_lists() -> None:
+    """The ledger drops expired entries only when it needs the room: old ones must not crowd out the
+    grant that expired a moment ago, nor make the device look as if it never resolved anything."""
+    memory = GrantMemory(keep=3600, per_device=4)
+    ancient = [grant(f"203.0.113.{n}", WEATHER, 100.0 + n) for n in range(1, 41)]  # beyond `keep` by now
+    recent = [grant(f"198.51.100.{n}", WEATHER, 9000.0 + n) for n in range(1, 7)]
+    listed = [recent[3], *ancient[:20], recent[0], *ancient[20:], *recent[4:], recent[1], recent[2]]
+    memory.sync_device(MS, listed, 9990.0)
+    assert [str(g.address) for g in memory.lookup(MS, 9990.0)] == [f"198.51.100.{n}" for n in (3, 4, 5, 6)]
+    memory.sync_device(MS, listed, 9995.0)  # listed again, unchanged: nothing moves
+    assert [str(g.address) for g in memory.lookup(MS, 9995.0)] == [f"198.51.100.{n}" for n in (3, 4, 5, 6)]
+
+
+def test_dropped_entries_leave_no_empty_mirror_behind() -> None:
+    memory = GrantMemory()
+    weather = grant("203.0.113.12", WEATHER, 60.0)
+    memory.sync_device(MS, [weather], 0.0)
+    memory.remember([weather], 100.0)
+    assert memory._live == {} and len(memory) == 1

@@ -98,6 +98,9 @@ def test_each_problem_is_a_failure_with_a_fix() -> None:
         ("kernel", "xt_hashlimit is missing: the rules of dns_hold 'auto' (answers held up to a rate) cannot load")]
     assert failures(facts(kernel={"xt_string": True, "xt_hashlimit": False})) == []  # not needed by 'connection'
     assert failures(facts(daemon=auto | {"queue_mode": "nft"}, kernel={"xt_hashlimit": False})) == []  # nft's own
+    busy = judge(facts(daemon=healthy(grants_synced=False))).findings
+    assert [(f.check, f.level, f.fix) for f in busy if "DNS thread was busy" in f.message] == [
+        ("dns", "info", "run loxgw doctor again")]
     assert failures(facts(daemon=healthy(installed=False)))[0] == ("firewall", "table inet loxgw is not installed")
     upnp = [{"name": "remote", "state": "failed", "conflict": "192.168.1.5", "last_error": "x"}]
     assert failures(facts(daemon=healthy(upnp=upnp))) == [("upnp", "remote: mapping failed (held by 192.168.1.5)")]

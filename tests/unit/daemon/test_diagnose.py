@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 
+from loxgw.core.blocked import parse_sample
 from loxgw.core.catalog import PortRange
 from loxgw.core.config import load_config, parse_config
 from loxgw.core.dns import Grant, Profile
 from loxgw.core.firewall import BLOCKED_PREFIX
 from loxgw.daemon import app as daemon
-from loxgw.daemon.diagnose import DiagnoseService, relay_coverage
+from loxgw.daemon.diagnose import FEW_DEVICES, DiagnoseService, relay_coverage
 from loxgw.edges import clock
 
 CONFIG = """
@@ -219,13 +221,40 @@ def test_the_grant_memory_costs_nothing_until_a_question_and_then_only_the_devic
     assert [g.until for g in service.memory.lookup(ipaddress.ip_address("192.168.20.150"), 2000.0)] == [1060.0]
 
 
-def test_a_device_sync_waits_only_briefly_for_the_dns_lock(
+def test_a_device_sync_waits_only_briefly_for_the_dns_lock_and_what_it_explained_then_is_explained_again(
         setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
     d, service, _ = setup
-    d.dns.ledger.record([Grant(MS, ipaddress.ip_address("203.0.113.12"), WEATHER, 60, "weather.loxone.com")], 1000.0)
-    with d.dns.lock:  # the DNS thread busy with a batch: answer from what the memory has
-        service.grants.devices({MS}, 1010.0)
-        service.grants.departures(1010.0)
-    assert (service.grants.skipped, len(service.memory)) == (1, 0)
-    service.grants.devices({MS}, 1010.0)
-    assert len(service.memory) == 1
+    service.networks = NETWORKS
+    d.dns.ledger.record([Grant(MS, ipaddress.ip_address("203.0.113.12"), WEATHER, 600, "weather.loxone.com")],
+                        clock.now())
+    held, release = threading.Event(), threading.Event()
+
+    def dns_thread_busy() -> None:  # a batch of copies under the DNS lock
+        with d.dns.lock:
+            held.set()
+            release.wait(5)
+
+    busy = threading.Thread(target=dns_thread_busy)
+    busy.start()
+    held.wait(5)
+    try:
+        service.table.note(parse_sample(OUT, syn("192.168.20.10", "203.0.113.12", 6066)), clock.now())
+        [row] = service.explained(service.table.recent(), clock.now())
+        service.grants.departures(clock.now())
+    finally:
+        release.set()
+        busy.join()
+    assert (service.grants.skipped, len(service.memory), row.verdict.code) == (1, 0, "never_resolved")
+    [row] = service.explained(service.table.recent(), clock.now())  # not kept: explained again, synced
+    assert (row.verdict.code, len(service.memory)) == ("allowed_now", 1)
+
+
+def test_many_devices_are_synced_from_one_copy_of_the_ledger(
+        setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
+    d, service, _ = setup
+    devices = [ipaddress.ip_address(f"192.168.20.{n}") for n in range(100, 100 + 2 * FEW_DEVICES)]
+    d.dns.ledger.record([Grant(device, ipaddress.ip_address("203.0.113.7"), WEATHER, 60, "weather.loxone.com")
+                         for device in devices], 1000.0)
+    asked = set(devices[1:])  # more than FEW_DEVICES: the whole ledger is copied, filtered after
+    assert service.grants.devices(asked, 1010.0) is True
+    assert [len(service.memory.lookup(device, 1010.0)) for device in devices] == [0] + [1] * (len(devices) - 1)

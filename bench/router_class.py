@@ -7,7 +7,8 @@ the start-up figures alone; `--cli-runs N` also times N `loxgw status` commands,
 processes, outside the quota; `--python /usr/bin/python3` runs the daemon as installed, without
 the dev venv's editable-install finder; `--dns-entries N` starts it with N live DNS entries
 restored from a state file, expiring one after another over 5-600 s, and `--idle-only` then
-measures idle CPU alone: what a full ledger costs while nobody asks anything).
+measures idle CPU alone: what a full ledger costs while nobody asks anything; `--devices N` has
+N Loxone devices in the devices zone, as permanent neighbour entries, before idle CPU is measured).
 
 A router's CPU is 10-20 times slower than this machine's cores, and loxgw
 shares it with everything else the router runs. The daemon therefore runs in
@@ -76,6 +77,7 @@ MAIN = "\toption log_level 'info'\n"
 CONNECT_NET = "198.19"  # first-connection addresses: local on the upstream through one route
 CONNECT_PORT = 30000
 CHANGE_BASE = 100  # 192.168.20.100-...: the devices that appear, 20 per round
+IDLE_DEVICES_BASE = 30  # 192.168.20.30-...: --devices (up to 70 beside the change rounds, 200 with --idle-only)
 
 # argv: count, rate. Resolve, connect at once, connect again; one name every 1/rate seconds.
 FIRST_CONNECT = r"""
@@ -253,6 +255,7 @@ class Results:
     idle_seconds: float = 0.0
     idle_cpu: float = 0.0
     dns_entries: int = 0  # live DNS entries when idle CPU was measured (--dns-entries)
+    devices: int = 0  # Loxone devices in the inventory when idle CPU was measured (--devices)
     throttled: dict[str, int] = field(default_factory=dict)
     cli: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)  # form -> wall, CPU seconds
 
@@ -457,6 +460,13 @@ def measure(args: argparse.Namespace, quota: CpuQuota) -> Results:
                 found, missing = device_change(lab, n)
                 results.changes.append(found)
                 results.change_missing += missing
+        if args.devices:
+            batch = "".join(f"neigh replace 192.168.20.{IDLE_DEVICES_BASE + i} lladdr 50:4f:94:dd:00:{i:02x} "
+                            "dev br-iot nud permanent\n" for i in range(args.devices))
+            subprocess.run(["ip", "netns", "exec", lab.ns_router, "ip", "-batch", "-"], input=batch.encode(),
+                           check=True)
+            time.sleep(3)  # detected, pinholes in
+            results.devices = sum(1 for d in gw.status()["devices"] if d.get("product"))
         before = quota.throttling()
         results.idle_seconds = args.idle
         results.idle_cpu = idle_cpu(pid, args.idle)
@@ -489,6 +499,7 @@ def report(args: argparse.Namespace, results: Results, load: tuple[str, str]) ->
         report_busy(results)
     share = results.idle_cpu / results.idle_seconds
     entries = f" with {results.dns_entries} DNS entries expiring" if args.dns_entries else ""
+    entries += f", {results.devices} devices" if args.devices else ""
     print(f"| idle CPU over {results.idle_seconds:.0f} s{entries} | - | {results.idle_cpu:.3f} s "
           f"({share * 1e3:.2f} ms per second, {share * 100:.2f} % of one core) |")
     if results.throttled:
@@ -533,12 +544,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="relay and device-change rounds")
     parser.add_argument("--startup-only", action="store_true", help="the start-up and stop figures alone")
     parser.add_argument("--dns-entries", type=int, default=0, help="live DNS entries restored at start")
+    parser.add_argument("--devices", type=int, default=0, help="Loxone devices present while idle (at most 200)")
     parser.add_argument("--idle-only", action="store_true", help="after start-up, idle CPU alone")
     parser.add_argument("--cli-runs", type=int, default=0, help="time this many `loxgw status` per form")
     parser.add_argument("--python", default=sys.executable,
                         help="the daemon's interpreter (e.g. /usr/bin/python3: loxgw as installed, "
                              "without the dev venv's editable-install finder)")
     args = parser.parse_args(argv)
+    if args.devices > (200 if args.idle_only else CHANGE_BASE - IDLE_DEVICES_BASE):
+        parser.error("--devices: at most 200 with --idle-only, 70 without")
     load_before = f"{os.getloadavg()[0]:.2f}"
     with CpuQuota(args.quota) as quota:
         results = measure(args, quota)

@@ -499,7 +499,7 @@ def report(args: argparse.Namespace, results: Results, load: tuple[str, str]) ->
         report_busy(results)
     share = results.idle_cpu / results.idle_seconds
     entries = f" with {results.dns_entries} DNS entries expiring" if args.dns_entries else ""
-    entries += f", {results.devices} devices" if args.devices else ""
+    entries += f", {results.devices} Loxone devices in the inventory" if args.devices else ""
     print(f"| idle CPU over {results.idle_seconds:.0f} s{entries} | - | {results.idle_cpu:.3f} s "
           f"({share * 1e3:.2f} ms per second, {share * 100:.2f} % of one core) |")
     if results.throttled:

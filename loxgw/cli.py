@@ -206,7 +206,7 @@ def _doctor_facts(config: Config | None, answer: dict[str, object] | None, daemo
         fw4_input=probe.nft_chain("fw4", "input") if mode == "fw4" else None,
         redirect_present=probe.redirect_present(table) if (answer or {}).get("redirect_wanted") else None,
         kernel=probe.kernel_features(), rebind=probe.rebind_facts(), interfaces=tuple(interfaces),
-        empty_zones=tuple(empty))
+        empty_zones=tuple(empty), dns_hold=config.main.dns_hold if config is not None else "")
 
 
 def cmd_explain(args: Arguments) -> int:

@@ -298,7 +298,7 @@ class GrantMemory:
 
     def remember(self, departed: Iterable[GrantSeen], now: float) -> None:
         """Entries the ledger dropped (GrantLedger.departed): gone at their expiry, out of the live mirror."""
-        ended = []
+        ended: dict[IPAddress, list[GrantSeen]] = {}
         for grant in departed:
             by_address = self._live.get(grant.device, {})
             seen = [g for g in by_address.get(grant.address, ()) if g.profile != grant.profile]
@@ -306,8 +306,9 @@ class GrantMemory:
                 by_address[grant.address] = seen
             elif by_address.pop(grant.address, None) is not None and not by_address:
                 del self._live[grant.device]
-            ended.append(grant._replace(until=min(grant.until, now)))
-        self._remember_all(ended, now)
+            ended.setdefault(grant.device, []).append(grant._replace(until=min(grant.until, now)))
+        for device_ended in ended.values():  # each device's newest only: a prune may drop thousands
+            self._remember_all(device_ended, now, one_device=True)
         self._prune_gone(now)
 
     def _remember_all(self, ended: list[GrantSeen], now: float, one_device: bool = False) -> None:

@@ -14,7 +14,6 @@ from dataclasses import field
 from typing import Any, Literal
 
 from loxgw.core.blocked import format_attempts
-from loxgw.core.dnspath import ANSWERS_HELD_UP_TO_A_RATE
 from loxgw.core.firewall import FW4_MARK
 from loxgw.core.record import record
 
@@ -83,6 +82,7 @@ class Facts:
     rebind: Rebind = Rebind()
     interfaces: tuple[tuple[str, str, str], ...] = ()  # (zone, interface, state: up, down, no carrier, missing)
     empty_zones: tuple[str, ...] = ()
+    dns_hold: str = ""  # the config's, "" without one
 
 
 @record
@@ -113,6 +113,13 @@ def judge(facts: Facts) -> Report:
     out: list[Finding] = []
     if facts.config_error:
         out.append(Finding("config", "fail", facts.config_error, "loxgw check shows every problem"))
+    kernel = facts.kernel
+    if facts.dns_hold == "auto" and kernel.get("nft_queue") is False and kernel.get("xt_hashlimit") is False:
+        # From the config, not the daemon's answer: without the match loxgw's iptables rules (all of
+        # them: a restore is one transaction per family) do not load, and the daemon does not run.
+        out.append(Finding("kernel", "fail", "xt_hashlimit is missing: with dns_hold 'auto' and no nft queue, "
+                           "loxgw's iptables DNS rules cannot load", "modprobe xt_hashlimit (OpenWrt: "
+                           "iptables-mod-hashlimit, kmod-ipt-hashlimit), or dns_hold 'connection'"))
     d = facts.daemon
     if d is None:
         out.append(Finding("daemon", "fail", facts.daemon_error or "loxgw is not running",
@@ -180,10 +187,6 @@ def _dns(facts: Facts, d: Mapping[str, Any]) -> list[Finding]:
     if d.get("grants_synced") is False:
         out.append(Finding("dns", "info", "the DNS thread was busy: the functions' states use the DNS entries "
                            "loxgw looked at before", "run loxgw doctor again"))
-    if queue == "xtables" and path == ANSWERS_HELD_UP_TO_A_RATE.label and kernel.get("xt_hashlimit") is False:
-        out.append(Finding("kernel", "fail", "xt_hashlimit is missing: the rules of dns_hold 'auto' (answers held "
-                           "up to a rate) cannot load", "modprobe xt_hashlimit (OpenWrt: kmod-ipt-hashlimit), "
-                           "or dns_hold 'connection'"))
     for feature, missing in (("nft_queue", "nft queue"), ("nflog", "NFLOG")):
         if kernel.get(feature) is False and dns_mode == "inline":
             out.append(Finding("kernel", "info", f"this kernel has no {missing}"))

@@ -74,4 +74,6 @@ def format_answer(answer: dict[str, object]) -> str:
     entries = answer.get("entries")
     if isinstance(entries, list) and entries:
         lines.append(f"  catalogue: {', '.join(str(e) for e in entries)}")
+    if answer.get("grants_synced") is False:
+        lines.append("  note: loxgw's DNS thread was busy; its DNS entries as last looked at (ask again)")
     return "\n".join(lines)

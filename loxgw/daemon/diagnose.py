@@ -326,12 +326,13 @@ class DiagnoseService:
         target = find_device(view.devices, question.host, aliases)
         dst = target.ip if target is not None and target.ip is not None else address_or_none(question.host)
         name = "" if dst is not None else question.host
-        self.grants.devices({src}, now)
+        synced = self.grants.devices({src}, now)
         flow = Flow(src, dst, question.proto, question.port, name)
         verdict = decide(flow, view, self.memory.lookup(src, now, dst, name), now)
         return {"explain": {"device": str(src), "device_name": device.name if device is not None else "",
                             "host": question.host, "address": str(dst) if dst is not None else None,
-                            "flow": describe_port(question.proto, question.port)} | verdict.as_json()}
+                            "flow": describe_port(question.proto, question.port), "grants_synced": synced}
+                | verdict.as_json()}
 
     def doctor(self, now: float) -> dict[str, Any]:
         """What the daemon knows for `loxgw doctor`: its mode, DNS path, devices and their functions."""

@@ -62,15 +62,22 @@ def kernel_features() -> dict[str, bool | None]:
             "xt_string": xt_match_available("string"), "xt_hashlimit": xt_match_available("hashlimit")}
 
 
-def xt_match_available(match: str) -> bool | None:
+def xt_match_available(match: str, matches: str = "/proc/net/ip_tables_matches",
+                       modules: str | None = None) -> bool | None:
+    """Whether the kernel has the xtables match `match`: loaded, built in, or a module it can load
+    (listed in modules.dep, or, as OpenWrt installs them without one, its file in the modules
+    directory); None when none of that could be read."""
+    found = None
     try:
-        with open("/proc/net/ip_tables_matches", encoding="ascii") as handle:
+        with open(matches, encoding="ascii") as handle:
             if match in handle.read().split():
                 return True
+        found = False
     except OSError:
         pass
-    modules = f"/lib/modules/{os.uname().release}"
-    found = None
+    modules = modules or f"/lib/modules/{os.uname().release}"
+    if os.path.exists(os.path.join(modules, f"xt_{match}.ko")):
+        return True
     for listing in ("modules.builtin", "modules.dep"):
         try:
             with open(os.path.join(modules, listing), encoding="utf-8", errors="replace") as handle:

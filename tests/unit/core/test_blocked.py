@@ -233,3 +233,11 @@ def test_dropped_entries_leave_no_empty_mirror_behind() -> None:
     memory.sync_device(MS, [weather], 0.0)
     memory.remember([weather], 100.0)
     assert memory._live == {} and len(memory) == 1
+
+
+def test_a_prune_of_thousands_keeps_each_devices_newest() -> None:
+    memory = GrantMemory(per_device=3)
+    memory.remember([grant(f"198.51.{n >> 8}.{n & 255}", WEATHER, float(n)) for n in range(1, 2001)]
+                    + [grant("203.0.113.7", SSH, 5.0, device=OTHER)], 2100.0)
+    assert [g.until for g in memory.lookup(MS, 2100.0)] == [1998.0, 1999.0, 2000.0]
+    assert [g.until for g in memory.lookup(OTHER, 2100.0)] == [5.0]

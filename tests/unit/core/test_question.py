@@ -39,3 +39,6 @@ def test_answers_as_text() -> None:
               "flow": "TCP 443", "passes": False, "why": "why", "rule": "rule", "entries": ["ms-weather"]}
     assert format_answer(answer) == ("ms -> weather.loxone.com TCP 443: blocked\n  why:  why\n  rule: rule\n"
                                      "  catalogue: ms-weather")
+    assert format_answer(answer | {"grants_synced": True}) == format_answer(answer)
+    assert format_answer(answer | {"grants_synced": False}).endswith(
+        "\n  note: loxgw's DNS thread was busy; its DNS entries as last looked at (ask again)")

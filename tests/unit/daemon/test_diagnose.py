@@ -241,10 +241,12 @@ def test_a_device_sync_waits_only_briefly_for_the_dns_lock_and_what_it_explained
         service.table.note(parse_sample(OUT, syn("192.168.20.10", "203.0.113.12", 6066)), clock.now())
         [row] = service.explained(service.table.recent(), clock.now())
         service.grants.departures(clock.now())
+        assert service.explain(["ms", "203.0.113.12", "6066"], clock.now())["explain"]["grants_synced"] is False
     finally:
         release.set()
         busy.join()
-    assert (service.grants.skipped, len(service.memory), row.verdict.code) == (1, 0, "never_resolved")
+    assert (service.grants.skipped, len(service.memory), row.verdict.code) == (2, 0, "never_resolved")
+    assert service.explain(["ms", "203.0.113.12", "6066"], clock.now())["explain"]["grants_synced"] is True
     [row] = service.explained(service.table.recent(), clock.now())  # not kept: explained again, synced
     assert (row.verdict.code, len(service.memory)) == ("allowed_now", 1)
 

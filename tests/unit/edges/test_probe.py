@@ -32,3 +32,23 @@ def test_a_loop_of_files_ends(tmp_path: Path) -> None:
 def test_an_interface_that_is_not_there() -> None:
     assert probe.interface_state("lxgw-none0") == "missing"
     assert probe.interface_state("lo") == "up"
+
+
+def test_an_xtables_match_is_found_loaded_listed_or_as_openwrt_installs_it(tmp_path: Path) -> None:
+    matches, modules = tmp_path / "ip_tables_matches", tmp_path / "modules"
+    modules.mkdir()
+
+    def available() -> bool | None:
+        return probe.xt_match_available("hashlimit", str(matches), str(modules))
+
+    assert available() is None  # nothing readable: unknown
+    matches.write_text("string\nmark\n")
+    assert available() is False  # registered matches readable, no module for it anywhere
+    (modules / "xt_hashlimit.ko").write_bytes(b"")  # OpenWrt: modules flat, no modules.dep
+    assert available() is True
+    (modules / "xt_hashlimit.ko").unlink()
+    (modules / "modules.dep").write_text("kernel/net/netfilter/xt_hashlimit.ko: kernel/net/netfilter/x_tables.ko\n")
+    assert available() is True  # Debian: loadable
+    (modules / "modules.dep").write_text("")
+    matches.write_text("string\nhashlimit\n")
+    assert available() is True  # loaded (or built in)

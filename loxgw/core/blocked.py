@@ -240,6 +240,29 @@ def format_attempts(attempts: Iterable[Mapping[str, object]]) -> list[str]:
 until_of = operator.attrgetter("until")
 
 
+class Listed(NamedTuple):
+    """What the ledger lists for one device, sorted for GrantMemory.sync_devices: the live entries by
+    address, every (address, profile) listed, and those listed past their expiry."""
+
+    live: dict[IPAddress, list[GrantSeen]]
+    keys: set[tuple[IPAddress, Profile]]
+    expired: list[GrantSeen]
+
+    @staticmethod
+    def of(entries: Iterable[GrantSeen], now: float) -> Listed:
+        """Pure: the daemon builds these in a thread for doctor's thousands of entries."""
+        live: dict[IPAddress, list[GrantSeen]] = {}
+        keys: set[tuple[IPAddress, Profile]] = set()
+        expired: list[GrantSeen] = []
+        for grant in entries:
+            keys.add((grant.address, grant.profile))
+            if grant.until > now:
+                live.setdefault(grant.address, []).append(grant)
+            else:
+                expired.append(grant)  # the ledger drops an expired entry only when it needs the room
+        return Listed(live, keys, expired)
+
+
 class GrantMemory:
     """The DNS grants of the devices questions were asked about, and those that left, for `keep` seconds.
 
@@ -269,39 +292,34 @@ class GrantMemory:
 
     def sync_device(self, device: IPAddress, entries: Iterable[GrantSeen], now: float) -> None:
         """Take what the ledger lists for `device` now (live, or expired and not dropped yet)."""
-        self.sync_devices({device: entries}, now)
+        self.sync_devices({device: Listed.of(entries, now)}, now)
 
-    def sync_devices(self, listed: Mapping[IPAddress, Iterable[GrantSeen]], now: float) -> None:
-        """sync_device for several devices at once (doctor: every device), pruning once."""
+    def sync_devices(self, listed: Mapping[IPAddress, Listed], now: float) -> None:
+        """sync_device for several devices at once (doctor: every device), each listing prepared by
+        Listed.of (which may run in a thread), pruning once."""
         for device, entries in listed.items():
             self._sync_one(device, entries, now)
         self._prune_gone(now)
 
-    def _sync_one(self, device: IPAddress, entries: Iterable[GrantSeen], now: float) -> None:
-        live: dict[IPAddress, list[GrantSeen]] = {}
-        listed: set[tuple[IPAddress, Profile]] = set()
-        ended: list[GrantSeen] = []
-        for grant in entries:
-            listed.add((grant.address, grant.profile))
-            if grant.until > now:
-                live.setdefault(grant.address, []).append(grant)
-            else:
-                ended.append(grant)  # expired; the ledger drops it only when it needs the room
+    def _sync_one(self, device: IPAddress, listed: Listed, now: float) -> None:
+        ended = list(listed.expired)
         for address, seen in self._live.pop(device, {}).items():
             # Live at the last sync and not listed now: removed before its expiry, or dropped (then
             # `remember` had it first, with the same expiry).
-            ended += [g._replace(until=min(g.until, now)) for g in seen if (address, g.profile) not in listed]
+            ended += [g._replace(until=min(g.until, now)) for g in seen if (address, g.profile) not in listed.keys]
         self._remember_all(ended, now, one_device=True)
-        if live:
-            self._live[device] = live
-            self._forget_live_again(device, live)
+        if listed.live:
+            self._live[device] = listed.live
+            self._forget_live_again(device, listed.live)
 
     def remember(self, departed: Iterable[GrantSeen], now: float) -> None:
         """Entries the ledger dropped (GrantLedger.departed): gone at their expiry, out of the live mirror."""
         ended: dict[IPAddress, list[GrantSeen]] = {}
         for grant in departed:
             by_address = self._live.get(grant.device, {})
-            seen = [g for g in by_address.get(grant.address, ()) if g.profile != grant.profile]
+            # A sync may have seen the entry admitted again since (doctor's copy is taken in a thread).
+            seen = [g for g in by_address.get(grant.address, ())
+                    if g.profile != grant.profile or g.until > grant.until]
             if seen:
                 by_address[grant.address] = seen
             elif by_address.pop(grant.address, None) is not None and not by_address:

@@ -8,12 +8,8 @@ they were last seen, so a row costs one explanation per read however many
 samples it got. No packet loxgw allows costs anything here.
 
 The grants a device held come from the DNS ledger, through a GrantMemory
-that also keeps those that expired. Nothing is synced ahead of a question:
-before rows are explained or a question is answered, the devices concerned
-are synced alone (a filtered copy of the ledger, under the DNS lock, never
-waited for longer than LOCK_WAIT), and the entries the ledger dropped since
-are handed over. With thousands of entries expiring, a full mirror rebuilt
-every few seconds was most of the daemon's idle CPU.
+that also keeps those that expired, synced before each question for the
+devices it concerns (daemon.grantsync).
 """
 
 from __future__ import annotations
@@ -27,10 +23,16 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from loxgw.core import catalog, dns
-from loxgw.core.blocked import Attempt, BlockedTable, GrantMemory, GrantSeen, format_attempts, parse_sample
+from loxgw.core.blocked import (
+    Attempt,
+    BlockedTable,
+    format_attempts,
+    parse_sample,
+)
 from loxgw.core.config import Config, IPAddress, IPNetwork
 from loxgw.core.errors import KernelError
 from loxgw.core.firewall import BLOCKED_GROUP_OFFSET
+from loxgw.daemon.grantsync import GrantSync
 from loxgw.daemon.logs import log_failure
 from loxgw.edges import clock
 
@@ -38,12 +40,11 @@ if TYPE_CHECKING:
     from loxgw.core.explain import Segment, View
     from loxgw.core.functions import FunctionState
     from loxgw.daemon.app import Daemon
+    from loxgw.daemon.status import Handler
 
 log = logging.getLogger("loxgw")
 
 TICK = 1.0
-LOCK_WAIT = 0.02  # seconds the loop waits for the DNS lock to sync a device; then the last sync serves
-FEW_DEVICES = 16  # synced from the ledger's per-device index; more from a copy of the whole ledger
 VIEW_EVERY = 5.0  # the indexed view is rebuilt when the firewall changes, and at least this often
 NETWORKS_EVERY = 30.0  # zone interfaces' addresses re-read (in a thread) this often
 REBIND_EVERY = 60.0  # an NFLOG group another program held is tried again this often
@@ -62,57 +63,6 @@ def _interface_networks(names: tuple[str, ...]) -> dict[str, tuple[IPNetwork, ..
     from loxgw.edges import probe
 
     return probe.interface_networks(names)
-
-
-class GrantSync:
-    """Brings the grant memory up to date for the devices a question concerns, never waiting long on the loop."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.memory = GrantMemory()
-        self.skipped = 0  # device syncs given up because the DNS thread held its lock
-
-    def devices(self, devices: set[IPAddress], now: float) -> bool:
-        """Sync these devices' grants, and take what the ledger dropped since; False if the DNS thread
-        kept its lock (the memory then answers from its last sync)."""
-        dns_service = self.daemon.dns
-        if not devices:
-            return True
-        if not dns_service.lock.acquire(timeout=LOCK_WAIT):
-            self.skipped += 1
-            return False
-        try:
-            ledger = dns_service.ledger
-            # Many devices (doctor): the whole ledger copied in C, filtered once the lock is let go;
-            # raw_of hashes every key in Python while the DNS thread waits (50,000: ~100 ms).
-            raw = ledger.raw() if len(devices) > FEW_DEVICES else ledger.raw_of(devices)
-            departed = ledger.take_departed()
-        finally:
-            dns_service.lock.release()
-        self.memory.remember([seen(entry) for entry in departed], now)
-        listed: dict[IPAddress, list[GrantSeen]] = {device: [] for device in devices}
-        for entry in raw:
-            entries = listed.get(entry[0][0])
-            if entries is not None:
-                entries.append(seen(entry))
-        self.memory.sync_devices(listed, now)
-        return True
-
-    def departures(self, now: float) -> None:
-        """Take what the ledger dropped, if anything, before its bounded log overflows (every tick)."""
-        dns_service = self.daemon.dns
-        if dns_service.ledger.departed and dns_service.lock.acquire(timeout=0):
-            try:
-                departed = dns_service.ledger.take_departed()
-            finally:
-                dns_service.lock.release()
-            self.memory.remember([seen(entry) for entry in departed], now)
-
-
-def seen(entry: tuple[tuple[IPAddress, IPAddress, dns.Profile], tuple[str, float]]) -> GrantSeen:
-    """A ledger entry (GrantLedger.raw_of) as the memory keeps it."""
-    (device, address, profile), (name, until) = entry
-    return GrantSeen(device, address, name, profile, until)
 
 
 class DiagnoseService:
@@ -285,13 +235,13 @@ class DiagnoseService:
                 "grants_departed_lost": self.daemon.dns.ledger.departed_lost,
                 "group": self.group, "listening": self.log is not None, "error": self.log_error}
 
-    def handlers(self) -> dict[str, Callable[[list[str]], dict[str, Any]]]:
+    def handlers(self) -> dict[str, Handler]:
         """The status socket's request words this service answers (the words after it are passed on)."""
-        return {"doctor": lambda words: self.handle(["doctor", *words]),
+        return {"doctor": lambda words: doctor_request(self),
                 "explain": lambda words: self.handle(["explain", *words])}
 
     def handle(self, words: list[str]) -> dict[str, Any]:
-        """A `doctor` or `explain ...` request from the status socket; a JSON-able answer, never an exception.
+        """An `explain ...` request from the status socket; a JSON-able answer, never an exception.
 
         Words arrive percent-encoded (edges.diagnose), so names may hold spaces.
         """
@@ -299,8 +249,6 @@ class DiagnoseService:
 
         words = [unquote(w) for w in words]
         try:
-            if words[:1] == ["doctor"]:
-                return {"doctor": self.doctor(clock.now())}
             if words[:1] == ["explain"]:
                 return self.explain(words[1:], clock.now())
         except Exception as exc:  # a bug here must not take the status socket down
@@ -334,7 +282,7 @@ class DiagnoseService:
                             "flow": describe_port(question.proto, question.port), "grants_synced": synced}
                 | verdict.as_json()}
 
-    def doctor(self, now: float) -> dict[str, Any]:
+    async def doctor(self, now: float) -> dict[str, Any]:
         """What the daemon knows for `loxgw doctor`: its mode, DNS path, devices and their functions."""
         from loxgw.core.functions import device_functions
 
@@ -346,7 +294,7 @@ class DiagnoseService:
         for attempt in self.explained(self.table.recent(), now):
             by_device.setdefault(attempt.device, []).append(attempt)
         names = self.names()
-        grants_synced = self.grants.devices({dev.ip for dev in view.devices if dev.ip is not None}, now)
+        grants_synced = await self.grants.devices_off_loop({dev.ip for dev in view.devices if dev.ip is not None}, now)
         devices = []
         for dev in view.devices:
             functions: list[FunctionState] = []
@@ -374,6 +322,15 @@ class DiagnoseService:
             "blocked": [a.as_json(now, names) for a in self.table.recent(DOCTOR_RECENT)],
             "blocked_table": {k: v for k, v in self.status().items() if k != "recent"},
         }
+
+
+async def doctor_request(service: DiagnoseService) -> dict[str, Any]:
+    """A `doctor` request: as DiagnoseService.handle, a JSON-able answer, never an exception."""
+    try:
+        return {"doctor": await service.doctor(clock.now())}
+    except Exception as exc:  # a bug here must not take the status socket down
+        log_failure(log, "answering ['doctor']", exc)
+        return {"error": f"internal error: {exc}"}
 
 
 def segments(config: Config, networks: dict[str, tuple[IPNetwork, ...]]) -> list[Segment]:

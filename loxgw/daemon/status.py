@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,8 @@ MAX_REQUEST = 512  # bytes of a request line
 FILE_EVERY = 5.0  # seconds between rewrites of the status file
 LARGE = 64  # devices beyond which even the summary is encoded in a thread
 
-Handler = Callable[[list[str]], dict[str, Any]]
+# A request word's handler: its answer, or (work that must not hold the loop) a coroutine of it.
+Handler = Callable[[list[str]], dict[str, Any] | Awaitable[dict[str, Any]]]
 PRINT_FORMS = ("text", "json")
 
 
@@ -144,8 +146,9 @@ class StatusService:
             "last_error": d.last_error or d.firewall.last_error or d.relay.last_error,
         }
 
-    def answer(self, request: bytes) -> dict[str, Any]:
-        """The answer to one request line (`status full` still holds copied DNS entries: see encode)."""
+    def answer(self, request: bytes) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        """The answer to one request line (`status full` still holds copied DNS entries: see encode),
+        or a coroutine of it (a handler's)."""
         words = request[:MAX_REQUEST].decode("ascii", "replace").split()
         handler = self.handlers.get(words[0]) if words else None
         if handler is not None:
@@ -165,6 +168,8 @@ class StatusService:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
                 request = await asyncio.wait_for(reader.readline(), timeout=READ_TIMEOUT)
             answer = self.answer(request)
+            if inspect.isawaitable(answer):
+                answer = await answer
             # A full answer with 20,000 DNS entries takes hundreds of milliseconds to describe and
             # encode: never on the event loop (the summary takes ~2 ms and stays here).
             full = "dns_entries" in answer or len(answer.get("devices", ())) > LARGE

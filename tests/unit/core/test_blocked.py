@@ -241,3 +241,12 @@ def test_a_prune_of_thousands_keeps_each_devices_newest() -> None:
                     + [grant("203.0.113.7", SSH, 5.0, device=OTHER)], 2100.0)
     assert [g.until for g in memory.lookup(MS, 2100.0)] == [1998.0, 1999.0, 2000.0]
     assert [g.until for g in memory.lookup(OTHER, 2100.0)] == [5.0]
+
+
+def test_a_drop_reported_late_leaves_the_entry_admitted_again_since() -> None:
+    """Doctor's copy of the ledger is taken in a thread: a sync may already have seen the entry again."""
+    memory = GrantMemory()
+    again = grant("203.0.113.12", WEATHER, 700.0)
+    memory.sync_device(MS, [again], 650.0)
+    memory.remember([grant("203.0.113.12", WEATHER, 600.0)], 660.0)
+    assert memory.lookup(MS, 660.0, ip("203.0.113.12")) == [again, grant("203.0.113.12", WEATHER, 600.0)]

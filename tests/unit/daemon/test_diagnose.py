@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ipaddress
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,8 @@ from loxgw.core.config import load_config, parse_config
 from loxgw.core.dns import Grant, Profile
 from loxgw.core.firewall import BLOCKED_PREFIX
 from loxgw.daemon import app as daemon
-from loxgw.daemon.diagnose import FEW_DEVICES, DiagnoseService, relay_coverage
+from loxgw.daemon.diagnose import DiagnoseService, relay_coverage
+from loxgw.daemon.grantsync import FEW_DEVICES
 from loxgw.edges import clock
 
 CONFIG = """
@@ -152,10 +155,21 @@ def test_bad_questions_get_an_error(setup: tuple[daemon.Daemon, DiagnoseService,
     assert service.handle(["bogus"]) == {"error": "unknown request"}
 
 
+def doctor(d: daemon.Daemon) -> dict[str, Any]:
+    """The status socket's answer to `doctor` (a coroutine: its grants are synced in a thread)."""
+    async def ask() -> dict[str, Any]:
+        answer = d.status.answer(b"doctor\n")
+        assert inspect.isawaitable(answer)
+        done: dict[str, Any] = (await answer)["doctor"]
+        return done
+
+    return asyncio.run(ask())
+
+
 def test_doctor_over_the_status_socket(setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
     d, service, _ = setup
     service.networks = NETWORKS
-    answer = d.status.answer(b"doctor\n")["doctor"]
+    answer = doctor(d)
     assert (answer["mode"], answer["installed"], answer["redirect_wanted"], answer["relay_missing"]) == (
         "standalone", True, True, True)
     [device] = answer["devices"]
@@ -260,3 +274,31 @@ def test_many_devices_are_synced_from_one_copy_of_the_ledger(
     asked = set(devices[1:])  # more than FEW_DEVICES: the whole ledger is copied, filtered after
     assert service.grants.devices(asked, 1010.0) is True
     assert [len(service.memory.lookup(device, 1010.0)) for device in devices] == [0] + [1] * (len(devices) - 1)
+
+
+def test_doctor_syncs_every_device_in_a_thread_while_the_loop_goes_on(
+        setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
+    d, service, _ = setup
+    service.networks = NETWORKS
+    now = clock.now()
+    d.dns.ledger.record([Grant(MS, ipaddress.ip_address("203.0.113.12"), WEATHER, 600, "weather.loxone.com")], now)
+    ticks = []
+
+    async def scenario() -> dict[str, Any]:
+        async def ticker() -> None:
+            while True:
+                ticks.append(clock.now())
+                await asyncio.sleep(0.01)
+
+        task = asyncio.get_running_loop().create_task(ticker())
+        with d.dns.lock:  # the DNS thread busy for longer than the loop may wait, not longer than doctor
+            pending = asyncio.ensure_future(service.doctor(clock.now()))
+            await asyncio.sleep(0.2)
+        answer = await pending
+        task.cancel()
+        return answer
+
+    answer = asyncio.run(scenario())
+    assert answer["grants_synced"] is True and len(ticks) >= 10  # the loop ran on while doctor waited
+    [device] = answer["devices"]
+    assert {f["function"]: f["state"] for f in device["functions"]}["Weather"] == "working"

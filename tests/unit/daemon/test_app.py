@@ -180,6 +180,9 @@ def test_run_serves_status_and_cleans_up(setup: tuple[Path, Path, FakeKernel]) -
                 break
             await asyncio.sleep(0.01)
         snapshot = await asyncio.to_thread(status.query, str(sock))
+        # doctor's handler is a coroutine (its grant sync waits in a thread): the socket awaits it
+        doctor = await asyncio.to_thread(status.query, str(sock), line=b"doctor\n")
+        assert isinstance(doctor["doctor"], dict) and doctor["doctor"]["grants_synced"] is True, doctor
         assert gc.isenabled()
         d.request_stop()
         assert await task == 0

@@ -7,12 +7,13 @@ import inspect
 import ipaddress
 import socket
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loxgw.core.blocked import parse_sample
+from loxgw.core.blocked import GrantSeen, Listed, parse_sample
 from loxgw.core.catalog import PortRange
 from loxgw.core.config import load_config, parse_config
 from loxgw.core.dns import Grant, Profile
@@ -277,28 +278,43 @@ def test_many_devices_are_synced_from_one_copy_of_the_ledger(
 
 
 def test_doctor_syncs_every_device_in_a_thread_while_the_loop_goes_on(
-        setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
+        setup: tuple[daemon.Daemon, DiagnoseService, FakeLog], monkeypatch: pytest.MonkeyPatch) -> None:
     d, service, _ = setup
     service.networks = NETWORKS
     now = clock.now()
     d.dns.ledger.record([Grant(MS, ipaddress.ip_address("203.0.113.12"), WEATHER, 600, "weather.loxone.com")], now)
-    ticks = []
+    built_in: list[str] = []
+    of = Listed.of
+
+    def recorded(entries: Iterable[GrantSeen], at: float) -> Listed:
+        built_in.append(threading.current_thread().name)
+        return of(entries, at)
+
+    monkeypatch.setattr(Listed, "of", staticmethod(recorded))
+    ticks_while_held = []
 
     async def scenario() -> dict[str, Any]:
-        async def ticker() -> None:
-            while True:
-                ticks.append(clock.now())
-                await asyncio.sleep(0.01)
-
-        task = asyncio.get_running_loop().create_task(ticker())
-        with d.dns.lock:  # the DNS thread busy for longer than the loop may wait, not longer than doctor
+        with d.dns.lock:  # the DNS thread busy for longer than the loop may wait (LOCK_WAIT), not than doctor
             pending = asyncio.ensure_future(service.doctor(clock.now()))
-            await asyncio.sleep(0.2)
-        answer = await pending
-        task.cancel()
-        return answer
+            for _ in range(10):
+                await asyncio.sleep(0.01)  # the loop goes on meanwhile
+                ticks_while_held.append(pending.done())
+        return await pending
 
     answer = asyncio.run(scenario())
-    assert answer["grants_synced"] is True and len(ticks) >= 10  # the loop ran on while doctor waited
+    assert ticks_while_held == [False] * 10 and answer["grants_synced"] is True
+    assert built_in and threading.main_thread().name not in built_in
     [device] = answer["devices"]
     assert {f["function"]: f["state"] for f in device["functions"]}["Weather"] == "working"
+
+
+def test_a_copy_made_in_a_thread_never_undoes_a_later_sync(
+        setup: tuple[daemon.Daemon, DiagnoseService, FakeLog]) -> None:
+    d, service, _ = setup
+    address = ipaddress.ip_address("203.0.113.12")
+    sync = service.grants
+    in_flight = sync._prepare({MS}, 1000.0, 1.0, started=clock.now())  # doctor's copy: nothing for MS yet
+    d.dns.ledger.record([Grant(MS, address, WEATHER, 600, "weather.loxone.com")], 1001.0)
+    assert sync.devices({MS}, 1002.0)  # explain, on the loop, sees the new grant
+    assert sync._apply(in_flight)  # then doctor's older copy arrives
+    assert [g.until for g in service.memory.lookup(MS, 1003.0, address)] == [1601.0]  # still live

@@ -289,9 +289,10 @@ class Daemon:
             # Each step even if one before failed (a service stopped half-started): the table goes last.
             on_loop = functools.partial
             await _each("stopping", [
-                guard.close if guard is not None else None, self.upnp.close, on_loop(self.devices.close, loop),
-                on_loop(self.diagnose.close, loop), watch.close if watch is not None else None, self.status.close,
-                on_loop(self.reflector.close, loop), on_loop(self.knx.close, loop), on_loop(self.intercom.close, loop),
+                guard.close if guard is not None else None, self.status.close, self.upnp.close,
+                on_loop(self.devices.close, loop), on_loop(self.diagnose.close, loop),
+                watch.close if watch is not None else None, on_loop(self.reflector.close, loop),
+                on_loop(self.knx.close, loop), on_loop(self.intercom.close, loop),
                 on_loop(self.relay.close, loop), self.dns.save_entries if restored else None, self.firewall.close,
                 on_loop(self.dns.close, loop)])
             log.info("stopped")

@@ -73,6 +73,7 @@ class StatusService:
         self._server: asyncio.AbstractServer | None = None
         self._file_task: asyncio.Task[None] | None = None
         self._path = ""
+        self._requests: set[asyncio.Task[Any]] = set()  # clients being answered (doctor's may wait)
 
     @property
     def file_path(self) -> str:
@@ -85,6 +86,12 @@ class StatusService:
         self._file_task = asyncio.get_running_loop().create_task(self._keep_file())
 
     async def close(self) -> None:
+        """Stop serving: requests being answered are cancelled (the daemon closes this service first, so
+        that no answer resumes in services already closed), the socket and the file removed."""
+        requests = list(self._requests)
+        for request in requests:
+            request.cancel()
+        await asyncio.gather(*requests, return_exceptions=True)  # gone before the next service closes
         if self._file_task is not None:
             self._file_task.cancel()
         with contextlib.suppress(FileNotFoundError):
@@ -163,6 +170,9 @@ class StatusService:
         return render(answer, form)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._requests.add(task)
         try:
             request = b""
             with contextlib.suppress(asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
@@ -180,6 +190,7 @@ class StatusService:
         except (ConnectionError, OSError):
             self.client_errors += 1
         finally:
+            self._requests.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()

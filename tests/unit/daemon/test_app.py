@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -198,6 +199,42 @@ def test_run_serves_status_and_cleans_up(setup: tuple[Path, Path, FakeKernel]) -
     assert json.loads(json.dumps(snapshot)) == snapshot
     assert not sock.exists()
     assert kernel.tables == set()
+
+
+def test_a_request_still_being_answered_is_cancelled_before_any_service_closes(
+        setup: tuple[Path, Path, FakeKernel]) -> None:
+    """doctor's answer may wait in a thread: it must not resume in services already closed."""
+    cfg, sock, kernel = setup
+    d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
+    seen: list[str] = []
+
+    async def slow(words: list[str]) -> dict[str, Any]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled" if d.devices._expiry is not None else "cancelled after devices closed")
+            raise
+        return {}
+
+    async def scenario() -> int:
+        task = asyncio.create_task(d.run())
+        for _ in range(200):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.01)
+        d.status.handlers["slow"] = slow
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+        writer.write(b"slow\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the request is being answered
+        d.request_stop()
+        code = await asyncio.wait_for(task, 10)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the client sees the connection closed
+        writer.close()
+        return code
+
+    assert asyncio.run(scenario()) == 0
+    assert seen == ["cancelled"]
 
 
 def run_once(d: daemon.Daemon, sock: Path) -> None:

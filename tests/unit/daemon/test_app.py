@@ -169,17 +169,23 @@ def test_disabled_config_installs_nothing(tmp_path: Path) -> None:
     assert kernel.scripts == []
 
 
+async def running(d: daemon.Daemon, sock: Path) -> asyncio.Task[int]:
+    """The daemon's run() as a task, once its status socket is there (or after 2 s)."""
+    task = asyncio.create_task(d.run())
+    for _ in range(200):
+        if sock.exists():
+            break
+        await asyncio.sleep(0.01)
+    return task
+
+
 def test_run_serves_status_and_cleans_up(setup: tuple[Path, Path, FakeKernel]) -> None:
     cfg, sock, kernel = setup
     d = daemon.Daemon(load_config(str(cfg)), kernel.ports())
     gcpause.pause_start_up()  # as `loxgw run` does: no collection until the daemon runs
 
     async def scenario() -> dict[str, object]:
-        task = asyncio.create_task(d.run())
-        for _ in range(200):
-            if sock.exists():
-                break
-            await asyncio.sleep(0.01)
+        task = await running(d, sock)
         snapshot = await asyncio.to_thread(status.query, str(sock))
         # doctor's handler is a coroutine (its grant sync waits in a thread): the socket awaits it
         doctor = await asyncio.to_thread(status.query, str(sock), line=b"doctor\n")
@@ -217,11 +223,7 @@ def test_a_request_still_being_answered_is_cancelled_before_any_service_closes(
         return {}
 
     async def scenario() -> int:
-        task = asyncio.create_task(d.run())
-        for _ in range(200):
-            if sock.exists():
-                break
-            await asyncio.sleep(0.01)
+        task = await running(d, sock)
         d.status.handlers["slow"] = slow
         reader, writer = await asyncio.open_unix_connection(str(sock))
         writer.write(b"slow\n")
@@ -239,11 +241,7 @@ def test_a_request_still_being_answered_is_cancelled_before_any_service_closes(
 
 def run_once(d: daemon.Daemon, sock: Path) -> None:
     async def scenario() -> None:
-        task = asyncio.create_task(d.run())
-        for _ in range(200):
-            if sock.exists():
-                break
-            await asyncio.sleep(0.01)
+        task = await running(d, sock)
         d.request_stop()
         assert await task == 0
 

@@ -271,9 +271,9 @@ class GrantMemory:
     concerns from the ledger's entries for them alone (`sync_device`), and
     hands over the entries the ledger dropped meanwhile (`remember`, from
     GrantLedger.departed). So the cost follows questions and departures, not
-    the ledger's size: a full mirror of 2,500 expiring entries, rebuilt
-    whenever one changed, cost 5 ms of CPU a second here (bench.router_class
-    --dns-entries), a tenth of a router's core.
+    the ledger's size: a full mirror of 2,460 expiring entries, rebuilt
+    whenever one changed, cost 6-7 ms of CPU a second here above idle
+    (bench.router_class --dns-entries), a tenth of a router's core.
 
     An entry the ledger still lists past its expiry is gone at its expiry;
     one that was live at a device's last sync and is no longer listed at the

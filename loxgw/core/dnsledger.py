@@ -46,7 +46,6 @@ class GrantLedger:
         # Each device's keys: its count for the cap, and its entries without a pass over all of them.
         self._keys: dict[IPAddress, set[tuple[IPAddress, IPAddress, Profile]]] = {}
         self._pruned_at = -math.inf
-        self.changes = 0  # puts and removals so far: a reader that saw this number saw every entry since
         self.departed: deque[tuple[tuple[IPAddress, IPAddress, Profile], tuple[str, float]]] = \
             deque(maxlen=self.departed_max)
         self.departed_lost = 0  # dropped entries pushed out of `departed` before anyone took them
@@ -70,7 +69,6 @@ class GrantLedger:
         return len(self._keys.get(device, ())) < self.per_device and len(self._live) < self.capacity
 
     def _put(self, key: tuple[IPAddress, IPAddress, Profile], grant: Grant, now: float) -> None:
-        self.changes += 1
         if self._live.pop(key, None) is None:
             self._keys.setdefault(grant.device, set()).add(key)
         self._live[key] = (grant.name, now + grant.timeout)
@@ -88,7 +86,6 @@ class GrantLedger:
                 self._forget(key)
 
     def _forget(self, key: tuple[IPAddress, IPAddress, Profile]) -> None:
-        self.changes += 1
         keys = self._keys.get(key[0])
         if keys is not None:
             keys.discard(key)

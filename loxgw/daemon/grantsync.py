@@ -64,7 +64,7 @@ class GrantSync:
         """A copy of the ledger's entries for `devices` (and of what it dropped), as of `now`, or as of
         the copy when `started` (the clock when `now` was taken: the copy waited in a thread)."""
         dns_service = self.daemon.dns
-        if not devices:
+        if not devices and not dns_service.ledger.departed:
             return Prepared(0, now, [], {})
         if not dns_service.lock.acquire(timeout=wait):
             return None
@@ -101,14 +101,11 @@ class GrantSync:
         return True
 
     def departures(self, now: float) -> None:
-        """Take what the ledger dropped, if anything, before its bounded log overflows (every tick)."""
-        dns_service = self.daemon.dns
-        if dns_service.ledger.departed and dns_service.lock.acquire(timeout=0):
-            try:
-                departed = dns_service.ledger.take_departed()
-            finally:
-                dns_service.lock.release()
-            self.memory.remember([seen(entry) for entry in departed], now)
+        """Take what the ledger dropped, if anything, before its bounded log overflows (every tick; when the
+        DNS thread holds its lock, at the next)."""
+        prepared = self._prepare(set(), now, 0)
+        if prepared is not None:
+            self._apply(prepared)
 
 
 def seen(entry: tuple[tuple[IPAddress, IPAddress, dns.Profile], tuple[str, float]]) -> GrantSeen:
